@@ -1,0 +1,1 @@
+"""Evaluation suites and judges. Each module registers its entries with harness.registry."""

@@ -1,0 +1,87 @@
+"""The suite interface: an EvalContext in, a SuiteResult out (simple-evals style).
+
+Three kinds of suite fit it: generation + judge (mt-bench), pairwise against reference
+outputs (alpaca-eval), and log-likelihood multiple choice (lm-eval, brainteaser).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import registry
+
+
+class SuiteError(RuntimeError):
+    """A suite cannot run as configured (missing data, bad option): one clear line."""
+
+
+@dataclass
+class EvalContext:
+    model: str  # local checkpoint path or hub id
+    name: str  # row label in the leaderboard (checkpoint name)
+    out_dir: Path  # this suite's folder: <eval dir>/<suite>/
+    options: dict[str, Any] = field(default_factory=dict)  # suite options, after --set overrides
+    preset: str | None = None  # "openllm" in "lm-eval:openllm"
+    data_dir: Path | None = None  # local mirror of the canonical data (see README)
+    world_dir: Path | None = None  # the tiny world's data, when running the embedded default
+    backend: str = "hf"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    judge: str | None = None
+    judge_options: dict[str, Any] = field(default_factory=dict)
+    no_judge: bool = False  # generate and save answers only
+    device: str = "cpu"
+    seed: int = 0
+    references: dict[str, Path] = field(default_factory=dict)  # e.g. {"sft": <sft checkpoint path>}
+    _generator: Any = None
+
+    def generator(self):
+        """The generation backend for `model`, built once per context."""
+        if self._generator is None:
+            backend_cls = registry.get("backend", self.backend)
+            self._generator = backend_cls(self.model, device=self.device, **self.backend_options)
+        return self._generator
+
+    def make_judge(self):
+        from evals.judges import make_judge
+
+        if not self.judge:
+            raise SuiteError("this suite needs a judge: pass --judge NAME or set `judge` in the config")
+        return make_judge(self.judge, cache_dir=self.out_dir.parent / "judge-cache", **self.judge_options)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+
+@dataclass
+class SuiteResult:
+    metrics: dict[str, Any]  # flat: metric name -> number (None if unavailable, with reason in `info`)
+    items: list[dict[str, Any]] = field(default_factory=list)  # per-item records -> items.jsonl
+    info: dict[str, Any] = field(default_factory=dict)  # non-numeric details kept in metrics.json
+
+    def leaderboard_metrics(self) -> dict[str, float]:
+        """Numeric metrics only; these become `<suite>/<metric>` columns."""
+        out = {}
+        for k, v in self.metrics.items():
+            if isinstance(v, bool) or v is None:
+                continue
+            if isinstance(v, (int, float)):
+                out[k] = float(v)
+        return out
+
+
+Suite = Callable[[EvalContext], SuiteResult]
+
+
+def mean_and_stderr(values: list[float]) -> tuple[float, float]:
+    """Sample mean and its standard error (n-1 denominator)."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)

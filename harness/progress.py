@@ -1,0 +1,47 @@
+"""Rich progress bars and one-line stage summaries, quiet when not on a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+# Everything human-facing goes to stderr so `--format json` keeps stdout clean.
+console = Console(stderr=True)
+
+
+class _Bar:
+    def __init__(self, progress: Progress | None, task_id: int | None):
+        self._p, self._t = progress, task_id
+
+    def advance(self, n: int = 1) -> None:
+        if self._p is not None:
+            self._p.advance(self._t, n)
+
+
+_active: list[Progress] = []
+
+
+@contextlib.contextmanager
+def progress(desc: str, total: int | None) -> Iterator[_Bar]:
+    if os.environ.get("SELM_BENCH_QUIET") or not sys.stderr.isatty() or _active:
+        yield _Bar(None, None)
+        return
+    p = Progress(
+        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )
+    _active.append(p)
+    try:
+        with p:
+            yield _Bar(p, p.add_task(desc, total=total))
+    finally:
+        _active.pop()
+
+
+def say(msg: str) -> None:
+    console.print(msg, highlight=False)

@@ -1,0 +1,111 @@
+"""One registry for methods, eval suites, judges, rankers and generation backends.
+
+Entries register themselves with a decorator at import time; `load_all()` imports every
+module under `trainers/` and `evals/`, so adding a suite or ranker means adding one module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable
+
+KINDS = ("method", "suite", "judge", "ranker", "backend")
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    obj: Any
+    help: str
+
+
+class RegistryError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0])
+
+
+_ENTRIES: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+_PREFIX_KINDS = ("judge",)  # judges may be parameterised: "openai:gpt-4" -> entry "openai"
+_loaded = False
+
+
+def register(kind: str, name: str, help: str = "") -> Callable[[Any], Any]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
+
+    def deco(obj: Any) -> Any:
+        if name in _ENTRIES[kind] and _ENTRIES[kind][name].obj is not obj:
+            raise ValueError(f"{kind} {name!r} is registered twice")
+        doc = help or (obj.__doc__ or "").strip().splitlines()[0:1]
+        _ENTRIES[kind][name] = Entry(kind, name, obj, doc if isinstance(doc, str) else "".join(doc))
+        return obj
+
+    return deco
+
+
+def register_method(name: str, help: str = ""):
+    return register("method", name, help)
+
+
+def register_suite(name: str, help: str = ""):
+    return register("suite", name, help)
+
+
+def register_judge(name: str, help: str = ""):
+    return register("judge", name, help)
+
+
+def register_ranker(name: str, help: str = ""):
+    return register("ranker", name, help)
+
+
+def register_backend(name: str, help: str = ""):
+    return register("backend", name, help)
+
+
+def load_all() -> None:
+    """Import every module of the plug-in packages so their decorators run."""
+    global _loaded
+    if _loaded:
+        return
+    for pkg_name in ("trainers", "evals"):
+        pkg = importlib.import_module(pkg_name)
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{mod.name}")
+    _loaded = True
+
+
+def base_name(kind: str, name: str) -> str:
+    if kind in _PREFIX_KINDS and ":" in name:
+        return name.split(":", 1)[0]
+    if kind == "suite" and ":" in name:  # "lm-eval:openllm" -> suite "lm-eval" with a preset
+        return name.split(":", 1)[0]
+    return name
+
+
+def names(kind: str) -> list[str]:
+    load_all()
+    return sorted(_ENTRIES[kind])
+
+
+def has(kind: str, name: str) -> bool:
+    load_all()
+    return base_name(kind, name) in _ENTRIES[kind]
+
+
+def get(kind: str, name: str) -> Any:
+    load_all()
+    key = base_name(kind, name)
+    if key not in _ENTRIES[kind]:
+        known = ", ".join(sorted(_ENTRIES[kind])) or "none"
+        raise RegistryError(f"unknown {kind} {name!r} (registered: {known})")
+    return _ENTRIES[kind][key].obj
+
+
+def entries() -> list[Entry]:
+    load_all()
+    return [e for kind in KINDS for e in sorted(_ENTRIES[kind].values(), key=lambda e: e.name)]

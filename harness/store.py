@@ -1,0 +1,139 @@
+"""The run store: atomic files, stage records keyed by their inputs, and the manifest.
+
+A stage is done when `<stage dir>/stage.json` says so with the same key; the key hashes
+the stage's resolved config and the keys of its inputs, so a change upstream redoes
+everything downstream and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+PACKAGES = ["torch", "transformers", "trl", "datasets", "accelerate", "lm_eval", "alpaca_eval", "fschat", "selm-bench"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text())
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Build a directory in a temp sibling, then swap it in whole (checkpoints, data)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunStore:
+    """One run directory: config, manifest, stage records and their outputs."""
+
+    def __init__(self, root: Path, force: bool = False):
+        self.root = Path(root)
+        self.force = force
+        self.manifest_path = self.root / "manifest.json"
+        self.manifest: dict[str, Any] = read_json(self.manifest_path, {}) or {}
+        self._forced: set[str] = set()
+
+    def start(self, config: dict[str, Any], seed: int, command: list[str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest.setdefault("stages", {})
+        self.manifest.update(
+            packages=package_versions(), git_commit=git_commit(), seed=seed, python=platform.python_version(),
+            command=command, started=now(), finished=None,
+        )
+        import yaml
+
+        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.save()
+
+    def finish(self) -> None:
+        self.manifest["finished"] = now()
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.manifest_path, self.manifest)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def is_done(self, name: str, key: str) -> bool:
+        rec = read_json(self.stage_dir(name) / "stage.json")
+        if self.force and name not in self._forced:
+            return False
+        return bool(rec) and rec.get("status") == "done" and rec.get("key") == key
+
+    def record(self, name: str, key: str, status: str, started: float, **extra: Any) -> None:
+        rec = {"stage": name, "key": key, "status": status, "duration_s": round(time.time() - started, 3), **extra}
+        if status == "done":
+            atomic_write_json(self.stage_dir(name) / "stage.json", rec)
+            self._forced.add(name)
+        self.manifest.setdefault("stages", {})[name] = {**rec, "ended": now()}
+        self.save()

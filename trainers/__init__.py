@@ -1,0 +1,1 @@
+"""Losses, trainers, the online iteration loop, generation backends and rankers."""

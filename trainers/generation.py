@@ -1,0 +1,104 @@
+"""Generation backends: chat conversations in, sampled responses out.
+
+`hf` runs transformers' batched `generate` (left padding, chat template applied). The
+`vllm` backend is an optional GPU extra and plugs in through the same `chat` method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.registry import register_backend
+from harness.progress import progress
+
+
+@dataclass
+class Sampling:
+    n: int = 1
+    temperature: float = 0.0  # below 1e-4 means greedy (FastChat's convention)
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < 1e-4
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]], model_name: str = "") -> str:
+    """The text the model sees before its reply: its own chat template, else FastChat's."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    from fastchat.model.model_adapter import get_conversation_template
+
+    conv = get_conversation_template(model_name or "vicuna")
+    for m in messages:
+        if m["role"] == "system":
+            conv.set_system_message(m["content"])
+        else:
+            conv.append_message(conv.roles[0] if m["role"] == "user" else conv.roles[1], m["content"])
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
+
+
+@register_backend("hf", help="transformers generate(), batched with left padding (CPU or GPU)")
+class HFBackend:
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, dtype: str = "auto", **_: Any):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_name = str(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+
+    def chat(self, conversations: list[list[dict[str, str]]], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
+        """For each conversation, `sampling.n` replies to its last user turn."""
+        prompts = [render_prompt(self.tokenizer, conv, self.model_name) for conv in conversations]
+        return self.complete(prompts, sampling, desc=desc)
+
+    @torch.no_grad()
+    def complete(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
+        torch.manual_seed(sampling.seed)
+        outputs: list[list[str]] = []
+        # Longest prompts first keeps padding low within a batch.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        by_index: dict[int, list[str]] = {}
+        step = max(1, self.batch_size // max(1, sampling.n))
+        with progress(desc, total=len(prompts)) as bar:
+            for start in range(0, len(order), step):
+                idx = order[start : start + step]
+                enc = self.tokenizer(
+                    [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(self.device)
+                gen_kwargs: dict[str, Any] = dict(
+                    max_new_tokens=sampling.max_new_tokens,
+                    num_return_sequences=sampling.n,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+                if sampling.greedy:
+                    gen_kwargs.update(do_sample=False)
+                else:
+                    gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                out = self.model.generate(**enc, **gen_kwargs)
+                new_tokens = out[:, enc["input_ids"].shape[1] :]
+                texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for j, i in enumerate(idx):
+                    by_index[i] = [t.strip() for t in texts[j * sampling.n : (j + 1) * sampling.n]]
+                bar.advance(len(idx))
+        outputs = [by_index[i] for i in range(len(prompts))]
+        return outputs
+
+
+def make_backend(name: str, model: str, device: str = "cpu", **options: Any):
+    from harness import registry
+
+    return registry.get("backend", name)(model, device=device, **options)
