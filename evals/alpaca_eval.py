@@ -1,0 +1,324 @@
+"""AlpacaEval 2.0: the model's outputs against a reference's, annotated pairwise, through `alpaca_eval`.
+
+Real mode: the 805 instructions and GPT-4 Turbo (gpt4_1106_preview) reference outputs from the data
+mirror; alpaca_eval's own PairwiseAnnotator with `weighted_alpaca_eval_gpt4_turbo` (its prompt,
+randomised output order and logprob parser) against the OpenAI-compatible endpoint named by
+OPENAI_BASE_URL / OPENAI_API_KEY; metrics from `alpaca_eval.metrics`.
+
+Tiny mode (ctx.world_dir set): the tiny world's eval prompts; the reference is the greedy output of
+ctx.references["sft"]; the annotator is the oracle verifier with a graded preference
+    preference = 1.5 + (s_model - s_ref) / 2   in [1, 2]   (1.5 = tie, 2 = model fully right, ref wrong)
+which mirrors the weighted (probability) preference of the AE2 annotator; same metric functions.
+
+Length-controlled win rate: alpaca_eval's GLM needs `df_gamed.csv` (hub dataset tatsu-lab/alpaca_eval)
+for the per-instruction difficulty and the gamed-baseline regularisation. It is read from
+<data_dir>/alpaca_eval/df_gamed.csv, never downloaded; without it, and always in tiny mode (the difficulty
+is per AlpacaEval instruction), LC is None with the reason in info. A fit returning exactly 50.0 with zero
+error is degenerate (all coefficients zero): it is reported as None, flagged, with the raw value in info.
+
+Options: limit (first N instructions), max_new_tokens (2048 real, 24 tiny), temperature (0 = greedy), top_p,
+annotators_config (real mode, default weighted_alpaca_eval_gpt4_turbo). Tiny mode always uses the oracle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from evals.base import EvalContext, SuiteError, SuiteResult
+from harness.registry import register_suite
+from harness.store import atomic_write_json, atomic_write_text
+
+ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+REFERENCE_FILE = ("alpaca_eval", "results", "gpt4_1106_preview", "model_outputs.json")
+REFERENCE_SOURCE = (
+    "the alpaca_eval GitHub repo (tatsu-lab/alpaca_eval) results/gpt4_1106_preview/model_outputs.json, "
+    "or the HF dataset tatsu-lab/alpaca_eval"
+)
+DF_GAMED_FILE = ("alpaca_eval", "df_gamed.csv")
+METRIC_KEYS = (
+    "win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "discrete_win_rate",
+    "avg_length", "length_controlled_winrate", "lc_standard_error",
+)
+TINY_LC_REASON = (
+    "tiny mode: alpaca_eval's LC GLM uses df_gamed.csv's per-instruction difficulty of the 805 AlpacaEval "
+    "instructions, which does not exist for tiny-world prompts"
+)
+
+
+def _alpaca_eval():
+    """Import alpaca_eval lazily: it takes seconds, and its annotators module sets the root logger to INFO."""
+    root = logging.getLogger()
+    level = root.level
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import alpaca_eval.annotators
+        import alpaca_eval.metrics
+    root.setLevel(level)
+    return alpaca_eval
+
+
+# ---------------------------------------------------------------- metrics
+def metrics_from_annotations(
+    annotations: list[dict[str, Any]] | str | Path,
+    data_dir: str | Path | None = None,
+    *,
+    length_controlled: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """alpaca_eval's metrics for annotations in its format (preference 1 = output_1 wins, 2 = output_2 wins).
+
+    output_2 is the evaluated model. `data_dir` supplies df_gamed.csv and the instruction order for LC.
+    """
+    import pandas as pd
+
+    ae = _alpaca_eval()
+    if isinstance(annotations, (str, Path)):
+        path = Path(annotations)
+        if not path.exists():
+            raise SuiteError(f"annotations file not found: {path}")
+        annotations = json.loads(path.read_text())
+    df = pd.DataFrame(list(annotations))
+    missing = [k for k in ("instruction", "output_1", "output_2", "preference") if k not in df.columns]
+    if df.empty or missing:
+        raise SuiteError(f"not alpaca_eval annotations: {len(df)} rows, missing keys {missing}")
+
+    info: dict[str, Any] = {"n_annotations": len(df), "n_unannotated": int(df["preference"].isna().sum())}
+    if "annotator" in df.columns:
+        info["annotator"] = ", ".join(sorted(df["annotator"].dropna().astype(str).unique()))
+    metrics: dict[str, Any] = dict(ae.metrics.get_winrate(df))
+    metrics["avg_length"] = int(df["output_2"].astype(str).str.len().mean())
+
+    metrics["length_controlled_winrate"] = metrics["lc_standard_error"] = None
+    if length_controlled:
+        lc, reason = _length_controlled(df, data_dir)
+        if reason:
+            info["lc_unavailable"] = reason
+        else:
+            metrics.update(lc)
+            if metrics["length_controlled_winrate"] == 50.0 and metrics["lc_standard_error"] == 0.0:
+                info["lc_degenerate"] = "GLM fit returned exactly 50.0 with zero error (all coefficients zero)"
+                info["lc_raw"] = {k: float(lc[k]) for k in ("length_controlled_winrate", "lc_standard_error")}
+                metrics["length_controlled_winrate"] = metrics["lc_standard_error"] = None
+    return _plain(metrics, info), info
+
+
+def _plain(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """numpy scalars -> Python numbers; NaN/inf -> None (named in info)."""
+    out: dict[str, Any] = {}
+    for k in METRIC_KEYS:
+        v = metrics.get(k)
+        if v is not None:
+            v = int(v) if k.startswith("n_") or k == "avg_length" else float(v)
+            if not math.isfinite(v):
+                info.setdefault("non_finite", []).append(k)
+                v = None
+        out[k] = v
+    return out
+
+
+def _length_controlled(df, data_dir) -> tuple[dict[str, float], str | None]:
+    if data_dir is None:
+        return {}, "no data_dir: LC needs df_gamed.csv (HF dataset tatsu-lab/alpaca_eval), never downloaded here"
+    gamed = Path(data_dir).joinpath(*DF_GAMED_FILE)
+    reference = Path(data_dir).joinpath(*REFERENCE_FILE)
+    for path in (gamed, reference):
+        if not path.exists():
+            return {}, f"{path} not found (LC needs it; source: HF dataset tatsu-lab/alpaca_eval)"
+    # The GLM looks instruction difficulty up by the row's position in the 805-instruction set, so rows
+    # are indexed by that position, not by their order in the annotations (limit, imported files).
+    position = {r["instruction"]: i for i, r in enumerate(json.loads(reference.read_text()))}
+    index = df["instruction"].map(position)
+    if index.isna().any():
+        return {}, f"{int(index.isna().sum())} annotated instructions are not AlpacaEval instructions"
+    for col in ("generator_1", "generator_2"):
+        if col not in df.columns or df[col].nunique() != 1:
+            return {}, f"LC needs exactly one {col} in the annotations"
+    df = df.set_index(index.astype(int).rename(None))
+    with _local_hub_file("df_gamed.csv", gamed):
+        out = _alpaca_eval().metrics.get_length_controlled_winrate(
+            df, save_weights_dir=None, is_add_glm_preference_inplace=False  # "auto" writes into site-packages
+        )
+    return {k: out[k] for k in ("length_controlled_winrate", "lc_standard_error")}, None
+
+
+@contextmanager
+def _local_hub_file(filename: str, path: Path) -> Iterator[None]:
+    """Serve alpaca_eval's hub download of `filename` from the local mirror; any other hub file is an error."""
+    from alpaca_eval.metrics import glm_winrate
+
+    def download(repo_id: str, filename: str, **_: Any) -> str:
+        if filename != wanted:
+            raise SuiteError(f"alpaca_eval asked the hub for {repo_id}/{filename}; only {wanted} is mirrored")
+        return str(path)
+
+    wanted, original = filename, glm_winrate.hf_hub_download
+    glm_winrate.hf_hub_download = download
+    try:
+        yield
+    finally:
+        glm_winrate.hf_hub_download = original
+
+
+# ---------------------------------------------------------------- the suite
+@register_suite("alpaca-eval", help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval")
+def run(ctx: EvalContext) -> SuiteResult:
+    limit = ctx.option("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise SuiteError(f"alpaca-eval option limit: expected a positive integer, got {limit!r}")
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    return _run_tiny(ctx, limit) if ctx.world_dir is not None else _run_real(ctx, limit)
+
+
+def _sampling(ctx: EvalContext, default_max_new_tokens: int):
+    from trainers.generation import Sampling
+
+    return Sampling(
+        temperature=float(ctx.option("temperature", 0.0)), top_p=float(ctx.option("top_p", 1.0)),
+        max_new_tokens=int(ctx.option("max_new_tokens", default_max_new_tokens)), seed=ctx.seed,
+    )
+
+
+def _generate(generator: Any, prompts: list[str], sampling: Any) -> list[str]:
+    return [o[0] for o in generator.chat([[{"role": "user", "content": p}] for p in prompts], sampling)]
+
+
+def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
+    if ctx.data_dir is None:
+        raise SuiteError(f"alpaca-eval needs data_dir with {'/'.join(REFERENCE_FILE)} (from {REFERENCE_SOURCE})")
+    ref_path = Path(ctx.data_dir).joinpath(*REFERENCE_FILE)
+    if not ref_path.exists():
+        raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
+    reference = json.loads(ref_path.read_text())[:limit]
+    outputs = _generate(ctx.generator(), [r["instruction"] for r in reference], _sampling(ctx, 2048))
+    model_outputs = [
+        {"dataset": r.get("dataset"), "instruction": r["instruction"], "output": o, "generator": ctx.name}
+        for r, o in zip(reference, outputs)
+    ]
+    atomic_write_json(ctx.out_dir / "model_outputs.json", model_outputs)
+    items = [
+        {"index": i, "dataset": r.get("dataset"), "instruction": r["instruction"], "output": o,
+         "reference_output": r["output"]}
+        for i, (r, o) in enumerate(zip(reference, outputs))
+    ]
+    if ctx.no_judge:
+        return _unjudged(items)
+
+    annotations = _annotate(ctx, reference, model_outputs)
+    _write_annotations(ctx.out_dir / "annotations.json", annotations)
+    metrics, info = metrics_from_annotations(annotations, ctx.data_dir)
+    preference = {a["instruction"]: a.get("preference") for a in annotations}
+    for item in items:
+        item["preference"] = _number(preference.get(item["instruction"]))
+    info.update(reference=str(ref_path), n_instructions=len(reference))
+    return SuiteResult(metrics, items, info)
+
+
+def _annotate(ctx: EvalContext, reference: list[dict], model_outputs: list[dict]) -> list[dict[str, Any]]:
+    ae = _alpaca_eval()
+    client: dict[str, Any] = {}
+    if not Path(ae.constants.OPENAI_CLIENT_CONFIG_PATH).is_file():
+        # alpaca_eval freezes the key and base URL at import time (constants, a default argument); pass
+        # the environment's values per call instead. The key travels in memory only: alpaca_eval's
+        # request logging drops every "*api_key*" kwarg and its annotation cache stores completions.
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise SuiteError(
+                "alpaca-eval annotates through an OpenAI-compatible API: set OPENAI_API_KEY (any value for a "
+                "local server) and OPENAI_BASE_URL for a local endpoint, or run with --no-judge"
+            )
+        base_url = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+        client = {"openai_api_keys": [key], "openai_api_base": base_url}
+    annotator = ae.annotators.PairwiseAnnotator(
+        annotators_config=ctx.option("annotators_config", ANNOTATOR),
+        caching_path=ctx.out_dir / "annotator_cache.json",  # "auto" caches inside site-packages
+        seed=0,
+    )
+    return annotator.annotate_head2head(outputs_1=reference, outputs_2=model_outputs, **client)
+
+
+def _write_annotations(path: Path, annotations: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    # alpaca_eval's own serialisation (main.evaluate), written atomically.
+    atomic_write_text(path, pd.DataFrame(annotations).to_json(orient="records", indent=2))
+
+
+def _unjudged(items: list[dict[str, Any]]) -> SuiteResult:
+    metrics: dict[str, Any] = {k: None for k in METRIC_KEYS}
+    metrics["avg_length"] = int(sum(len(i["output"]) for i in items) / max(1, len(items)))
+    return SuiteResult(metrics, items, {"no_judge": "outputs saved to model_outputs.json, not annotated"})
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+# ---------------------------------------------------------------- tiny mode
+def _run_tiny(ctx: EvalContext, limit: int | None) -> SuiteResult:
+    from evals.judges import make_judge
+    from harness.tinyworld import read_jsonl
+
+    ref_model = ctx.references.get("sft")
+    if ref_model is None:
+        raise SuiteError("alpaca-eval (tiny mode) compares against the SFT checkpoint; references['sft'] is not set")
+    rows = read_jsonl(Path(ctx.world_dir) / "eval.jsonl")[:limit]
+    prompts = [r["prompt"] for r in rows]
+    sampling = _sampling(ctx, 24)
+    outputs = _generate(ctx.generator(), prompts, sampling)
+    ref_outputs, cache = _reference_outputs(ctx, Path(ref_model), prompts, sampling)
+    atomic_write_json(
+        ctx.out_dir / "model_outputs.json",
+        [{"dataset": "tiny-world", "instruction": p, "output": o, "generator": ctx.name}
+         for p, o in zip(prompts, outputs)],
+    )
+    items = [
+        {"index": i, "id": r["id"], "category": r["category"], "instruction": r["prompt"], "output": o,
+         "reference_output": ro}
+        for i, (r, o, ro) in enumerate(zip(rows, outputs, ref_outputs))
+    ]
+    info: dict[str, Any] = {"reference": str(ref_model), "reference_cache": str(cache)}
+    if ctx.no_judge:
+        result = _unjudged(items)
+        result.info.update(info)
+        return result
+
+    judge = make_judge("oracle")
+    annotations = []
+    for row, item in zip(rows, items):
+        s1, s2 = judge.score(row, item["reference_output"]), judge.score(row, item["output"])
+        item.update(ref_score=s1, score=s2, preference=1.5 + (s2 - s1) / 2)
+        annotations.append({
+            "instruction": row["prompt"], "output_1": item["reference_output"], "generator_1": "sft-reference",
+            "dataset": "tiny-world", "output_2": item["output"], "generator_2": ctx.name,
+            "annotator": "oracle", "preference": item["preference"],
+        })
+    _write_annotations(ctx.out_dir / "annotations.json", annotations)
+    metrics, more = metrics_from_annotations(annotations, length_controlled=False)
+    info.update(more, lc_unavailable=TINY_LC_REASON, judge=judge.accounting(),
+                preference_rule="1.5 + (score_model - score_reference) / 2")
+    return SuiteResult(metrics, items, info)
+
+
+def _reference_outputs(ctx: EvalContext, model: Path, prompts: list[str], sampling: Any) -> tuple[list[str], Path]:
+    """Greedy outputs of the reference checkpoint, cached per (checkpoint, its files, prompts, sampling)."""
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model.iterdir()) if model.is_dir() else None
+    spec = {"model": str(model.resolve()), "files": files, "prompts": prompts, "sampling": asdict(sampling),
+            "backend": ctx.backend}
+    key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+    path = ctx.out_dir.parent.parent / "_reference" / f"alpaca-eval-sft-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())["outputs"], path
+    from harness import registry
+
+    backend = registry.get("backend", ctx.backend)(str(model), device=ctx.device, **ctx.backend_options)
+    outputs = _generate(backend, prompts, sampling)
+    atomic_write_json(path, {"reference": str(model), "outputs": outputs})
+    return outputs, path

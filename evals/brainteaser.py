@@ -1,0 +1,256 @@
+"""`brainteaser`: SemEval-2024 Task 9 (BRAINTEASER), sentence (SP) and word (WP) puzzles.
+
+Data: `<data_dir>/brainteaser/{SP,WP}_<split>.jsonl` (option `split`, default "train"; option
+`puzzles`, default both). Each puzzle comes as a group of three: the original ("SP-0"), its
+semantic reconstruction ("SP-0_SR") and its context reconstruction ("SP-0_CR").
+
+Scoring (option `mode`):
+  - "loglikelihood" (default): each puzzle type becomes a generated lm-eval task
+    (tasks/brainteaser_{sp,wp}.yaml + .jsonl, absolute paths) scored by the log-likelihood of
+    each choice, run through `evals.lm_eval_suite.run_local_task`. Option `score` picks
+    lm-eval's `acc` (raw log-likelihood, default) or `acc_norm` (per character). Option
+    `num_fewshot` (default 0) draws that many of the 8 demonstrations of
+    brainteaser/demonstration.jsonl (lm-eval's seeded sampler, same pool for SP and WP).
+  - "generate": the model answers a lettered prompt through ctx.generator().chat (the first
+    `num_fewshot` demonstrations as earlier turns); the option letter, else the option text,
+    else a bare option number is parsed from the reply; unparsed counts as wrong.
+Option `limit`: keep the first N puzzle groups per type (3N rows of the id-less test split).
+
+Metrics (the task's): instance accuracy on `original`, `semantic`, `context` and over all
+(`overall`); group accuracy `ori_sem` (original and semantic both right) and `ori_sem_con`
+(all three right), over the groups that have those members. Unprefixed = both puzzle types
+together; `sp/...`, `wp/...` per type.
+
+The official `test` split has neither labels nor ids: the suite then writes the submission
+files only (answer_sen.txt for SP, answer_word.txt for WP: one predicted choice index 0-3 per
+line in test order, -1 where nothing could be parsed; zip them for CodaLab) and no metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from evals.base import EvalContext, SuiteError, SuiteResult
+from evals.lm_eval_suite import run_local_task, write_task_yaml
+from harness.registry import register_suite
+from harness.store import atomic_write_text
+from harness.tinyworld import read_jsonl, write_jsonl
+
+PUZZLES = {"SP": "answer_sen.txt", "WP": "answer_word.txt"}  # puzzle type -> submission file
+SUFFIX_KIND = {"_SR": "semantic", "_CR": "context"}
+KINDS = ("original", "semantic", "context")
+SOURCE = "github.com/1171-jpg/BrainTeaser, data/BTDATA.zip (the zip password is in that repo's README)"
+LETTERS = "ABCD"
+
+
+# ---------------------------------------------------------------- data
+def kind_of(item_id: str) -> str:
+    return SUFFIX_KIND.get(item_id[-3:], "original")
+
+
+def group_of(item_id: str) -> str:
+    return item_id[:-3] if item_id[-3:] in SUFFIX_KIND else item_id
+
+
+def load_rows(data_dir: Path | None, puzzle: str, split: str) -> list[dict[str, Any]]:
+    path = Path(data_dir or "<data_dir unset>") / "brainteaser" / f"{puzzle}_{split}.jsonl"
+    if data_dir is None or not path.exists():
+        raise SuiteError(f"brainteaser: missing {path}; get it from {SOURCE} and convert the .npy arrays to JSONL")
+    return read_jsonl(path)
+
+
+def first_groups(rows: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+    """The rows of the first `n` puzzle groups (3n rows when there are no ids)."""
+    if n is None:
+        return rows
+    if not all("id" in r for r in rows):
+        return rows[: 3 * n]
+    keep = set(list(dict.fromkeys(group_of(r["id"]) for r in rows))[:n])
+    return [r for r in rows if group_of(r["id"]) in keep]
+
+
+def load_demos(data_dir: Path | None, num_fewshot: int) -> list[dict[str, Any]]:
+    """demonstration.jsonl ({Question, Answer, Choice1-3, label, choice_list}) in the rows' schema;
+    none when zero-shot."""
+    if num_fewshot <= 0:
+        return []
+    path = Path(data_dir or "<data_dir unset>") / "brainteaser" / "demonstration.jsonl"
+    if data_dir is None or not path.exists():
+        raise SuiteError(f"brainteaser: few-shot needs {path}; it is Prompting/demonstration.npy of "
+                         "github.com/1171-jpg/BrainTeaser")
+    demos = [{"id": f"demo-{i}", "question": d["Question"], "choice_list": d["choice_list"], "label": d["label"]}
+             for i, d in enumerate(read_jsonl(path))]
+    if num_fewshot > len(demos):
+        raise SuiteError(f"brainteaser: num_fewshot={num_fewshot} but {path} has {len(demos)} demonstrations")
+    return demos
+
+
+# ---------------------------------------------------------------- metrics
+def _mean(xs: list[bool]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def group_metrics(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Instance and group accuracies of records {id, correct}."""
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    groups: dict[str, dict[str, bool]] = defaultdict(dict)
+    for r in records:
+        kind = kind_of(r["id"])
+        by_kind[kind].append(bool(r["correct"]))
+        groups[group_of(r["id"])][kind] = bool(r["correct"])
+    out = {k: _mean(by_kind[k]) for k in KINDS}
+    out["ori_sem"] = _mean([g["original"] and g["semantic"] for g in groups.values()
+                            if "original" in g and "semantic" in g])
+    out["ori_sem_con"] = _mean([all(g[k] for k in KINDS) for g in groups.values() if all(k in g for k in KINDS)])
+    out["overall"] = _mean([bool(r["correct"]) for r in records])
+    return out
+
+
+# ---------------------------------------------------------------- log-likelihood through lm-eval
+def write_task(task_dir: Path, puzzle: str, rows: list[dict[str, Any]], demos: list[dict[str, Any]],
+               labelled: bool) -> str:
+    """A local lm-eval task for one puzzle type: data + YAML with absolute paths; its name."""
+    name = f"brainteaser_{puzzle.lower()}"
+    task_dir = Path(task_dir).resolve()
+    data = task_dir / f"{name}.jsonl"
+    write_jsonl(data, rows)
+    config: dict[str, Any] = {
+        "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test", "output_type": "multiple_choice",
+        "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_choice": "choice_list",
+        # lm-eval computes acc even predict-only, so unlabelled rows need some index; 0 is never reported.
+        "doc_to_target": "label" if labelled else "{{label if label is not none else 0}}",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
+        "metadata": {"version": 1.0},
+    }
+    if demos:
+        # Inline, not a second data split: one json dataset shares one schema, and the
+        # unlabelled test rows (label null) would not cast against the labelled demos.
+        config["fewshot_config"] = {"sampler": "default", "samples": demos}
+    write_task_yaml(task_dir, config)
+    return name
+
+
+def _choice_from_lls(lls: list[float], choices: list[str], score: str) -> int:
+    # lm-eval's own rule: acc = argmax loglikelihood, acc_norm = argmax loglikelihood per character.
+    vals = [ll / len(c) for ll, c in zip(lls, choices)] if score == "acc_norm" else lls
+    return max(range(len(vals)), key=vals.__getitem__)
+
+
+def score_loglikelihood(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]], labelled: bool,
+                        num_fewshot: int, score: str) -> list[dict[str, Any]]:
+    demos = load_demos(ctx.data_dir, num_fewshot)
+    task_dir = ctx.out_dir / "tasks"
+    names = {write_task(task_dir, p, rs, demos, labelled): p for p, rs in rows.items()}
+    results = run_local_task(ctx, task_dir, list(names), num_fewshot, predict_only=not labelled)
+    records = []
+    for name, puzzle in names.items():
+        for s in sorted(results["samples"][name], key=lambda s: s["doc_id"]):
+            doc = s["doc"]
+            pred = _choice_from_lls([r[0] for r in s["filtered_resps"]], doc["choice_list"], score)
+            rec = {"id": doc["id"], "puzzle": puzzle, "pred": pred, "label": doc.get("label")}
+            if labelled:
+                rec["correct"] = bool(s[score])  # lm-eval's value; equals pred == label
+            records.append(rec)
+    return records
+
+
+# ---------------------------------------------------------------- generation
+def render_question(row: dict[str, Any]) -> str:
+    options = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(row["choice_list"]))
+    return f"{row['question']}\n{options}\nAnswer with the letter of the correct option."
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]+", "", re.sub(r"\s+", " ", text.lower())).strip()
+
+
+# A bare leading letter needs punctuation after it: "A lazy farmer..." starts with an article.
+_LETTER = re.compile(r"\(([A-D])\)|(?i:answer|option|choice)\s*(?:is|:)?\s*\(?([A-D])\b|^\s*([A-D])(?:[.):]|\s*$)")
+_NUMBER = re.compile(r"^\s*\(?([1-4])(?:[.):]|\s|$)")
+
+
+def parse_choice(reply: str, choices: list[str]) -> int | None:
+    """The option chosen in a free-text reply: letter, else option text, else leading number 1-4."""
+    m = _LETTER.search(reply)
+    if m:
+        return LETTERS.index(next(g for g in m.groups() if g))
+    said = _norm(reply)
+    hits = [i for i, c in enumerate(choices) if _norm(c) and _norm(c) in said]
+    if hits:
+        return max(hits, key=lambda i: len(_norm(choices[i])))  # the most specific option mentioned
+    m = _NUMBER.match(reply)
+    return int(m.group(1)) - 1 if m else None
+
+
+def score_generate(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]], labelled: bool,
+                   num_fewshot: int) -> list[dict[str, Any]]:
+    from trainers.generation import Sampling
+
+    shots: list[dict[str, str]] = []
+    for d in load_demos(ctx.data_dir, num_fewshot)[:num_fewshot]:
+        answer = f"({LETTERS[d['label']]}) {d['choice_list'][d['label']]}"
+        shots += [{"role": "user", "content": render_question(d)}, {"role": "assistant", "content": answer}]
+    flat = [(p, r) for p, rs in rows.items() for r in rs]
+    convs = [shots + [{"role": "user", "content": render_question(r)}] for _, r in flat]
+    sampling = Sampling(max_new_tokens=int(ctx.option("max_new_tokens", 32)), seed=ctx.seed)
+    replies = ctx.generator().chat(convs, sampling, desc="brainteaser")
+    records = []
+    for (puzzle, r), reply in zip(flat, replies):
+        pred = parse_choice(reply[0], r["choice_list"])
+        rec = {"id": r["id"], "puzzle": puzzle, "pred": pred, "label": r.get("label"), "response": reply[0]}
+        if labelled:
+            rec["correct"] = pred == r["label"]
+        records.append(rec)
+    return records
+
+
+# ---------------------------------------------------------------- suite
+@register_suite("brainteaser", help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)")
+def run(ctx: EvalContext) -> SuiteResult:
+    split = str(ctx.option("split", "train"))
+    puzzles = ctx.option("puzzles", list(PUZZLES))
+    puzzles = [p.strip().upper() for p in (puzzles.split(",") if isinstance(puzzles, str) else puzzles)]
+    if unknown := [p for p in puzzles if p not in PUZZLES]:
+        raise SuiteError(f"brainteaser: unknown puzzle type(s) {unknown}; expected {list(PUZZLES)}")
+    mode = ctx.option("mode", "loglikelihood")
+    score = ctx.option("score", "acc")
+    if mode not in ("loglikelihood", "generate") or score not in ("acc", "acc_norm"):
+        raise SuiteError(f"brainteaser: mode must be loglikelihood|generate and score acc|acc_norm, got {mode!r}, {score!r}")
+    num_fewshot = int(ctx.option("num_fewshot", 0))
+    limit = ctx.option("limit")
+
+    rows = {p: first_groups(load_rows(ctx.data_dir, p, split), limit) for p in puzzles}
+    labelled = all("label" in r and "id" in r for rs in rows.values() for r in rs)
+    if not labelled:  # the official test split: ids are ours, only for items.jsonl
+        rows = {p: [{"id": f"{p}-test-{i}", **r} for i, r in enumerate(rs)] for p, rs in rows.items()}
+    rows = {p: [{"id": r["id"], "question": r["question"], "choice_list": r["choice_list"], "label": r.get("label")}
+                for r in rs] for p, rs in rows.items()}
+
+    if mode == "generate":
+        records = score_generate(ctx, rows, labelled, num_fewshot)
+    else:
+        records = score_loglikelihood(ctx, rows, labelled, num_fewshot, score)
+    info: dict[str, Any] = {"split": split, "puzzles": puzzles, "mode": mode, "num_fewshot": num_fewshot,
+                            "n": {p: len(rs) for p, rs in rows.items()}, "unparsed": sum(r["pred"] is None for r in records)}
+    if mode == "loglikelihood":
+        info["score"] = score
+
+    if not labelled:
+        for p in puzzles:
+            preds = [r["pred"] for r in records if r["puzzle"] == p]
+            atomic_write_text(ctx.out_dir / PUZZLES[p], "".join(f"{-1 if x is None else x}\n" for x in preds))
+        info["no_accuracy"] = (f"the {split!r} split has no labels: predictions written to "
+                               f"{', '.join(PUZZLES[p] for p in puzzles)} (SemEval-2024 Task 9 submission format)")
+        return SuiteResult(metrics={}, items=records, info=info)
+
+    for r in records:
+        r["kind"] = kind_of(r["id"])
+    metrics: dict[str, Any] = dict(group_metrics(records))
+    for p in puzzles:
+        for k, v in group_metrics([r for r in records if r["puzzle"] == p]).items():
+            metrics[f"{p.lower()}/{k}"] = v
+    return SuiteResult(metrics=metrics, items=records, info=info)

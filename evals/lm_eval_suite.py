@@ -1,0 +1,283 @@
+"""`lm-eval`: EleutherAI lm-evaluation-harness (0.4.13) through `simple_evaluate`.
+
+What runs, first match wins:
+  - a named preset, `lm-eval:openllm` (Open LLM Leaderboard v1: each task with its own
+    few-shot count, one `simple_evaluate` call per few-shot group);
+  - a comma list of lm-eval task names as the preset, `lm-eval:hellaswag,arc_easy`, or the
+    option `tasks` (list or comma string); these use option `num_fewshot`, else each
+    task's own default;
+  - the embedded default when the tiny world is set: a generated local task `tinyworld_mc`
+    over `<world_dir>/mc.jsonl`, the prompt rendered with the tiny world's chat template.
+
+Options: batch_size (16), limit (per task, lm-eval's meaning), num_fewshot, include_path
+(absolute dir of local task YAMLs, scanned with the built-in tasks), apply_chat_template.
+lm-eval's own seeds are kept (not ctx.seed) so numbers match a plain lm-eval run.
+
+Metric names: `<task>/<key>` for each numeric entry of lm-eval's `results[<task>]`, where
+lm-eval's "<metric>,<filter>" key becomes "<metric>" for the filter "none" and
+"<metric>/<filter>" otherwise ("acc,none" -> "acc", "acc_stderr,none" -> "acc_stderr",
+"exact_match,strict-match" -> "exact_match/strict-match"). Values are lm-eval's, unchanged.
+Only top-level tasks get columns (a group such as mmlu, not its 57 subtasks; all of them
+stay in results.json). A named preset adds `average`, the mean of its headline metrics.
+
+Files in the suite folder: results.json (lm-eval's results dict, samples removed, merged
+over the few-shot groups), samples_<task>.jsonl (lm-eval's per-sample logs), tasks/.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evals.base import EvalContext, SuiteError, SuiteResult
+from harness.registry import register_suite
+from harness.store import atomic_write_text
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: str
+    num_fewshot: int | None = None  # None: the task's own default (0 where it sets none)
+    metric: str | None = None  # headline metric, in our naming ("acc_norm", "exact_match/strict-match")
+
+
+PRESETS: dict[str, tuple[TaskSpec, ...]] = {
+    # Open LLM Leaderboard v1 settings.
+    "openllm": (
+        TaskSpec("arc_challenge", 25, "acc_norm"),
+        TaskSpec("hellaswag", 10, "acc_norm"),
+        TaskSpec("truthfulqa_mc2", 0, "acc"),
+        TaskSpec("mmlu", 5, "acc"),
+        TaskSpec("winogrande", 5, "acc"),
+        TaskSpec("gsm8k", 5, "exact_match/strict-match"),
+    ),
+}
+
+TINYWORLD_TASK = "tinyworld_mc"
+_PER_TASK_KEYS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot",
+                  "higher_is_better", "n-samples", "samples")
+
+
+@dataclass
+class Plan:
+    specs: list[TaskSpec]
+    include_path: str | None = None
+    embedded: bool = False  # the tiny world's generated task; its YAML is written at run time
+    preset: str | None = None
+
+    def fewshot_groups(self) -> list[tuple[int | None, list[str]]]:
+        """Tasks grouped by few-shot count, in first-seen order (one simple_evaluate each)."""
+        groups: dict[int | None, list[str]] = {}
+        for s in self.specs:
+            groups.setdefault(s.num_fewshot, []).append(s.task)
+        return list(groups.items())
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def resolve_plan(ctx: EvalContext) -> Plan:
+    """Which tasks run with which few-shot count; pure (runs and writes nothing)."""
+    include_path = ctx.option("include_path")
+    if include_path is not None and not Path(include_path).is_absolute():
+        raise SuiteError(f"lm-eval option include_path must be an absolute directory, got {include_path!r}")
+    fewshot = ctx.option("num_fewshot")
+    tasks_opt = ctx.option("tasks")
+    if ctx.preset and tasks_opt:
+        raise SuiteError(f"lm-eval: give either a preset ({ctx.preset!r}) or the option `tasks`, not both")
+    if ctx.preset in PRESETS:
+        return Plan(list(PRESETS[ctx.preset]), include_path, preset=ctx.preset)
+    names = _as_list(ctx.preset or tasks_opt or [])
+    if names:
+        return Plan([TaskSpec(n, fewshot) for n in names], include_path)
+    if ctx.world_dir is not None:
+        return Plan([TaskSpec(TINYWORLD_TASK, fewshot, "acc")], embedded=True)
+    raise SuiteError(
+        "lm-eval has nothing to run: name a preset (lm-eval:openllm, known: "
+        f"{', '.join(sorted(PRESETS))}), a task list (lm-eval:hellaswag,arc_easy), "
+        "the option `tasks`, or run inside the tiny world"
+    )
+
+
+# ---------------------------------------------------------------- task files
+def write_task_yaml(task_dir: Path, config: dict[str, Any]) -> Path:
+    """One lm-eval task YAML (`<task>.yaml`) in `task_dir`; data paths must be absolute."""
+    path = Path(task_dir) / f"{config['task']}.yaml"
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def write_tinyworld_task(world_dir: Path, task_dir: Path) -> str:
+    """The tiny world's multiple-choice set as a local lm-eval task; returns its name."""
+    data = (Path(world_dir) / "mc.jsonl").resolve()
+    if not data.exists():
+        raise SuiteError(f"lm-eval: the tiny world has no {data}")
+    write_task_yaml(task_dir, {
+        "task": TINYWORLD_TASK,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        # The tiny world's chat template for one user turn; the answer follows directly.
+        "doc_to_text": "<|user|>{{prompt}}<|end|><|assistant|>",
+        "target_delimiter": "",
+        "doc_to_choice": "choices",
+        "doc_to_target": "label",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+    })
+    return TINYWORLD_TASK
+
+
+# ---------------------------------------------------------------- running lm-eval
+def make_lm(ctx: EvalContext):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(ctx.model), device=ctx.device, batch_size=int(ctx.option("batch_size", 16)))
+
+
+def make_task_manager(include_path: str | Path | None, task_names: list[str]):
+    """Local-only index when every task is local (scanning lm-eval's ~15k built-ins takes seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None:
+        local = TaskManager(include_path=str(include_path), include_defaults=False)
+        if all(n in local.all_tasks for n in task_names):
+            return local
+    tm = TaskManager(include_path=str(include_path) if include_path else None)
+    unknown = [n for n in task_names if n not in tm.all_tasks]
+    if unknown:
+        raise SuiteError(f"lm-eval: unknown task(s) {', '.join(unknown)} (see `lm-eval ls tasks`, or option include_path)")
+    return tm
+
+
+def evaluate(ctx: EvalContext, lm: Any, task_manager: Any, tasks: list[str], num_fewshot: int | None,
+             limit: int | float | None = None, predict_only: bool = False) -> dict[str, Any]:
+    """One `simple_evaluate` call with the harness's settings; lm-eval's results dict."""
+    import lm_eval
+
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
+        log_samples=True, predict_only=predict_only,
+        apply_chat_template=bool(ctx.option("apply_chat_template", False)),
+    )
+    if results is None:  # only non-zero ranks get None; this harness runs one process
+        raise SuiteError("lm-eval returned no results (not rank 0?)")
+    return results
+
+
+def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several simple_evaluate results as one dict: per-task tables merged, the rest from the last run."""
+    merged: dict[str, Any] = {}
+    for r in runs:
+        for k, v in r.items():
+            if k in _PER_TASK_KEYS:
+                merged.setdefault(k, {}).update(v)
+            else:
+                merged[k] = v
+    return merged
+
+
+def _dumps(obj: Any, **kw: Any) -> str:
+    from lm_eval.utils import handle_non_serializable
+
+    return json.dumps(obj, default=handle_non_serializable, ensure_ascii=False, **kw)
+
+
+def save_outputs(out_dir: Path, results: dict[str, Any]) -> None:
+    """results.json (without samples) and samples_<task>.jsonl, as lm-eval's own writer would."""
+    body = {k: v for k, v in results.items() if k != "samples"}
+    atomic_write_text(Path(out_dir) / "results.json", _dumps(body, indent=2) + "\n")
+    for task, rows in results.get("samples", {}).items():
+        atomic_write_text(Path(out_dir) / f"samples_{task}.jsonl", "".join(_dumps(r) + "\n" for r in rows))
+
+
+def run_local_task(ctx: EvalContext, task_dir: Path, task_names: list[str], num_fewshot: int | None = None,
+                   *, limit: int | float | None = None, predict_only: bool = False, lm: Any = None) -> dict[str, Any]:
+    """Run generated local tasks (YAMLs in `task_dir`) and save the outputs in ctx.out_dir."""
+    tm = make_task_manager(Path(task_dir).resolve(), task_names)
+    results = evaluate(ctx, lm or make_lm(ctx), tm, task_names, num_fewshot, limit, predict_only)
+    save_outputs(ctx.out_dir, results)
+    return results
+
+
+# ---------------------------------------------------------------- results -> metrics, items
+def metric_name(lm_eval_key: str) -> str:
+    """"acc,none" -> "acc"; "exact_match,strict-match" -> "exact_match/strict-match"."""
+    metric, _, flt = lm_eval_key.partition(",")
+    return metric if flt in ("", "none") else f"{metric}/{flt}"
+
+
+def top_level_tasks(results: dict[str, Any]) -> list[str]:
+    children = {c for subs in results.get("group_subtasks", {}).values() for c in subs}
+    return [t for t in results["results"] if t not in children]
+
+
+def metrics_from_results(results: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for task in top_level_tasks(results):
+        for key, value in results["results"][task].items():
+            if "," in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"{task}/{metric_name(key)}"] = value
+    return out
+
+
+def _prediction(output_type: str, filtered_resps: list[Any]) -> Any:
+    if output_type == "multiple_choice":  # filtered_resps: one (loglikelihood, is_greedy) per choice
+        lls = [r[0] for r in filtered_resps]
+        return max(range(len(lls)), key=lls.__getitem__)
+    return filtered_resps[0] if len(filtered_resps) == 1 else filtered_resps
+
+
+def items_from_samples(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-sample records; `pred` is the argmax-loglikelihood choice for multiple choice
+    (lm-eval's `acc` choice), the filtered response otherwise."""
+    items = []
+    for task, rows in results.get("samples", {}).items():
+        output_type = results["configs"][task].get("output_type", "")
+        for r in rows:
+            item = {"task": task, "doc_id": r["doc_id"], "filter": r["filter"], "target": r["target"],
+                    "pred": _prediction(output_type, r["filtered_resps"])}
+            if isinstance(r["doc"], dict) and "id" in r["doc"]:
+                item["id"] = r["doc"]["id"]
+            item.update({m: r[m] for m in r["metrics"]})
+            items.append(json.loads(_dumps(item)))  # tuples/numpy values -> plain json types
+    return items
+
+
+@register_suite("lm-eval", help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks")
+def run(ctx: EvalContext) -> SuiteResult:
+    plan = resolve_plan(ctx)
+    include_path = plan.include_path
+    if plan.embedded:
+        include_path = str((ctx.out_dir / "tasks").resolve())
+        write_tinyworld_task(ctx.world_dir, Path(include_path))
+    tm = make_task_manager(include_path, [s.task for s in plan.specs])
+    lm = make_lm(ctx)
+    runs = [evaluate(ctx, lm, tm, tasks, fewshot, ctx.option("limit")) for fewshot, tasks in plan.fewshot_groups()]
+    results = merge_results(runs)
+    save_outputs(ctx.out_dir, results)
+
+    metrics: dict[str, Any] = metrics_from_results(results)
+    info: dict[str, Any] = {"tasks": [s.task for s in plan.specs], "n-shot": results.get("n-shot", {}),
+                            "n-samples": results.get("n-samples", {}), "limit": ctx.option("limit")}
+    if plan.preset:
+        headline = [f"{s.task}/{s.metric}" for s in plan.specs if s.metric]
+        info["headline"] = headline
+        missing = [h for h in headline if h not in metrics]
+        if missing:
+            metrics["average"] = None
+            info["average"] = f"not computed: missing {', '.join(missing)}"
+        else:
+            metrics["average"] = sum(metrics[h] for h in headline) / len(headline)
+    return SuiteResult(metrics=metrics, items=items_from_samples(results), info=info)

@@ -1,0 +1,291 @@
+"""mt-bench: FastChat's llm_judge MT-Bench, single-answer grading (GPT-4 as judge by default).
+
+Real mode (no tiny world, or option `source: fastchat`): the 80 two-turn questions from
+`<data_dir>/mt_bench/`, answers sampled with FastChat's per-category temperatures, each
+turn graded 1-10 by an LLM judge with FastChat's `single-v1[-multi-turn]` prompts (the
+`single-math-v1*` prompts plus GPT-4's reference answer for NEED_REF_CATS).
+Tiny mode (the embedded default): the same protocol on the world's `two_turn.jsonl`, greedy,
+each turn rated 1 + 9 * the oracle verifier's score.
+
+Files follow FastChat's layout under the suite folder: `model_answer/<name>.jsonl` and
+`model_judgment/<judge model>_single.jsonl`. Metrics follow `show_result.py --mode single`:
+rows scored -1 (judge failed or gave no rating) are dropped and counted in `errors`; then
+`turn-1`, `turn-2`, `score` (mean over all remaining (question, turn) rows) and one
+`category/<name>` mean per question category.
+
+Options: question_limit (real) / limit (tiny), max_new_tokens (1024 real, 24 tiny), source.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import shortuuid
+from fastchat.llm_judge.common import (
+    API_ERROR_OUTPUT,
+    NEED_REF_CATS,
+    load_judge_prompts,
+    load_model_answers,
+    load_questions,
+    one_score_pattern,
+    one_score_pattern_backup,
+    temperature_config,
+)
+from fastchat.model.model_adapter import get_conversation_template
+
+from evals.base import EvalContext, SuiteError, SuiteResult
+from evals.judges import Judge, make_judge
+from harness.registry import register_suite
+from harness.tinyworld import read_jsonl, write_jsonl
+from trainers.generation import Sampling
+
+DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing from temperature_config
+REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl
+
+
+@register_suite("mt-bench", help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn")
+def run(ctx: EvalContext) -> SuiteResult:
+    questions = load_mt_questions(ctx)
+    real = _real_mode(ctx)
+    max_new = int(ctx.option("max_new_tokens", 1024 if real else 24))
+    temps = [temperature_config.get(q["category"], DEFAULT_TEMPERATURE) if real else 0.0 for q in questions]
+    turns = _generate(ctx, questions, temps, max_new)
+    answers = [
+        {"question_id": q["question_id"], "answer_id": shortuuid.random(), "model_id": ctx.name,
+         "choices": [{"index": 0, "turns": t}], "tstamp": time.time()}
+        for q, t in zip(questions, turns)
+    ]
+    write_jsonl(_answer_file(ctx), answers)
+    if ctx.no_judge:
+        items = [{"id": q["question_id"], "turn": i + 1, "category": q["category"], "question": q["turns"][i],
+                  "answer": a, "score": None} for q, t in zip(questions, turns) for i, a in enumerate(t)]
+        info = {"mode": "fastchat" if real else "tiny", "n_questions": len(questions),
+                "answers": str(_answer_file(ctx).relative_to(ctx.out_dir)),
+                "judging": "pending: answers saved; run `selm-bench judge` on this eval folder"}
+        return SuiteResult(metrics={}, items=items, info=info)
+    return judge_saved(ctx)
+
+
+def judge_saved(ctx: EvalContext) -> SuiteResult:
+    """Judge the answers saved in `ctx.out_dir/model_answer/<ctx.name>.jsonl`, write the
+    judgment file and return the metrics; questions without a saved answer are skipped."""
+    path = _answer_file(ctx)
+    if not path.exists():
+        raise SuiteError(f"mt-bench: no saved answers at {path}; run the suite (with --no-judge) first")
+    saved = {a["question_id"]: a for a in read_jsonl(path)}
+    questions = [q for q in load_mt_questions(ctx) if q["question_id"] in saved]
+    if not questions:
+        raise SuiteError(f"mt-bench: {path} answers none of the selected questions")
+    judge = _make_judge(ctx)
+    judge_model = getattr(judge, "model", judge.name)
+    if _real_mode(ctx):
+        rows = _judge_llm(ctx, judge, judge_model, questions, saved)
+    else:
+        rows = _judge_oracle(ctx, judge, judge_model, questions, saved)
+
+    out = _judgment_file(ctx, judge_model)
+    kept = [r for r in read_jsonl(out) if r["model"] != ctx.name] if out.exists() else []
+    write_jsonl(out, kept + rows)
+
+    by_id = {q["question_id"]: q for q in questions}
+    metrics = metrics_from_judgments(rows, questions).get(ctx.name, {})
+    items = [
+        {"id": r["question_id"], "turn": r["turn"], "category": by_id[r["question_id"]]["category"],
+         "question": by_id[r["question_id"]]["turns"][r["turn"] - 1],
+         "answer": saved[r["question_id"]]["choices"][0]["turns"][r["turn"] - 1],
+         "score": r["score"], "judgment": r["judgment"]}
+        for r in rows
+    ]
+    info = {
+        "mode": "fastchat" if _real_mode(ctx) else "tiny", "n_questions": len(questions),
+        "judge": {"spec": ctx.judge or judge.name, "model": judge_model, **judge.accounting()},
+        "answers": str(path.relative_to(ctx.out_dir)), "judgments": str(out.relative_to(ctx.out_dir)),
+    }
+    if metrics.get("score") is None:
+        info["reason"] = "every judgment failed or had no parseable rating (score -1)"
+    return SuiteResult(metrics=metrics, items=items, info=info)
+
+
+def parse_rating(judgment: str | None) -> float:
+    """FastChat's `[[rating]]` parse: `[[x]]`, else `[x]`, else -1."""
+    if judgment is None:
+        return -1
+    match = re.search(one_score_pattern, judgment) or re.search(one_score_pattern_backup, judgment)
+    return ast.literal_eval(match.groups()[0]) if match else -1
+
+
+def metrics_from_judgments(path_or_rows: Any, questions: Any = None) -> dict[str, dict[str, Any]]:
+    """Per-model metrics from FastChat single-mode judgment rows (a .jsonl path or a list),
+    computed as show_result.py does. Category metrics need each row's category: from the
+    rows themselves or from `questions` (a question.jsonl path or a list of questions)."""
+    rows = read_jsonl(Path(path_or_rows)) if isinstance(path_or_rows, (str, Path)) else list(path_or_rows)
+    if not rows:
+        return {}
+    df_all = pd.DataFrame(rows)
+    if questions is not None:
+        qs = load_questions(str(questions), None, None) if isinstance(questions, (str, Path)) else questions
+        df_all["category"] = df_all["question_id"].map({q["question_id"]: q["category"] for q in qs})
+    cols = ["model", "score", "turn"] + (["category"] if "category" in df_all else [])
+    df_all = df_all[cols]
+    errors = df_all[df_all["score"] == -1].groupby("model").size()
+    df = df_all[df_all["score"] != -1]
+    turn_means = df.groupby(["model", "turn"])["score"].mean()
+    overall = df.groupby("model")["score"].mean()
+    by_cat = df.groupby(["model", "category"])["score"].mean() if "category" in df else pd.Series(dtype=float)
+
+    out: dict[str, dict[str, Any]] = {}
+    for model in sorted(df_all["model"].unique()):
+        m: dict[str, Any] = {"score": _num(overall.get(model))}
+        for turn in (1, 2):
+            m[f"turn-{turn}"] = _num(turn_means.get((model, turn)))
+        for (mod, cat), v in by_cat.items():
+            if mod == model:
+                m[f"category/{cat}"] = float(v)
+        m["errors"] = int(errors.get(model, 0))
+        out[model] = m
+    return out
+
+
+def load_mt_questions(ctx: EvalContext) -> list[dict[str, Any]]:
+    """FastChat questions {question_id, category, turns}; tiny ones also carry gold `answers`."""
+    limit = ctx.option("question_limit", ctx.option("limit"))
+    limit = int(limit) if limit is not None else None
+    if _real_mode(ctx):
+        return load_questions(str(_data_file(ctx, "question.jsonl")), None, limit)
+    rows = read_jsonl(ctx.world_dir / "two_turn.jsonl")[:limit]
+    return [{"question_id": r["id"], "category": r["category"], "turns": r["turns"], "answers": r["answers"]} for r in rows]
+
+
+# ---------------------------------------------------------------- internals
+def _real_mode(ctx: EvalContext) -> bool:
+    return ctx.world_dir is None or ctx.option("source") == "fastchat"
+
+
+def _data_file(ctx: EvalContext, *parts: str) -> Path:
+    if ctx.data_dir is None:
+        raise SuiteError("mt-bench needs a data dir holding mt_bench/ (from FastChat's fastchat/llm_judge/data/)")
+    path = Path(ctx.data_dir, "mt_bench", *parts)
+    if not path.exists():
+        raise SuiteError(f"mt-bench: missing {path} (it normally comes from FastChat's fastchat/llm_judge/data/)")
+    return path
+
+
+def _answer_file(ctx: EvalContext) -> Path:
+    return ctx.out_dir / "model_answer" / f"{ctx.name}.jsonl"
+
+
+def _judgment_file(ctx: EvalContext, judge_model: str) -> Path:
+    return ctx.out_dir / "model_judgment" / f"{judge_model.replace('/', '_')}_single.jsonl"
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _make_judge(ctx: EvalContext) -> Judge:
+    if _real_mode(ctx):
+        return ctx.make_judge()
+    judge = ctx.make_judge() if ctx.judge else make_judge("oracle")
+    if type(judge).score is Judge.score:
+        raise SuiteError(f"mt-bench on the tiny world is graded by the oracle judge, not {ctx.judge!r}; "
+                         "pass --judge oracle, or set source: fastchat for LLM judging")
+    return judge
+
+
+def _generate(ctx: EvalContext, questions: list[dict], temps: list[float], max_new: int) -> list[list[str]]:
+    """All questions' turns; turn k's conversation holds the model's own earlier answers."""
+    gen = ctx.generator()
+    turns: list[list[str]] = [[] for _ in questions]
+    for t in range(max(len(q["turns"]) for q in questions)):
+        for temp in sorted(set(temps)):
+            idx = [i for i, q in enumerate(questions) if temps[i] == temp and len(q["turns"]) > t]
+            if not idx:
+                continue
+            convs = []
+            for i in idx:
+                conv = []
+                for k in range(t):
+                    conv += [{"role": "user", "content": questions[i]["turns"][k]},
+                             {"role": "assistant", "content": turns[i][k]}]
+                convs.append(conv + [{"role": "user", "content": questions[i]["turns"][t]}])
+            sampling = Sampling(n=1, temperature=temp, max_new_tokens=max_new, seed=ctx.seed)
+            for i, (reply,) in zip(idx, gen.chat(convs, sampling, desc=f"mt-bench turn {t + 1} {ctx.name}")):
+                turns[i].append(reply)
+    return turns
+
+
+def _judge_llm(ctx: EvalContext, judge: Judge, judge_model: str, questions: list[dict],
+               saved: dict[Any, dict]) -> list[dict[str, Any]]:
+    prompts = load_judge_prompts(str(_data_file(ctx, "judge_prompts.jsonl")))
+    refs = {}
+    if any(q["category"] in NEED_REF_CATS for q in questions):
+        _data_file(ctx, "reference_answer", f"{REFERENCE_MODEL}.jsonl")
+        refs = load_model_answers(str(_data_file(ctx, "reference_answer")))[REFERENCE_MODEL]
+
+    matches, requests = [], []
+    for q in questions:
+        answer = saved[q["question_id"]]
+        ref = None
+        if q["category"] in NEED_REF_CATS:
+            if q["question_id"] not in refs:
+                raise SuiteError(f"mt-bench: no {REFERENCE_MODEL} reference answer for question {q['question_id']}")
+            ref = refs[q["question_id"]]
+        for turn in (1, 2):
+            name = ("single-math-v1" if ref else "single-v1") + ("-multi-turn" if turn == 2 else "")
+            if name not in prompts:
+                raise SuiteError(f"mt-bench: judge prompt {name!r} missing from judge_prompts.jsonl")
+            system, user = _judge_messages(prompts[name], q, answer, ref, multi_turn=turn == 2)
+            conv = get_conversation_template(judge_model)  # as run_judge_single builds it
+            conv.set_system_message(system)
+            conv.append_message(conv.roles[0], user)
+            conv.append_message(conv.roles[1], None)
+            matches.append((q, turn, name, user))
+            requests.append(conv.to_openai_api_messages())
+
+    judgments = judge.chat_many(requests, temperature=0, max_tokens=2048)
+    return [
+        {"question_id": q["question_id"], "model": ctx.name, "judge": [judge_model, name], "user_prompt": user,
+         "judgment": API_ERROR_OUTPUT if text is None else text, "score": parse_rating(text), "turn": turn,
+         "tstamp": time.time()}
+        for (q, turn, name, user), text in zip(matches, judgments)
+    ]
+
+
+def _judge_messages(template: dict, question: dict, answer: dict, ref: dict | None,
+                    multi_turn: bool) -> tuple[str, str]:
+    """(system prompt, user prompt) exactly as fastchat's run_judge_single formats them."""
+    if template["output_format"] != "[[rating]]":
+        raise SuiteError(f"mt-bench: judge prompt {template['name']!r} has unsupported output format")
+    kwargs = {}
+    if ref is not None:
+        kwargs["ref_answer_1"] = ref["choices"][0]["turns"][0]
+        if multi_turn:
+            kwargs["ref_answer_2"] = ref["choices"][0]["turns"][1]
+    a = answer["choices"][0]["turns"]
+    if multi_turn:
+        user = template["prompt_template"].format(
+            question_1=question["turns"][0], question_2=question["turns"][1], answer_1=a[0], answer_2=a[1], **kwargs)
+    else:
+        user = template["prompt_template"].format(question=question["turns"][0], answer=a[0], **kwargs)
+    return template["system_prompt"], user
+
+
+def _judge_oracle(ctx: EvalContext, judge: Judge, judge_model: str, questions: list[dict],
+                  saved: dict[Any, dict]) -> list[dict[str, Any]]:
+    rows = []
+    for q in questions:
+        for turn, (gold, reply) in enumerate(zip(q["answers"], saved[q["question_id"]]["choices"][0]["turns"]), 1):
+            s = judge.score({"category": q["category"], "answer": gold}, reply)
+            rating = 1 + 9 * s
+            rows.append({
+                "question_id": q["question_id"], "model": ctx.name,
+                "judge": [judge_model, "oracle-verify"], "user_prompt": q["turns"][turn - 1],
+                "judgment": f"verifier score {s:.4f} against the gold answer; Rating: [[{rating:.4f}]]",
+                "score": rating, "turn": turn, "tstamp": time.time(),
+            })
+    return rows

@@ -1,0 +1,128 @@
+"""Leaderboard: one row per checkpoint, one `<suite>/<metric>` column per metric.
+
+Rows come from every suite `metrics.json` in a run directory; a folder of runs gives one
+table with a `run` column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.store import atomic_write_json, atomic_write_text
+
+METHOD_ORDER = ["sft", "dpo", "iterative-dpo", "selm"]
+ID_COLUMNS = ["run", "checkpoint", "method", "iteration"]
+
+
+def parse_checkpoint(name: str) -> tuple[str, int | None]:
+    m = re.fullmatch(r"(.+)/iter-(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, None)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
+
+
+def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for f in sorted(run_dir.rglob("metrics.json")):
+        data = json.loads(f.read_text())
+        if "suite" not in data or "checkpoint" not in data:
+            continue  # not a suite result (e.g. a library's own metrics file)
+        ckpt = data["checkpoint"]
+        method, iteration = parse_checkpoint(ckpt)
+        row = rows.setdefault(ckpt, {"checkpoint": ckpt, "method": data.get("method", method),
+                                     "iteration": data.get("iteration", iteration)})
+        for k, v in data["metrics"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                row[f"{data['suite']}/{k}"] = float(v)
+
+    def order(r: dict[str, Any]) -> tuple:
+        m = r["method"]
+        return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m, r["iteration"] or 0)
+
+    return sorted(rows.values(), key=order)
+
+
+def collect_rows(results: Path) -> list[dict[str, Any]]:
+    """Rows of one run directory (it has a manifest.json), or of every run directly under
+    `results` with a `run` column; `results/imports` adds reference rows."""
+    results = Path(results)
+    if not results.is_dir():
+        raise FileNotFoundError(f"results folder not found: {results}")
+    if is_run_dir(results):
+        return _run_rows(results)
+    rows = []
+    for sub in sorted(p for p in results.iterdir() if p.is_dir() and is_run_dir(p)):
+        rows += [{"run": sub.name, **r} for r in _run_rows(sub)]
+    if (results / "imports").is_dir():
+        rows += [{"run": "imports", **r} for r in _run_rows(results / "imports")]
+    return rows
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    ids = [c for c in ID_COLUMNS if any(c in r for r in rows)]
+    metrics = sorted({k for r in rows for k in r if k not in ID_COLUMNS})
+    return ids + metrics
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    cols = columns(rows)
+    return json.dumps([{c: _clean(r.get(c)) for c in cols} for r in rows], indent=2)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns(rows), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in columns(rows)})
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    cols = columns(rows)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(Path(run_dir) / "leaderboard.csv", to_csv(rows))
+    atomic_write_text(Path(run_dir) / "leaderboard.json", to_json(rows) + "\n")
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", max_metric_cols: int = 14) -> None:
+    """A rich table on stderr; long tables keep the most useful columns (stderr columns dropped)."""
+    from rich.table import Table
+
+    from harness.progress import console
+
+    cols = columns(rows)
+    ids = [c for c in cols if c in ID_COLUMNS]
+    metrics = [c for c in cols if c not in ID_COLUMNS and not c.endswith("_stderr") and "/accuracy/" not in c]
+    metrics = metrics[:max_metric_cols]
+    table = Table(title=title)
+    for c in ids + metrics:
+        table.add_column(c, justify="left" if c in ids else "right")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c)) for c in ids + metrics])
+    console.print(table)

@@ -1,0 +1,155 @@
+"""train-and-eval: world -> methods' stages -> every suite on every checkpoint -> leaderboard.
+
+Each stage runs into a temp folder swapped in atomically, and records its key (a hash of
+its config and its inputs' keys); a rerun skips stages whose key is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from evals.base import EvalContext, SuiteResult
+from harness import registry
+from harness.config import ExperimentConfig
+from harness.progress import say
+from harness.store import RunStore, atomic_dir, atomic_write_json, atomic_write_text, stable_hash
+from harness.tinyworld import build_base_model, build_tokenizer, build_world, read_jsonl
+
+
+class RunPaths:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.world_dir = self.root / "world" / "data"
+        self.base_model = self.root / "world" / "base-model"
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+
+    def model(self, name: str) -> Path:
+        return self.root / "checkpoints" / name / "model"
+
+    def stage_dir(self, name: str) -> Path:
+        return self.root / ("world" if name == "world" else f"checkpoints/{name}")
+
+    def eval_dir(self, checkpoint: str) -> Path:
+        return self.root / "evals" / checkpoint
+
+    def world_rows(self, split: str) -> list[dict[str, Any]]:
+        if split not in self._rows:
+            self._rows[split] = read_jsonl(self.world_dir / f"{split}.jsonl")
+        return self._rows[split]
+
+
+def plan_methods(cfg: ExperimentConfig, paths: RunPaths) -> list[Any]:
+    """The configured methods plus what they start from, in dependency order."""
+    order: list[str] = []
+
+    def add(name: str) -> None:
+        for dep in registry.get("method", name).requires:
+            add(dep)
+        if name not in order:
+            order.append(name)
+
+    for m in cfg.methods:
+        add(m)
+    return [s for m in order for s in registry.get("method", m)().plan(cfg, paths)]
+
+
+def _run_stage(store: RunStore, name: str, stage_dir: Path, key: str, fn, summary: str) -> bool:
+    """Run `fn(tmp_dir)` unless done with this key; returns True if it ran."""
+    rec_name = str(stage_dir.relative_to(store.root))
+    if store.is_done(rec_name, key):
+        say(f"[dim]skip[/dim] {name} (done)")
+        return False
+    t0 = time.time()
+    store.record(rec_name, key, "running", t0)
+    try:
+        with atomic_dir(stage_dir) as tmp:
+            fn(tmp)
+    except BaseException:
+        store.record(rec_name, key, "failed", t0)
+        raise
+    store.record(rec_name, key, "done", t0)
+    say(f"[green]done[/green] {name} in {time.time() - t0:.1f}s{summary}")
+    return True
+
+
+def write_suite_result(out_dir: Path, suite: str, checkpoint: str, result: SuiteResult) -> None:
+    payload = {"suite": suite, "checkpoint": checkpoint, "metrics": result.metrics, **({"info": result.info} if result.info else {})}
+    atomic_write_json(out_dir / "metrics.json", payload)
+    atomic_write_text(out_dir / "items.jsonl", "".join(json.dumps(i, default=str) + "\n" for i in result.items))
+
+
+def run_suite(ctx: EvalContext, suite: str) -> SuiteResult:
+    fn = registry.get("suite", suite)
+    result = fn(ctx)
+    write_suite_result(ctx.out_dir, suite, ctx.name, result)
+    return result
+
+
+def suite_options(cfg: ExperimentConfig, suite: str) -> dict[str, Any]:
+    base = registry.base_name("suite", suite)
+    return {**cfg.suite_options.get(base, {}), **cfg.suite_options.get(suite, {})}
+
+
+def eval_context(cfg: ExperimentConfig, model: Path | str, name: str, out_dir: Path, suite: str,
+                 world_dir: Path | None, references: dict[str, Path], no_judge: bool = False) -> EvalContext:
+    preset = suite.split(":", 1)[1] if ":" in suite else None
+    return EvalContext(
+        model=str(model), name=name, out_dir=out_dir, options=suite_options(cfg, suite), preset=preset,
+        data_dir=Path(cfg.eval.data_dir) if cfg.eval.data_dir else None, world_dir=world_dir,
+        backend=cfg.eval.backend, backend_options={"batch_size": cfg.eval.batch_size}, judge=cfg.eval.judge,
+        no_judge=no_judge, device=cfg.device, seed=cfg.seed, references=references,
+    )
+
+
+def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str]) -> list[dict[str, Any]]:
+    from harness.leaderboard import collect_rows, write_leaderboard
+
+    paths = RunPaths(out)
+    store = RunStore(out, force=force)
+    store.start(cfg.to_dict(), cfg.seed, command)
+    keys: dict[str, str] = {}
+
+    world_cfg = {"world": dataclasses.asdict(cfg.world), "model": dataclasses.asdict(cfg.model), "seed": cfg.seed}
+    keys["world"] = stable_hash(world_cfg)
+
+    def build(tmp: Path) -> None:
+        counts = build_world(cfg.world, seed=cfg.seed, out=tmp / "data")
+        tok = build_tokenizer(tmp / "base-model")
+        build_base_model(cfg.model, tok, cfg.seed, tmp / "base-model")
+        atomic_write_json(tmp / "counts.json", counts)
+
+    _run_stage(store, "world", paths.stage_dir("world"), keys["world"], build, "")
+
+    stages = plan_methods(cfg, paths)
+    for st in stages:
+        keys[st.name] = stable_hash({"config": st.config, "inputs": [keys[i] for i in st.inputs]})
+        _run_stage(store, st.name, paths.stage_dir(st.name), keys[st.name], st.run, "")
+
+    refs = {"sft": paths.model("sft")}
+    for st in stages:
+        for suite in cfg.suites:
+            eval_cfg = {"eval": dataclasses.asdict(cfg.eval), "options": suite_options(cfg, suite),
+                        "model": keys[st.name], "ref": keys.get("sft"), "world": keys["world"]}
+            out_dir = paths.eval_dir(st.name) / suite
+
+            def run(tmp: Path, st=st, suite=suite) -> None:
+                ctx = eval_context(cfg, paths.model(st.name), st.name, tmp, suite, paths.world_dir, refs)
+                run_suite(ctx, suite)
+
+            _run_stage(store, f"eval {st.name} {suite}", out_dir, stable_hash(eval_cfg), run, "")
+            _say_metrics(out_dir)
+
+    rows = collect_rows(out)
+    write_leaderboard(out, rows)
+    store.finish()
+    return rows
+
+
+def _say_metrics(out_dir: Path) -> None:
+    data = json.loads((out_dir / "metrics.json").read_text())
+    shown = [f"{k}={v:.3f}" for k, v in data["metrics"].items() if isinstance(v, (int, float)) and "/" not in k][:4]
+    say(f"      {data['checkpoint']} {data['suite']}: " + ", ".join(shown))

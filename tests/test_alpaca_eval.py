@@ -1,0 +1,264 @@
+import json
+import math
+import random
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_data
+from evals.alpaca_eval import METRIC_KEYS, metrics_from_annotations, run
+from evals.base import EvalContext, SuiteError
+
+
+def _alpaca_eval_dir() -> Path:
+    import alpaca_eval
+
+    return Path(alpaca_eval.__file__).parent
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under the package (bytecode caches aside) with its size and mtime."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail any connection that is not to this machine."""
+    real = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "localhost", "::1") and not str(host).startswith("/"):
+            raise AssertionError(f"network access attempted: {address}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+def _annotations(prefs, gen2="model", instructions=None):
+    instructions = instructions or [f"instruction {i}" for i in range(len(prefs))]
+    return [
+        {"instruction": ins, "output_1": f"reference {i}", "output_2": "x" * (10 + 7 * i), "generator_1": "ref",
+         "generator_2": gen2, "annotator": "test", "preference": p}
+        for i, (ins, p) in enumerate(zip(instructions, prefs))
+    ]
+
+
+def test_openhermes_matches_published_numbers(no_network):
+    path = shared_data("alpaca_eval", "results", "OpenHermes-2.5-Mistral-7B", "weighted_alpaca_eval_gpt4_turbo", "annotations.json")
+    metrics, info = metrics_from_annotations(path, data_dir=path.parents[3])
+    assert metrics["win_rate"] == pytest.approx(10.3404, abs=1e-4)
+    assert metrics["standard_error"] == pytest.approx(0.9357, abs=1e-4)
+    assert (metrics["n_wins"], metrics["n_wins_base"], metrics["n_draws"], metrics["n_total"]) == (75, 727, 3, 805)
+    assert metrics["discrete_win_rate"] == pytest.approx(9.5031, abs=1e-4)
+    if not (path.parents[3] / "alpaca_eval" / "df_gamed.csv").exists():
+        assert metrics["length_controlled_winrate"] is None and "df_gamed.csv" in info["lc_unavailable"]
+
+
+def test_win_rate_equals_alpaca_eval_functions():
+    from alpaca_eval.metrics import get_winrate
+
+    rows = _annotations([1.0, 2.0, 1.5, 1.2, 1.9, 1.0000003, 1.7, None])
+    metrics, info = metrics_from_annotations(rows)
+    expected = get_winrate(rows)
+    for k, v in expected.items():
+        assert metrics[k] == pytest.approx(float(v)), k
+    assert metrics["n_total"] == 7 and info["n_unannotated"] == 1
+    assert set(metrics) == set(METRIC_KEYS)
+
+
+def test_lc_unavailable_offline_is_none_with_reason(tmp_path, no_network):
+    rows = _annotations([1.0, 2.0, 1.3, 1.8, 1.6, 1.1])
+    for data_dir in (None, tmp_path):
+        metrics, info = metrics_from_annotations(rows, data_dir=data_dir)
+        assert metrics["length_controlled_winrate"] is None and metrics["lc_standard_error"] is None
+        assert "df_gamed.csv" in info["lc_unavailable"]
+        assert math.isfinite(metrics["win_rate"])
+
+
+def test_lc_uses_local_df_gamed_without_writing_site_packages(tmp_path, monkeypatch, no_network):
+    """The GLM runs on a local df_gamed.csv (synthetic here: it checks the plumbing, not the numbers)."""
+    import pandas as pd
+    from alpaca_eval.metrics import glm_winrate
+
+    before = _snapshot(_alpaca_eval_dir())
+    monkeypatch.chdir(tmp_path)
+    n, rng = 40, random.Random(0)
+    instructions = [f"instruction {i}" for i in range(n)]
+    ref = tmp_path / "data" / "alpaca_eval" / "results" / "gpt4_1106_preview" / "model_outputs.json"
+    ref.parent.mkdir(parents=True)
+    ref.write_text(json.dumps([{"instruction": s, "output": "r", "dataset": "d", "generator": "gpt4_1106_preview"} for s in instructions]))
+    difficulty = [rng.gauss(0, 1) for _ in range(n)]
+    gamed = []
+    for m in ("gamed_a", "gamed_b"):
+        for i in range(n):
+            delta = rng.gauss(0, 1)  # longer output_2 (negative delta) wins more often
+            gamed.append({"model": m, "index": i, "preference": 1 / (1 + math.exp(2 * delta)), "std_delta_len": delta,
+                          "instruction_difficulty": difficulty[i], "not_gamed_baseline": False})
+    pd.DataFrame(gamed).to_csv(tmp_path / "data" / "alpaca_eval" / "df_gamed.csv", index=False)
+    # output_2 grows with i (see _annotations) and so does the preference: a length-driven win rate.
+    rows = _annotations([min(2.0, 1.2 + 0.8 * i / n + rng.gauss(0, 0.05)) for i in range(n)], instructions=instructions)
+    rng.shuffle(rows)  # order must not matter: rows are indexed by their instruction's position
+
+    metrics, info = metrics_from_annotations(rows, data_dir=tmp_path / "data")
+    assert "lc_unavailable" not in info, info
+    assert 0 < metrics["length_controlled_winrate"] < 100 and metrics["lc_standard_error"] >= 0
+    assert glm_winrate.hf_hub_download.__module__.startswith("huggingface_hub")  # the local file patch is undone
+    assert _snapshot(_alpaca_eval_dir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_degenerate_lc_fit_is_flagged(monkeypatch):
+    import evals.alpaca_eval as suite
+
+    monkeypatch.setattr(suite, "_length_controlled", lambda df, d: ({"length_controlled_winrate": 50.0, "lc_standard_error": 0.0}, None))
+    metrics, info = metrics_from_annotations(_annotations([1.5, 1.5, 1.5]), data_dir="unused")
+    assert metrics["length_controlled_winrate"] is None and "lc_degenerate" in info
+    assert info["lc_raw"]["length_controlled_winrate"] == 50.0
+
+
+def _tiny_ctx(tmp_path, tiny_world, tiny_model, **kw):
+    return EvalContext(
+        model=str(tiny_model), name="tiny-policy", out_dir=tmp_path / "evals" / "tiny-policy" / "alpaca-eval",
+        options={"limit": 6, "max_new_tokens": 6}, world_dir=tiny_world, references={"sft": Path(tiny_model)}, **kw,
+    )
+
+
+def test_tiny_mode_end_to_end(tmp_path, tiny_world, tiny_model, no_network):
+    before = _snapshot(_alpaca_eval_dir())
+    ctx = _tiny_ctx(tmp_path, tiny_world, tiny_model)
+    result = run(ctx)
+    assert set(result.metrics) == set(METRIC_KEYS)
+    assert math.isfinite(result.metrics["win_rate"]) and result.metrics["n_total"] == 6
+    assert result.metrics["length_controlled_winrate"] is None and "tiny mode" in result.info["lc_unavailable"]
+    assert len(result.items) == 6
+    assert {"instruction", "output", "reference_output", "preference", "score", "ref_score"} <= set(result.items[0])
+    assert all(1.0 <= i["preference"] <= 2.0 for i in result.items)
+    ann = json.loads((ctx.out_dir / "annotations.json").read_text())
+    assert ann[0]["generator_1"] == "sft-reference" and ann[0]["generator_2"] == "tiny-policy"
+    outs = json.loads((ctx.out_dir / "model_outputs.json").read_text())
+    assert set(outs[0]) == {"dataset", "instruction", "output", "generator"}
+
+    cache = Path(result.info["reference_cache"])
+    assert cache.parent == tmp_path / "evals" / "_reference"
+    stamp = cache.stat().st_mtime_ns
+    again = run(_tiny_ctx(tmp_path, tiny_world, tiny_model))  # reference outputs come from the cache
+    assert cache.stat().st_mtime_ns == stamp and again.metrics == result.metrics
+    assert _snapshot(_alpaca_eval_dir()) == before
+
+
+def test_tiny_mode_no_judge_and_missing_reference(tmp_path, tiny_world, tiny_model):
+    result = run(_tiny_ctx(tmp_path, tiny_world, tiny_model, no_judge=True))
+    assert result.metrics["win_rate"] is None and "no_judge" in result.info
+    assert not (tmp_path / "evals" / "tiny-policy" / "alpaca-eval" / "annotations.json").exists()
+    ctx = _tiny_ctx(tmp_path, tiny_world, tiny_model)
+    ctx.references = {}
+    with pytest.raises(SuiteError, match="sft"):
+        run(ctx)
+
+
+def test_real_mode_missing_reference_names_file(tmp_path, tiny_model):
+    ctx = EvalContext(model=str(tiny_model), name="m", out_dir=tmp_path / "o", data_dir=tmp_path)
+    with pytest.raises(SuiteError, match="gpt4_1106_preview/model_outputs.json.*tatsu-lab/alpaca_eval"):
+        run(ctx)
+
+
+# ---------------------------------------------------------------- real mode against a fake local judge
+API_KEY = "sk-test-local-judge-0123456789"
+
+
+class _FakeJudge(BaseHTTPRequestHandler):
+    """Chat completions with logprobs, shaped like OpenAI's. It prefers an output tagged GOOD and the other
+    one of a pair tagged BAD, wherever alpaca_eval's randomised order put them ("m" = first, "M" = second)."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        prompt = body["messages"][-1]["content"]
+        first, second = prompt.split('"model_identifier": "M"')
+        first = first.split('"model_identifier": "m"')[1]
+        token = "m" if "GOOD" in first or "BAD" in second else "M"
+        self.server.shown_first.append("reference" if "answer" in first else "model")
+        other = "M" if token == "m" else "m"
+        top = [{"token": t, "bytes": list(t.encode()), "logprob": lp} for t, lp in ((token, -0.05), (other, -3.0))]
+        reply = {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{
+                "index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": token},
+                "logprobs": {"content": [{**top[0], "top_logprobs": top}]},
+            }],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_judge():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeJudge)
+    server.requests, server.shown_first = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_real_mode_through_fake_local_openai_server(tmp_path, tiny_model, fake_judge, monkeypatch, no_network):
+    before = _snapshot(_alpaca_eval_dir())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{fake_judge.server_address[1]}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    data = tmp_path / "data"
+    ref = data / "alpaca_eval" / "results" / "gpt4_1106_preview" / "model_outputs.json"
+    ref.parent.mkdir(parents=True)
+    # The reference is GOOD on the first two (reference wins) and BAD on the third (the model wins).
+    # These numbers make alpaca_eval (seed 0) show the pairs in both orders: switched, not, switched.
+    ref.write_text(json.dumps([
+        {"dataset": "test", "instruction": f"Question number {n} ?", "generator": "gpt4_1106_preview",
+         "output": "GOOD answer" if j < 2 else "BAD answer"}
+        for j, n in enumerate((0, 3, 1, 4))
+    ]))
+    ctx = EvalContext(model=str(tiny_model), name="tiny-policy", out_dir=tmp_path / "evals" / "alpaca-eval",
+                      options={"limit": 3, "max_new_tokens": 4}, data_dir=data)
+    result = run(ctx)
+
+    assert len(fake_judge.requests) == 3
+    assert sorted(fake_judge.shown_first) == ["model", "model", "reference"]  # randomised order, undone
+    req = fake_judge.requests[0]
+    assert req["path"] == "/v1/chat/completions" and req["auth"] == f"Bearer {API_KEY}"
+    assert req["body"]["model"] == "gpt-4-1106-preview" and req["body"]["logprobs"] is True
+    assert req["body"]["top_logprobs"] == 5 and req["body"]["max_tokens"] == 1
+
+    p = 1 / (1 + math.exp(-2.95))  # the preferred token's share of m/M probability mass
+    assert [i["preference"] for i in result.items] == pytest.approx([2 - p, 2 - p, 1 + p])
+    m = result.metrics
+    assert (m["n_wins"], m["n_wins_base"], m["n_draws"], m["n_total"]) == (1, 2, 0, 3)
+    assert m["win_rate"] == pytest.approx(100 * (2 * (1 - p) + p) / 3)
+    assert m["length_controlled_winrate"] is None and "lc_unavailable" in result.info
+
+    ann = json.loads((ctx.out_dir / "annotations.json").read_text())
+    assert [a["generator_1"] for a in ann] == ["gpt4_1106_preview"] * 3
+    assert {a["generator_2"] for a in ann} == {"tiny-policy"} and ann[0]["annotator"] == "weighted_alpaca_eval_gpt4_turbo"
+    outs = json.loads((ctx.out_dir / "model_outputs.json").read_text())
+    assert len(outs) == 3 and outs[0]["generator"] == "tiny-policy"
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert API_KEY not in f.read_text(errors="ignore"), f
+    assert _snapshot(_alpaca_eval_dir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "evals"]

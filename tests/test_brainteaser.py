@@ -1,0 +1,121 @@
+import json
+
+import pytest
+import yaml
+
+from conftest import shared_data
+from evals import brainteaser as B
+from evals.base import EvalContext, SuiteError
+from harness import registry
+from harness.tinyworld import write_jsonl
+
+KEYS = ("original", "semantic", "context", "ori_sem", "ori_sem_con", "overall")
+
+
+def _rec(item_id, correct):
+    return {"id": item_id, "correct": correct}
+
+
+def test_group_metrics_by_hand():
+    marks = {  # group: (original, semantic, context)
+        "SP-0": (1, 1, 1),  # ori_sem yes, ori_sem_con yes
+        "SP-1": (1, 0, 1),  # no, no
+        "SP-2": (1, 1, 0),  # yes, no
+        "SP-3": (0, 0, 1),  # no, no
+    }
+    records = [_rec(g + sfx, bool(m)) for g, ms in marks.items() for sfx, m in zip(("", "_SR", "_CR"), ms)]
+    assert B.group_metrics(records) == {
+        "original": 3 / 4, "semantic": 2 / 4, "context": 3 / 4, "ori_sem": 2 / 4, "ori_sem_con": 1 / 4, "overall": 8 / 12,
+    }
+    # An incomplete group counts for instance accuracy only.
+    partial = B.group_metrics([_rec("WP-7", True), _rec("WP-7_SR", True)])
+    assert partial["ori_sem"] == 1.0 and partial["ori_sem_con"] is None and partial["context"] is None
+
+
+def test_ids_and_group_slices():
+    assert [B.kind_of(i) for i in ("SP-0", "SP-0_SR", "SP-10_CR")] == ["original", "semantic", "context"]
+    assert B.group_of("WP-12_CR") == B.group_of("WP-12") == "WP-12"
+    rows = [{"id": f"SP-{g}{s}"} for g in range(3) for s in ("", "_SR", "_CR")]
+    assert [r["id"] for r in B.first_groups(rows, 1)] == ["SP-0", "SP-0_SR", "SP-0_CR"]
+    assert len(B.first_groups([{"q": i} for i in range(9)], 2)) == 6
+
+
+def test_parse_choice():
+    choices = ["The moon.", "The sun.", "A star.", "None of above."]
+    assert B.parse_choice("(C) A star.", choices) == 2
+    assert B.parse_choice("The answer is B", choices) == 1
+    assert B.parse_choice("D.", choices) == 3
+    assert B.parse_choice("A star, of course", choices) == 2  # an article, not option A
+    assert B.parse_choice("I think the sun", choices) == 1
+    assert B.parse_choice("4", choices) == 3
+    assert B.parse_choice("no idea", choices) is None
+
+
+def test_missing_data_names_file_and_source(tmp_path):
+    ctx = EvalContext(model="unused", name="m", out_dir=tmp_path / "bt", data_dir=tmp_path)
+    with pytest.raises(SuiteError, match=r"SP_train\.jsonl.*1171-jpg/BrainTeaser.*BTDATA\.zip"):
+        B.run(ctx)
+
+
+class _FakeGenerator:
+    def __init__(self, reply):
+        self.reply, self.seen = reply, []
+
+    def chat(self, conversations, sampling, desc=""):
+        self.seen += conversations
+        return [[self.reply(c[-1]["content"])] for c in conversations]
+
+
+def test_generate_mode_scores_parsed_letters(tmp_path):
+    rows = []
+    for g in range(2):  # label = index of the right answer; group 1's semantic row is labelled 2
+        for sfx, label in (("", 1), ("_SR", 1 if g == 0 else 2), ("_CR", 1)):
+            rows.append({"id": f"SP-{g}{sfx}", "question": f"q{g}{sfx}", "choice_list": ["w", "r", "x", "None of above."],
+                         "label": label})
+    write_jsonl(tmp_path / "brainteaser" / "SP_train.jsonl", rows)
+    ctx = EvalContext(model="unused", name="m", out_dir=tmp_path / "bt", data_dir=tmp_path,
+                      options={"mode": "generate", "puzzles": "SP"})
+    ctx._generator = _FakeGenerator(lambda prompt: "(B)")  # always option 1
+    res = B.run(ctx)
+    assert res.metrics["sp/original"] == 1.0 and res.metrics["sp/semantic"] == 0.5
+    assert res.metrics["ori_sem"] == 0.5 and res.metrics["sp/ori_sem_con"] == 0.5
+    assert res.metrics["overall"] == 5 / 6 and "wp/overall" not in res.metrics
+    assert all(i["pred"] == 1 for i in res.items) and "(A) w" in ctx._generator.seen[0][-1]["content"]
+
+
+def test_end_to_end_train_slice(tmp_path, tiny_model):
+    data_dir = shared_data("brainteaser", "SP_train.jsonl").parent.parent
+    shared_data("brainteaser", "WP_train.jsonl")
+    ctx = EvalContext(model=str(tiny_model), name="m", out_dir=tmp_path / "bt", data_dir=data_dir,
+                      options={"limit": 2, "batch_size": 8})
+    res = registry.get("suite", "brainteaser")(ctx)
+    assert set(res.metrics) == {f"{p}{k}" for p in ("", "sp/", "wp/") for k in KEYS}
+    assert all(0.0 <= v <= 1.0 for v in res.metrics.values())
+    assert len(res.items) == 12 and res.items[0]["id"] == "SP-0"
+    for item in res.items:
+        assert {"id", "pred", "label", "correct"} <= set(item) and item["correct"] == (item["pred"] == item["label"])
+    assert res.metrics == {**B.group_metrics(res.items),
+                           **{f"{p.lower()}/{k}": v for p in ("SP", "WP")
+                              for k, v in B.group_metrics([i for i in res.items if i["puzzle"] == p]).items()}}
+    config = yaml.safe_load((ctx.out_dir / "tasks" / "brainteaser_sp.yaml").read_text())
+    data_file = config["dataset_kwargs"]["data_files"]["test"]
+    assert data_file.startswith("/") and len(open(data_file).read().splitlines()) == 6
+    saved = json.loads((ctx.out_dir / "results.json").read_text())
+    assert saved["n-shot"] == {"brainteaser_sp": 0, "brainteaser_wp": 0}
+    assert (ctx.out_dir / "samples_brainteaser_wp.jsonl").exists()
+
+
+def test_test_split_writes_predictions_only(tmp_path, tiny_model):
+    data_dir = shared_data("brainteaser", "SP_test.jsonl").parent.parent
+    shared_data("brainteaser", "demonstration.jsonl")
+    ctx = EvalContext(model=str(tiny_model), name="m", out_dir=tmp_path / "bt", data_dir=data_dir,
+                      options={"split": "test", "limit": 1, "num_fewshot": 2, "puzzles": ["SP"]})
+    res = B.run(ctx)
+    assert res.metrics == {} and res.leaderboard_metrics() == {}
+    assert "no labels" in res.info["no_accuracy"]
+    lines = (ctx.out_dir / "answer_sen.txt").read_text().splitlines()
+    assert len(lines) == 3 and all(x in "0123" for x in lines)
+    assert not (ctx.out_dir / "answer_word.txt").exists()
+    assert [i["pred"] for i in res.items] == [int(x) for x in lines] and all(i["label"] is None for i in res.items)
+    demos = yaml.safe_load((ctx.out_dir / "tasks" / "brainteaser_sp.yaml").read_text())["fewshot_config"]["samples"]
+    assert len(demos) == 8 and json.loads((ctx.out_dir / "results.json").read_text())["n-shot"]["brainteaser_sp"] == 2

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import yaml
+
+from evals import lm_eval_suite as L
+from evals.base import EvalContext, SuiteError
+from harness import registry
+
+
+def _ctx(tmp_path, **kw):
+    return EvalContext(model=kw.pop("model", "unused"), name="m", out_dir=tmp_path / "lm-eval", **kw)
+
+
+def test_openllm_preset_resolves_without_running(tmp_path):
+    assert registry.get("suite", "lm-eval:openllm") is L.run
+    plan = L.resolve_plan(_ctx(tmp_path, preset="openllm"))
+    assert [(s.task, s.num_fewshot, s.metric) for s in plan.specs] == [
+        ("arc_challenge", 25, "acc_norm"),
+        ("hellaswag", 10, "acc_norm"),
+        ("truthfulqa_mc2", 0, "acc"),
+        ("mmlu", 5, "acc"),
+        ("winogrande", 5, "acc"),
+        ("gsm8k", 5, "exact_match/strict-match"),
+    ]
+    assert plan.fewshot_groups() == [
+        (25, ["arc_challenge"]), (10, ["hellaswag"]), (0, ["truthfulqa_mc2"]), (5, ["mmlu", "winogrande", "gsm8k"])
+    ]
+    # Every preset task is a name lm-eval 0.4.13 knows (index only; nothing is downloaded).
+    L.make_task_manager(None, [s.task for s in plan.specs])
+
+
+def test_task_lists_and_errors(tmp_path):
+    plan = L.resolve_plan(_ctx(tmp_path, preset="hellaswag,arc_easy"))
+    assert [(s.task, s.num_fewshot) for s in plan.specs] == [("hellaswag", None), ("arc_easy", None)]
+    plan = L.resolve_plan(_ctx(tmp_path, options={"tasks": ["arc_easy"], "num_fewshot": 3}))
+    assert plan.fewshot_groups() == [(3, ["arc_easy"])] and not plan.embedded
+    assert L.resolve_plan(_ctx(tmp_path, world_dir=tmp_path)).embedded
+    with pytest.raises(SuiteError, match="either a preset"):
+        L.resolve_plan(_ctx(tmp_path, preset="openllm", options={"tasks": "arc_easy"}))
+    with pytest.raises(SuiteError, match="nothing to run"):
+        L.resolve_plan(_ctx(tmp_path))
+    with pytest.raises(SuiteError, match="absolute"):
+        L.resolve_plan(_ctx(tmp_path, preset="x", options={"include_path": "rel/dir"}))
+    with pytest.raises(SuiteError, match="no_such_task"):
+        L.make_task_manager(str(tmp_path), ["no_such_task"])
+
+
+def test_metric_names():
+    assert L.metric_name("acc,none") == "acc"
+    assert L.metric_name("acc_stderr,none") == "acc_stderr"
+    assert L.metric_name("exact_match,strict-match") == "exact_match/strict-match"
+    results = {
+        "results": {"mmlu": {"acc,none": 0.5, "alias": "mmlu"}, "mmlu_stem": {"acc,none": 0.4},
+                    "gsm8k": {"exact_match,strict-match": 0.1, "exact_match_stderr,strict-match": "N/A"}},
+        "group_subtasks": {"mmlu": ["mmlu_stem"], "gsm8k": []},
+    }
+    assert L.metrics_from_results(results) == {"mmlu/acc": 0.5, "gsm8k/exact_match/strict-match": 0.1}
+
+
+def test_tinyworld_parity_with_plain_lm_eval(tmp_path, tiny_world, tiny_model):
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    ctx = _ctx(tmp_path, model=str(tiny_model), world_dir=tiny_world, options={"limit": 8, "batch_size": 4})
+    res = registry.get("suite", "lm-eval")(ctx)
+
+    task_dir = ctx.out_dir / "tasks"
+    config = yaml.safe_load((task_dir / "tinyworld_mc.yaml").read_text())
+    assert config["dataset_kwargs"]["data_files"]["test"] == str((tiny_world / "mc.jsonl").resolve())
+    assert config["doc_to_text"] == "<|user|>{{prompt}}<|end|><|assistant|>"
+
+    direct = lm_eval.simple_evaluate(
+        model=HFLM(pretrained=str(tiny_model), device="cpu", batch_size=4), tasks=["tinyworld_mc"],
+        task_manager=TaskManager(include_path=str(task_dir)), limit=8, log_samples=True,
+    )
+    expected = {k: v for k, v in direct["results"]["tinyworld_mc"].items() if "," in k}
+    assert set(expected) == {"acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none"}
+    for key, value in expected.items():
+        assert res.metrics[f"tinyworld_mc/{L.metric_name(key)}"] == value
+    assert res.leaderboard_metrics()["tinyworld_mc/acc"] == expected["acc,none"]
+
+    samples = direct["samples"]["tinyworld_mc"]
+    assert [(i["doc_id"], i["acc"], i["acc_norm"], i["target"]) for i in res.items] == [
+        (s["doc_id"], s["acc"], s["acc_norm"], s["target"]) for s in samples
+    ]
+    assert all(i["acc"] == float(i["pred"] == i["target"]) for i in res.items)
+    assert res.items[0]["id"] == "mc-0"
+
+    saved = json.loads((ctx.out_dir / "results.json").read_text())
+    assert saved["results"]["tinyworld_mc"]["acc,none"] == expected["acc,none"] and "samples" not in saved
+    assert len((ctx.out_dir / "samples_tinyworld_mc.jsonl").read_text().splitlines()) == 8

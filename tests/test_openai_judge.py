@@ -1,0 +1,157 @@
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import shared_data
+from evals.base import EvalContext, SuiteError
+from evals.judges import make_judge
+from evals.mt_bench import judge_saved, run
+
+KEY = "sk-test-SECRET123"
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1; `fail` holds statuses to return first."""
+
+    def __init__(self):
+        self.requests, self.auth, self.fail = [], [], []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.auth.append(self.headers.get("Authorization"))
+                    status = fake.fail.pop(0) if fake.fail else 200
+                    if status == 200:
+                        fake.requests.append(body)
+                if self.path != "/v1/chat/completions":
+                    status = 404
+                payload = {"error": {"message": "injected", "type": "test"}} if status != 200 else {
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "Rating: [[7]]"}}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+
+@pytest.fixture
+def fake_openai(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    fake = FakeOpenAI()
+    fake.thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def _msgs(text):
+    return [{"role": "system", "content": "judge"}, {"role": "user", "content": text}]
+
+
+def test_missing_key_is_a_clear_error_at_first_use(monkeypatch, tmp_path):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    judge = make_judge("openai:gpt-4", cache_dir=tmp_path)  # constructing needs no key
+    with pytest.raises(SuiteError, match="OPENAI_API_KEY is not set"):
+        judge.chat_many([_msgs("x")])
+
+
+def test_retries_429_and_500_then_succeeds(fake_openai, tmp_path):
+    fake_openai.fail = [429, 500]
+    judge = make_judge("openai:gpt-4o-mini", cache_dir=tmp_path, base_url=fake_openai.url, concurrency=1, backoff=0.01)
+    out = judge.chat_many([_msgs("a"), _msgs("b")], temperature=0, max_tokens=16)
+    assert out == ["Rating: [[7]]", "Rating: [[7]]"]
+    assert judge.accounting() == {"calls": 4, "cached": 0, "failures": 0, "retries": 2,
+                                  "prompt_tokens": 22, "completion_tokens": 6}
+    assert fake_openai.requests[0]["model"] == "gpt-4o-mini" and fake_openai.requests[0]["max_tokens"] == 16
+    assert set(fake_openai.auth) == {f"Bearer {KEY}"}
+
+
+def test_gives_up_after_max_retries_and_on_client_errors(fake_openai, tmp_path):
+    fake_openai.fail = [503, 503, 503, 400]
+    judge = make_judge("openai:gpt-4", cache_dir=tmp_path, base_url=fake_openai.url, concurrency=1,
+                       max_retries=2, backoff=0.01)
+    assert judge.chat_many([_msgs("a")]) == [None]  # 3 attempts, all 503
+    assert judge.chat_many([_msgs("b")]) == [None]  # 400 is not retried
+    acct = judge.accounting()
+    assert (acct["calls"], acct["failures"], acct["retries"]) == (4, 2, 2)
+    assert not list(tmp_path.rglob("*.json"))  # failures are never cached
+    assert judge.chat_many([_msgs("a")]) == ["Rating: [[7]]"]  # and so are retried on the next run
+
+
+def _data_subset(tmp_path, ids=(81, 111)):
+    """A data dir with a few MT-Bench questions (one writing, one math) linked from shared/data."""
+    src = shared_data("mt_bench", "question.jsonl").parent
+    dst = tmp_path / "data" / "mt_bench"
+    dst.mkdir(parents=True)
+    rows = [line for line in (src / "question.jsonl").read_text().splitlines() if json.loads(line)["question_id"] in ids]
+    (dst / "question.jsonl").write_text("\n".join(rows) + "\n")
+    (dst / "judge_prompts.jsonl").symlink_to(src / "judge_prompts.jsonl")
+    (dst / "reference_answer").symlink_to(src / "reference_answer")
+    return dst.parent
+
+
+def test_mt_bench_real_mode_through_fake_openai(fake_openai, tiny_model, tmp_path):
+    data = _data_subset(tmp_path)
+    eval_dir = tmp_path / "eval"
+
+    def ctx(**kw):
+        return EvalContext(model=str(tiny_model), name="tiny", out_dir=eval_dir / "mt-bench", data_dir=data,
+                           judge="openai:gpt-4", judge_options={"base_url": fake_openai.url, "backoff": 0.01},
+                           options={"max_new_tokens": 4}, **kw)
+
+    fake_openai.fail = [429, 500]
+    res = run(ctx())
+    assert res.metrics == {"score": 7.0, "turn-1": 7.0, "turn-2": 7.0, "category/math": 7.0,
+                           "category/writing": 7.0, "errors": 0}
+    acct = res.info["judge"]
+    assert (acct["calls"], acct["retries"], acct["cached"], acct["failures"]) == (6, 2, 0, 0)
+    assert acct["prompt_tokens"] == 44 and len(res.items) == 4
+    assert {(r["temperature"], r["max_tokens"], r["model"]) for r in fake_openai.requests} == {(0, 2048, "gpt-4")}
+    judged = [json.loads(x) for x in (eval_dir / "mt-bench" / "model_judgment" / "gpt-4_single.jsonl").open()]
+    assert sorted((r["question_id"], r["turn"], r["judge"][1]) for r in judged) == [
+        (81, 1, "single-v1"), (81, 2, "single-v1-multi-turn"),
+        (111, 1, "single-math-v1"), (111, 2, "single-math-v1-multi-turn")]
+    answers = [json.loads(x) for x in (eval_dir / "mt-bench" / "model_answer" / "tiny.jsonl").open()]
+    assert [a["question_id"] for a in answers] == [81, 111] and all(a["model_id"] == "tiny" for a in answers)
+
+    # re-judging unchanged answers is served from the cache: zero new calls
+    n_before = len(fake_openai.requests)
+    again = judge_saved(ctx())
+    assert again.info["judge"]["calls"] == 0 and again.info["judge"]["cached"] == 4
+    assert again.metrics == res.metrics and len(fake_openai.requests) == n_before
+
+    # the key reaches the server and nothing else
+    assert set(fake_openai.auth) == {f"Bearer {KEY}"}
+    written = [p for p in eval_dir.rglob("*") if p.is_file()]
+    assert any("judge-cache" in str(p) for p in written)
+    assert not [p for p in written if "SECRET123" in p.read_text(errors="replace")]
+    assert "SECRET123" not in json.dumps([res.info, res.items, again.info], default=str)
+
+
+def test_rejected_key_stops_the_run_without_echoing_it(fake_openai, tmp_path):
+    fake_openai.fail = [401]
+    judge = make_judge("openai:gpt-4", cache_dir=tmp_path, base_url=fake_openai.url, backoff=0.01)
+    with pytest.raises(SuiteError, match="rejected the OpenAI API key") as err:
+        judge.chat_many([_msgs("a")])
+    assert "SECRET123" not in str(err.value)

@@ -1,0 +1,118 @@
+"""SELM = TRL's DPOTrainer plus a third sequence, y_ref, and the optimism term.
+
+The collator appends y_ref to the [chosen, rejected] batch so policy and reference each
+score all three sequences in one forward pass; `_compute_loss` feeds the sums of response
+log-probs to the pure `selm_loss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from trainers.losses import selm_loss
+
+
+@dataclass
+class SELMConfig(DPOConfig):
+    alpha: float = field(default=0.001, metadata={"help": "Weight of the optimism term (0 = DPO)."})
+
+
+@dataclass
+class DataCollatorForSELM(DataCollatorForPreference):
+    """Batches [prompt+chosen; prompt+rejected; prompt+y_ref], right-padded, with completion masks."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call(examples)
+        refs = [ex["prompt_ids"] + ex["ref_response_ids"] for ex in examples]
+        ref_masks = [[0] * len(ex["prompt_ids"]) + [1] * len(ex["ref_response_ids"]) for ex in examples]
+        if self.max_length is not None:
+            refs, ref_masks = [r[: self.max_length] for r in refs], [m[: self.max_length] for m in ref_masks]
+        width = max(out["input_ids"].shape[1], max(len(r) for r in refs))
+
+        def pad_to(t: torch.Tensor, value: int) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+        def rows(seqs: list[list[int]], value: int) -> torch.Tensor:
+            return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
+
+        out["input_ids"] = torch.cat([pad_to(out["input_ids"], self.pad_token_id), rows(refs, self.pad_token_id)])
+        out["attention_mask"] = torch.cat([pad_to(out["attention_mask"], 0), rows([[1] * len(r) for r in refs], 0)])
+        out["completion_mask"] = torch.cat([pad_to(out["completion_mask"], 0), rows(ref_masks, 0)])
+        return out
+
+
+class SELMTrainer(DPOTrainer):
+    """DPOTrainer whose dataset carries `ref_response` (y_ref) beside chosen and rejected."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, SELMConfig):
+            raise TypeError("SELMTrainer needs args=SELMConfig(...)")
+        if self.args.precompute_ref_log_probs or self.args.padding_free:
+            raise ValueError("SELMTrainer scores y_ref in the live forward pass: precompute/padding_free are unsupported")
+        self.alpha = self.args.alpha
+        base = self.data_collator
+        self.data_collator = DataCollatorForSELM(
+            pad_token_id=base.pad_token_id, max_length=base.max_length, truncation_mode=base.truncation_mode
+        )
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if "ref_response_ids" in prepared.column_names:
+            return prepared
+        tok = processing_class
+
+        def add_ref(example):
+            prompt_text = tok.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+            full = tok.apply_chat_template(example["prompt"] + example["ref_response"], tokenize=False)
+            p_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+            f_ids = tok(full, add_special_tokens=False)["input_ids"]
+            if f_ids[: len(p_ids)] != p_ids:
+                raise ValueError("tokenized prompt is not a prefix of prompt + y_ref; check the chat template")
+            return {"ref_response_ids": f_ids[len(example["prompt_ids"]) :]}
+
+        return prepared.map(add_ref, desc=f"Tokenizing y_ref for {dataset_name}")
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "ref_response_ids" not in self._signature_columns:
+            self._signature_columns = list(self._signature_columns) + ["ref_response_ids"]
+
+    def _sequence_logps(self, model, inputs, grad: bool) -> torch.Tensor:
+        mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(mask == 0, -100)
+        kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+        with torch.set_grad_enabled(grad):
+            out = model(**kwargs, labels=labels, fused_lm_head=True)
+        seq_len = mask.shape[1] - 1
+        return out.log_probs[:, -seq_len:].sum(dim=1)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        policy = self._sequence_logps(model, inputs, grad=True)
+        with torch.no_grad():
+            ref = self._sequence_logps(self.ref_model, inputs, grad=False)
+        pc, pr, py = policy.chunk(3)
+        rc, rr, ry = ref.chunk(3)
+        losses = selm_loss(pc, pr, rc, rr, py, ry, beta=self.beta, alpha=self.alpha)
+        loss = losses.mean()
+
+        gather = self.accelerator.gather_for_metrics
+        chosen_r, rejected_r = self.beta * (pc - rc).detach(), self.beta * (pr - rr).detach()
+        m = self._metrics[mode]
+        m["rewards/chosen"].append(gather(chosen_r).mean().item())
+        m["rewards/rejected"].append(gather(rejected_r).mean().item())
+        m["rewards/accuracies"].append(gather((chosen_r > rejected_r).float()).mean().item())
+        m["rewards/margins"].append(gather(chosen_r - rejected_r).mean().item())
+        m["rewards/ref_response"].append(gather(self.beta * (py - ry).detach()).mean().item())
+        m["logps/chosen"].append(gather(pc.detach()).mean().item())
+        m["logps/rejected"].append(gather(pr.detach()).mean().item())
+        m["logps/ref_response"].append(gather(py.detach()).mean().item())
+        if return_outputs:
+            raise NotImplementedError("SELMTrainer does not return logits")
+        return loss
