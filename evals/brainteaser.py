@@ -15,6 +15,7 @@ Scoring (option `mode`):
     `num_fewshot` demonstrations as earlier turns); the option letter, else the option text,
     else a bare option number is parsed from the reply; unparsed counts as wrong.
 Option `limit`: keep the first N puzzle groups per type (3N rows of the id-less test split).
+lm-eval options `batch_size` and `apply_chat_template` pass through as in the lm-eval suite.
 
 Metrics (the task's): instance accuracy on `original`, `semantic`, `context` and over all
 (`overall`); group accuracy `ori_sem` (original and semantic both right) and `ori_sem_con`

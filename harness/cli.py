@@ -131,6 +131,198 @@ def leaderboard_cmd(
         _fail(e)
 
 
+def _model_name(model: str) -> str:
+    p = Path(model)
+    if p.name == "model" and p.parent.name:  # a run's checkpoint: .../checkpoints/<name>/model
+        parts = p.parts
+        if "checkpoints" in parts:
+            return "/".join(parts[parts.index("checkpoints") + 1 : -1])
+        return p.parent.name
+    return p.name or model
+
+
+def _detect_world(model: str) -> Optional[Path]:
+    """A checkpoint inside a run directory evaluates on that run's tiny world by default."""
+    p = Path(model).resolve()
+    for parent in p.parents:
+        if (parent / "world" / "data" / "eval.jsonl").is_file():
+            return parent / "world" / "data"
+    return None
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Local checkpoint path or hub id."),
+    suites: List[str] = typer.Option(..., "--suites", "-s", help="Comma list, e.g. mt-bench,alpaca-eval,lm-eval:openllm,brainteaser."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: results/eval-<model name>)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local mirror of the suites' data (see README)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge, e.g. openai:gpt-4 or oracle."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override any option: KEY=VALUE, e.g. mt-bench.max_new_tokens=64."),
+    no_judge: bool = typer.Option(False, "--no-judge", help="Generate and save answers only; judge later with `selm-bench judge`."),
+    world: Optional[Path] = typer.Option(None, "--world", help="Tiny-world data folder (run the suites' embedded mode)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Row label (default: the model's name)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config for eval settings (default: configs/tiny.yaml)."),
+) -> None:
+    """Evaluate one model on the given suites.
+
+    Examples:
+
+    * `selm-bench eval --model results/tiny/checkpoints/selm/iter-2/model --suites tiny-world,mt-bench`
+    * `selm-bench eval --model HuggingFaceH4/zephyr-7b-beta --suites mt-bench,alpaca-eval --data-dir ../shared/data --judge openai:gpt-4`
+    """
+    try:
+        from harness.config import load_config
+        from harness import registry
+
+        suite_list = _split(suites) or []
+        for s in suite_list:
+            if not registry.has("suite", s):
+                raise UsageError(f"--suites: unknown suite {s!r} (known: {', '.join(registry.names('suite'))})")
+        if judge and not registry.has("judge", judge):
+            raise UsageError(f"--judge: unknown judge {judge!r} (known: {', '.join(registry.names('judge'))})")
+        cfg = load_config(config, sets=sets or [])
+        if data_dir is not None and not data_dir.is_dir():
+            raise UsageError(f"--data-dir {data_dir}: not a directory")
+        if world is not None and not (world / "eval.jsonl").is_file():
+            raise UsageError(f"--world {world}: no eval.jsonl there (pass a run's world/data folder)")
+        if data_dir is not None:
+            cfg.eval.data_dir = str(data_dir.resolve())
+        world_dir = world.resolve() if world else (None if data_dir else _detect_world(model))
+        label = name or _model_name(model)
+        run_dir = out or Path(cfg.output_dir) / f"eval-{label.replace('/', '-')}"
+        _quiet_libraries()
+        from harness.leaderboard import collect_rows, print_table, write_leaderboard
+        from harness.pipeline import eval_context, run_suite
+        from harness.store import RunStore
+
+        refs = {}
+        if world_dir is not None and (world_dir.parent.parent / "checkpoints" / "sft" / "model").is_dir():
+            refs["sft"] = world_dir.parent.parent / "checkpoints" / "sft" / "model"
+        store = RunStore(run_dir)
+        store.start({"model": model, "suites": suite_list, "config": cfg.to_dict()}, cfg.seed, sys.argv)
+        for suite in suite_list:
+            ctx = eval_context(cfg, model, label, run_dir / suite, suite, world_dir, refs, no_judge=no_judge)
+            ctx.judge = judge or ("oracle" if world_dir else "openai:gpt-4")
+            import time
+
+            t0 = time.time()
+            store.record(suite, "eval", "running", t0)
+            result = run_suite(ctx, suite, method="external")
+            store.record(suite, "eval", "done", t0)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.leaderboard_metrics().items())[:4])
+            typer.echo(f"done {suite} in {time.time() - t0:.1f}s: {shown}", err=True)
+        rows = collect_rows(run_dir)
+        write_leaderboard(run_dir, rows)
+        store.finish()
+        print_table(rows, title=f"eval: {label}")
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
+@app.command("judge")
+def judge_cmd(
+    directory: Path = typer.Argument(..., help="An eval folder written with --no-judge (or any eval folder)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Override the judge recorded at generation time."),
+) -> None:
+    """Judge answers saved earlier (`--no-judge`); cached judgments are reused.
+
+    Example: `selm-bench eval --model M --suites mt-bench --no-judge -o out/m && selm-bench judge out/m`
+    """
+    try:
+        import importlib
+        import json as _json
+
+        from harness import registry
+        from harness.leaderboard import collect_rows, print_table, write_leaderboard
+        from harness.pipeline import context_from_record, write_suite_result
+
+        files = sorted(directory.rglob("metrics.json")) if directory.is_dir() else []
+        if not files:
+            raise UsageError(f"{directory}: no suite results (metrics.json) found")
+        _quiet_libraries()
+        judged = 0
+        for f in files:
+            data = _json.loads(f.read_text())
+            if "context" not in data:
+                continue
+            fn = registry.get("suite", data["suite"])
+            judge_saved = getattr(importlib.import_module(fn.__module__), "judge_saved", None)
+            if judge_saved is None:
+                continue  # suites without a judge (lm-eval, brainteaser, tiny-world)
+            ctx = context_from_record(data["context"], f.parent)
+            if judge:
+                ctx.judge = judge
+            result = judge_saved(ctx)
+            write_suite_result(f.parent, data["suite"], ctx, result, data.get("method"))
+            judged += 1
+            typer.echo(f"judged {data['suite']} for {ctx.name}", err=True)
+        if not judged:
+            raise UsageError(f"{directory}: nothing to judge (no mt-bench or alpaca-eval answers)")
+        root = directory if (directory / "manifest.json").is_file() else files[0].parent.parent
+        rows = collect_rows(root)
+        write_leaderboard(root, rows)
+        print_table(rows, title=f"judged: {root}")
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
+@app.command("import")
+def import_cmd(
+    file: Path = typer.Argument(..., help="alpaca_eval annotations.json or FastChat judgment .jsonl."),
+    suite: str = typer.Option(..., "--suite", help="alpaca-eval or mt-bench."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (required for alpaca-eval)."),
+    results: Path = typer.Option(Path("results"), "--results", "-r", help="Leaderboard folder to add rows to."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data mirror (mt-bench categories, alpaca-eval LC)."),
+) -> None:
+    """Recompute a suite's metrics from published artefacts and add them as reference rows.
+
+    Examples:
+
+    * `selm-bench import --suite alpaca-eval --model OpenHermes-2.5-Mistral-7B annotations.json`
+    * `selm-bench import --suite mt-bench gpt-4_single.jsonl --data-dir ../shared/data`
+    """
+    try:
+        from harness.leaderboard import collect_rows, print_table
+        from harness.store import atomic_write_json
+
+        if not file.is_file():
+            raise UsageError(f"{file}: file not found")
+        _quiet_libraries()
+        found: dict[str, tuple[dict, dict]] = {}
+        if suite == "alpaca-eval":
+            if not model:
+                raise UsageError("--model is required with --suite alpaca-eval")
+            from evals.alpaca_eval import metrics_from_annotations
+
+            found[model] = metrics_from_annotations(file, data_dir)
+        elif suite == "mt-bench":
+            from evals.mt_bench import metrics_from_judgments
+
+            questions = data_dir / "mt_bench" / "question.jsonl" if data_dir else None
+            per_model = metrics_from_judgments(file, questions if questions and questions.is_file() else None)
+            if model:
+                if model not in per_model:
+                    raise UsageError(f"--model {model}: not in {file} (has: {', '.join(sorted(per_model))})")
+                per_model = {model: per_model[model]}
+            found = {m: (v, {}) for m, v in per_model.items()}
+        else:
+            raise UsageError(f"--suite: import supports alpaca-eval and mt-bench, got {suite!r}")
+        for name, (metrics, info) in found.items():
+            dest = results / "imports" / suite / name.replace("/", "-") / "metrics.json"
+            atomic_write_json(dest, {"suite": suite, "checkpoint": name, "method": "reference", "metrics": metrics,
+                                     "info": {**info, "source": str(file.resolve())}})
+            typer.echo(f"imported {suite} for {name} -> {dest}", err=True)
+        print_table(collect_rows(results), title=f"leaderboard: {results}")
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
 @app.command("list")
 def list_cmd() -> None:
     """List everything registered: methods, suites, judges, rankers, backends."""

@@ -110,19 +110,26 @@ def write_leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(Path(run_dir) / "leaderboard.json", to_json(rows) + "\n")
 
 
-def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", max_metric_cols: int = 14) -> None:
-    """A rich table on stderr; long tables keep the most useful columns (stderr columns dropped)."""
+def print_table(rows: list[dict[str, Any]], title: str = "leaderboard") -> None:
+    """A rich table on stderr: one column per checkpoint, one row per metric (stderr columns
+    are shown as ± beside their metric), so wide suites stay readable on a narrow terminal."""
     from rich.table import Table
 
     from harness.progress import console
 
+    if not rows:
+        console.print(f"{title}: no results yet")
+        return
     cols = columns(rows)
-    ids = [c for c in cols if c in ID_COLUMNS]
-    metrics = [c for c in cols if c not in ID_COLUMNS and not c.endswith("_stderr") and "/accuracy/" not in c]
-    metrics = metrics[:max_metric_cols]
+    metrics = [c for c in cols if c not in ID_COLUMNS and not c.endswith("_stderr")]
     table = Table(title=title)
-    for c in ids + metrics:
-        table.add_column(c, justify="left" if c in ids else "right")
+    table.add_column("metric", no_wrap=True)
     for r in rows:
-        table.add_row(*[_fmt(r.get(c)) for c in ids + metrics])
+        table.add_column(f"{r['run']}:{r['checkpoint']}" if "run" in r else str(r["checkpoint"]), justify="right", no_wrap=True)
+    for m in metrics:
+        cells = []
+        for r in rows:
+            v, se = r.get(m), r.get(f"{m}_stderr")
+            cells.append(_fmt(v) + (f" ±{se:.2g}" if isinstance(se, float) and v is not None else ""))
+        table.add_row(m, *cells)
     console.print(table)

@@ -76,16 +76,38 @@ def _run_stage(store: RunStore, name: str, stage_dir: Path, key: str, fn, summar
     return True
 
 
-def write_suite_result(out_dir: Path, suite: str, checkpoint: str, result: SuiteResult) -> None:
-    payload = {"suite": suite, "checkpoint": checkpoint, "metrics": result.metrics, **({"info": result.info} if result.info else {})}
+def context_record(ctx: EvalContext) -> dict[str, Any]:
+    """What `selm-bench judge` needs to rebuild the context later (no secrets: none are in ctx)."""
+    return {"model": ctx.model, "name": ctx.name, "preset": ctx.preset, "options": ctx.options,
+            "data_dir": str(ctx.data_dir) if ctx.data_dir else None,
+            "world_dir": str(ctx.world_dir) if ctx.world_dir else None, "backend": ctx.backend,
+            "backend_options": ctx.backend_options, "judge": ctx.judge, "device": ctx.device, "seed": ctx.seed,
+            "references": {k: str(v) for k, v in ctx.references.items()}}
+
+
+def context_from_record(rec: dict[str, Any], out_dir: Path) -> EvalContext:
+    return EvalContext(
+        model=rec["model"], name=rec["name"], out_dir=out_dir, options=rec.get("options") or {},
+        preset=rec.get("preset"), data_dir=Path(rec["data_dir"]) if rec.get("data_dir") else None,
+        world_dir=Path(rec["world_dir"]) if rec.get("world_dir") else None, backend=rec.get("backend", "hf"),
+        backend_options=rec.get("backend_options") or {}, judge=rec.get("judge"), device=rec.get("device", "cpu"),
+        seed=rec.get("seed", 0), references={k: Path(v) for k, v in (rec.get("references") or {}).items()},
+    )
+
+
+def write_suite_result(out_dir: Path, suite: str, ctx: EvalContext, result: SuiteResult,
+                       method: str | None = None) -> None:
+    payload: dict[str, Any] = {"suite": suite, "checkpoint": ctx.name}
+    if method:
+        payload["method"] = method
+    payload.update(metrics=result.metrics, info=result.info, context=context_record(ctx))
     atomic_write_json(out_dir / "metrics.json", payload)
     atomic_write_text(out_dir / "items.jsonl", "".join(json.dumps(i, default=str) + "\n" for i in result.items))
 
 
-def run_suite(ctx: EvalContext, suite: str) -> SuiteResult:
-    fn = registry.get("suite", suite)
-    result = fn(ctx)
-    write_suite_result(ctx.out_dir, suite, ctx.name, result)
+def run_suite(ctx: EvalContext, suite: str, method: str | None = None) -> SuiteResult:
+    result = registry.get("suite", suite)(ctx)
+    write_suite_result(ctx.out_dir, suite, ctx, result, method)
     return result
 
 

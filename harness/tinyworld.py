@@ -32,10 +32,6 @@ class Task:
     wrong: Callable[[random.Random], str]  # draws a plausible wrong answer
 
 
-def _digits(n: int) -> list[int]:
-    return [int(c) for c in str(n)]
-
-
 def _other_number(rng: random.Random, gold: int, lo: int, hi: int) -> int:
     while True:
         x = rng.choice([gold + d for d in (-10, -2, -1, 1, 2, 10)] + [rng.randint(lo, hi)])
@@ -44,19 +40,19 @@ def _other_number(rng: random.Random, gold: int, lo: int, hi: int) -> int:
 
 
 def _add(rng: random.Random) -> Task:
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    a, b = rng.randint(10, 89), rng.randint(2, 9)
     gold = a + b
-    no_carry = int("".join(str((x + y) % 10) for x, y in zip(_digits(a), _digits(b))))
+    no_carry = a - a % 10 + (a + b) % 10
     mistake = no_carry if no_carry != gold else gold + 10
-    return Task("add", f"What is {a} + {b} ?", str(gold), str(mistake), lambda r: str(_other_number(r, gold, 20, 198)))
+    return Task("add", f"What is {a} + {b} ?", str(gold), str(mistake), lambda r: str(_other_number(r, gold, 12, 98)))
 
 
 def _sub(rng: random.Random) -> Task:
-    a, b = sorted((rng.randint(10, 99), rng.randint(10, 99)), reverse=True)
+    a, b = rng.randint(12, 99), rng.randint(2, 9)
     gold = a - b
-    no_borrow = int("".join(str(abs(x - y)) for x, y in zip(_digits(a), _digits(b))))
+    no_borrow = a - a % 10 + abs(a % 10 - b)
     mistake = no_borrow if no_borrow != gold else gold + 1
-    return Task("sub", f"What is {a} - {b} ?", str(gold), str(mistake), lambda r: str(_other_number(r, gold, 0, 89)))
+    return Task("sub", f"What is {a} - {b} ?", str(gold), str(mistake), lambda r: str(_other_number(r, gold, 3, 97)))
 
 
 def _shuffled_other(rng: random.Random, items: list[str], gold: list[str]) -> str:
@@ -69,7 +65,7 @@ def _shuffled_other(rng: random.Random, items: list[str], gold: list[str]) -> st
 
 
 def _reverse(rng: random.Random) -> Task:
-    s = [rng.choice(LETTERS) for _ in range(rng.randint(3, 6))]
+    s = [rng.choice(LETTERS) for _ in range(rng.randint(3, 5))]
     while s == s[::-1]:
         s = [rng.choice(LETTERS) for _ in range(len(s))]
     gold = s[::-1]
@@ -87,7 +83,7 @@ def _count(rng: random.Random) -> Task:
 
 
 def _sort(rng: random.Random) -> Task:
-    nums = rng.sample(range(1, 60), rng.randint(3, 4))
+    nums = rng.sample(range(1, 40), 3)
     gold = [str(x) for x in sorted(nums)]
     return Task(
         "sort", f"Sort : {' '.join(map(str, nums))}", " ".join(gold), " ".join(reversed(gold)),
@@ -96,7 +92,7 @@ def _sort(rng: random.Random) -> Task:
 
 
 def _extract(rng: random.Random) -> Task:
-    words = rng.sample(WORDS, rng.randint(4, 6))
+    words = rng.sample(WORDS, rng.randint(3, 5))
     k = rng.randint(1, len(words) - 1)
     gold = words[k - 1]
     return Task(
@@ -182,19 +178,20 @@ def build_world(cfg: Any, seed: int, out: Path) -> dict[str, int]:
         two.append({"id": f"mt-{i}", "category": t.category, "turns": [t.prompt, q2], "answers": [t.answer, a2]})
     splits["two_turn"] = two
     mc = []
-    for i in range(cfg.n_mc):
+    while len(mc) < cfg.n_mc:
         t = draw()
         wrong = {t.mistake} if t.mistake != t.answer else set()
         for _ in range(50):
-            if len(wrong) >= 3:
-                break
             w = t.wrong(rng)
-            if normalize(w) != normalize(t.answer):
+            if len(wrong) < 3 and normalize(w) != normalize(t.answer):
                 wrong.add(w)
-        choices = sorted(wrong)[:3]
-        label = rng.randint(0, len(choices))
+        if len(wrong) < 3:
+            continue  # too few distinct distractors (e.g. "a b b" has two other orders)
+        choices = sorted(wrong)
+        label = rng.randint(0, 3)
         choices.insert(label, t.answer)
-        mc.append({"id": f"mc-{i}", "category": t.category, "prompt": t.prompt, "choices": choices, "label": label})
+        mc.append({"id": f"mc-{len(mc)}", "category": t.category, "prompt": t.prompt, "choices": choices,
+                   "label": label})
     splits["mc"] = mc
 
     sft = []
@@ -203,9 +200,11 @@ def build_world(cfg: Any, seed: int, out: Path) -> dict[str, int]:
         answer = t.mistake if rng.random() < cfg.sft_noise else t.answer
         if rng.random() < cfg.two_turn_fraction:
             q2, a2 = _follow_up(rng, t)
-            sft.append({"id": f"sft-{i}", "prompt": _conv(t.prompt, t.answer, q2), "completion": [{"role": "assistant", "content": a2}]})
+            sft.append({"id": f"sft-{i}", "category": t.category, "answer": a2,
+                        "prompt": _conv(t.prompt, t.answer, q2), "completion": [{"role": "assistant", "content": a2}]})
         else:
-            sft.append({"id": f"sft-{i}", "prompt": _conv(t.prompt), "completion": [{"role": "assistant", "content": answer}]})
+            sft.append({"id": f"sft-{i}", "category": t.category, "answer": t.answer,
+                        "prompt": _conv(t.prompt), "completion": [{"role": "assistant", "content": answer}]})
     splits["sft"] = sft
 
     def pair(t: Task, i: int, split: str) -> dict[str, Any]:

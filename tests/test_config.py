@@ -1,0 +1,61 @@
+"""Bad config: one clear line naming the key, exit code 2, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from harness.config import ConfigError, load_config
+
+BAD = [
+    ({"online": {"beta": 0}}, "online.beta"),
+    ({"online": {"beta": -1.0}}, "online.beta"),
+    ({"online": {"alpha": -0.1}}, "online.alpha"),
+    ({"online": {"iterations": 0}}, "online.iterations"),
+    ({"methods": ["sft", "ppo"]}, "methods[1]"),
+    ({"suites": ["tiny-world", "nope"]}, "suites[1]"),
+    ({"online": {"betta": 0.1}}, "online.betta"),
+    ({"surprise": 1}, "surprise"),
+    ({"seed": "zero"}, "seed"),
+    ({"sft": {"learning_rate": "fast"}}, "sft.learning_rate"),
+    ({"online": {"ranker": "pairrm-typo"}}, "online.ranker"),
+    ({"methods": "selm"}, "methods"),
+]
+
+
+@pytest.mark.parametrize("data,key", BAD)
+def test_bad_values_name_the_key(tmp_path, data, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(key + ":")
+
+
+def test_default_config_loads():
+    cfg = load_config()
+    assert cfg.name == "tiny" and cfg.online.beta > 0 and cfg.methods == ["sft", "dpo", "iterative-dpo", "selm"]
+
+
+def test_set_overrides_and_suite_options():
+    cfg = load_config(sets=["online.alpha=0.01", "mt-bench.max_new_tokens=64", "online.candidates=[policy]"])
+    assert cfg.online.alpha == 0.01 and cfg.online.candidates == ["policy"]
+    assert cfg.suite_options["mt-bench"]["max_new_tokens"] == 64
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "online.beta=0"], "online.beta"),
+    (["--methods", "sft,bogus"], "methods[1]"),
+    (["--config", "missing.yaml"], "config file not found"),
+])
+def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-and-eval", "--out", str(out), *args],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+    assert res.stdout == ""

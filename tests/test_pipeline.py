@@ -1,0 +1,120 @@
+"""End to end: train-and-eval on a micro config, resume, leaderboard contract, config errors."""
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+MICRO = {
+    "name": "micro",
+    "seed": 0,
+    "methods": ["sft", "dpo", "iterative-dpo", "selm"],
+    "suites": ["tiny-world", "lm-eval"],
+    "world": {"n_sft": 160, "n_pref": 48, "n_prompts": 48, "n_dev": 8, "n_eval": 24, "n_two_turn": 6, "n_mc": 12},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+    "sft": {"epochs": 1, "batch_size": 32},
+    "dpo": {"batch_size": 16},
+    "online": {"iterations": 2, "batch_size": 16, "num_samples": 2, "max_new_tokens": 8},
+    "eval": {"max_new_tokens": 8},
+}
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("micro")
+    cfg = root / "micro.yaml"
+    cfg.write_text(yaml.safe_dump(MICRO))
+    out = root / "run"
+    first = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    return cfg, out, first
+
+
+EXPECTED = ["sft", "dpo", "iterative-dpo/iter-1", "iterative-dpo/iter-2", "selm/iter-1", "selm/iter-2"]
+
+
+def test_leaderboard_rows_and_columns(micro_run):
+    _, out, _ = micro_run
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert [r["checkpoint"] for r in rows] == EXPECTED
+    assert [r["method"] for r in rows] == ["sft", "dpo", "iterative-dpo", "iterative-dpo", "selm", "selm"]
+    assert [r["iteration"] for r in rows] == [None, None, 1, 2, 1, 2]
+    for r in rows:
+        for col in ("tiny-world/accuracy", "tiny-world/score", "tiny-world/accuracy_stderr", "tiny-world/score_stderr",
+                    "lm-eval/tinyworld_mc/acc"):
+            assert isinstance(r[col], float) and math.isfinite(r[col]), (r["checkpoint"], col)
+    header = (out / "leaderboard.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["checkpoint", "method", "iteration"]
+    assert "tiny-world/accuracy" in header
+
+
+def test_run_store_contents(micro_run):
+    _, out, _ = micro_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["packages"]["trl"] and manifest["finished"]
+    assert all(s["status"] == "done" for s in manifest["stages"].values())
+    assert (out / "config.yaml").is_file()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for name in EXPECTED:
+        AutoTokenizer.from_pretrained(out / "checkpoints" / name / "model")
+    AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "selm" / "iter-2" / "model")
+    gens = [json.loads(line) for line in (out / "checkpoints/selm/iter-1/generations.jsonl").read_text().splitlines()]
+    assert len(gens) == MICRO["world"]["n_prompts"] // 2  # disjoint chunk per iteration
+    g = gens[0]
+    assert {"prompt", "candidates", "scores", "chosen", "rejected", "y_ref", "used"} <= set(g)
+    assert len(g["candidates"]) == 2 + 1 + 2  # K samples, greedy y_ref, dataset chosen/rejected
+    metrics = json.loads((out / "evals/selm/iter-2/tiny-world/metrics.json").read_text())
+    assert metrics["suite"] == "tiny-world" and "accuracy" in metrics["metrics"]
+    items = (out / "evals/selm/iter-2/tiny-world/items.jsonl").read_text().splitlines()
+    assert len(items) == MICRO["world"]["n_eval"]
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_resume_skips_everything_and_changes_nothing(micro_run):
+    cfg, out, _ = micro_run
+    before = tree_digest(out)
+    again = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count("skip") == 1 + len(EXPECTED) + len(EXPECTED) * 2
+    assert tree_digest(out) == before
+
+
+def test_changed_stage_config_redoes_only_downstream(micro_run, tmp_path):
+    cfg, out, _ = micro_run
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    res = cli("train-and-eval", "--config", str(cfg), "--out", str(copy), "--methods", "sft,dpo,selm",
+              "--suites", "tiny-world", "--set", "online.alpha=0.5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "skip sft" in res.stderr and "skip dpo" in res.stderr
+    assert "done selm/iter-1" in res.stderr and "skip iterative-dpo" not in res.stderr
+
+
+def test_leaderboard_json_stdout_is_only_json(micro_run):
+    _, out, _ = micro_run
+    res = cli("leaderboard", "--results", str(out), "--format", "json")
+    assert res.returncode == 0
+    rows = json.loads(res.stdout)
+    assert [r["checkpoint"] for r in rows] == EXPECTED
+    csv_out = cli("leaderboard", "--results", str(out), "--format", "csv").stdout
+    assert csv_out.splitlines()[0].startswith("checkpoint,method,iteration,")
+    # A folder of runs: one table with a run column.
+    multi = json.loads(cli("leaderboard", "--results", str(out.parent), "--format", "json").stdout)
+    assert {r["run"] for r in multi} == {"run"} and len(multi) == len(EXPECTED)

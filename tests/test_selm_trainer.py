@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from trainers.losses import selm_loss
+
+
+def _rows():
+    u = lambda s: [{"role": "user", "content": s}]  # noqa: E731
+    a = lambda s: [{"role": "assistant", "content": s}]  # noqa: E731
+    return [
+        {"prompt": u("What is 37 + 5 ?"), "chosen": a("42"), "rejected": a("32"), "ref_response": a("41")},
+        {"prompt": u("Reverse : a b c"), "chosen": a("c b a"), "rejected": a("a b c"), "ref_response": a("c a b")},
+        {"prompt": u("Word 2 of : the red fox"), "chosen": a("red"), "rejected": a("fox"), "ref_response": a("the")},
+    ]
+
+
+def _trainers(tiny_model, tmp_path, alpha):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from trainers.selm_trainer import SELMConfig, SELMTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    common = dict(output_dir=str(tmp_path), per_device_train_batch_size=3, bf16=False, use_cpu=True, report_to=[],
+                  beta=0.1, max_length=64, learning_rate=1e-3, max_steps=1, save_strategy="no")
+    load = lambda: AutoModelForCausalLM.from_pretrained(tiny_model)  # noqa: E731
+    rows = _rows()
+    dpo = DPOTrainer(model=load(), ref_model=load(), args=DPOConfig(**common), processing_class=tok,
+                     train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]))
+    selm = SELMTrainer(model=load(), ref_model=load(), args=SELMConfig(**common, alpha=alpha), processing_class=tok,
+                       train_dataset=Dataset.from_list(rows))
+    return dpo, selm
+
+
+def _batch(trainer):
+    """The collated batch of all examples, in dataset order (the dataloader would shuffle)."""
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+
+
+def test_selm_batch_carries_three_sequences(tiny_model, tmp_path):
+    _, selm = _trainers(tiny_model, tmp_path, alpha=0.5)
+    batch = _batch(selm)
+    assert batch["input_ids"].shape[0] == 9  # chosen, rejected, y_ref for 3 examples
+    # y_ref rows: prompt masked out, response (plus <|end|>) scored
+    assert batch["completion_mask"][6:].sum(dim=1).tolist() == [
+        len(x) for x in selm.train_dataset["ref_response_ids"]]
+
+
+def test_alpha_zero_matches_trl_dpo_loss(tiny_model, tmp_path):
+    dpo, selm0 = _trainers(tiny_model, tmp_path, alpha=0.0)
+    # Same weights in both (loaded from the same checkpoint), same examples in the same order.
+    dpo.model.eval(), selm0.model.eval()
+    b_dpo, b_selm = _batch(dpo), _batch(selm0)
+    assert torch.equal(b_dpo["input_ids"], b_selm["input_ids"][:6, : b_dpo["input_ids"].shape[1]])
+    with torch.no_grad():
+        l_dpo = dpo.compute_loss(dpo.model, b_dpo)
+        l_selm = selm0.compute_loss(selm0.model, b_selm)
+    assert l_selm.item() == pytest.approx(l_dpo.item(), rel=1e-5)
+
+
+def test_selm_loss_uses_the_pure_function(tiny_model, tmp_path):
+    _, selm = _trainers(tiny_model, tmp_path, alpha=0.7)
+    selm.model.eval()
+    batch = _batch(selm)
+    with torch.no_grad():
+        got = selm.compute_loss(selm.model, batch)
+        pol = selm._sequence_logps(selm.model, batch, grad=False)
+        ref = selm._sequence_logps(selm.ref_model, batch, grad=False)
+    want = selm_loss(*pol.chunk(3)[:2], *ref.chunk(3)[:2], pol.chunk(3)[2], ref.chunk(3)[2], beta=0.1, alpha=0.7)
+    assert got.item() == pytest.approx(want.mean().item(), rel=1e-6)
+
+
+def test_selm_training_step_lowers_ref_response_logp(tiny_model, tmp_path):
+    _, selm = _trainers(tiny_model, tmp_path, alpha=50.0)  # optimism dominates
+    batch = _batch(selm)
+    selm.model.eval()
+    with torch.no_grad():
+        before = selm._sequence_logps(selm.model, batch, grad=False).chunk(3)[2]
+    selm.train()
+    selm.model.eval()
+    with torch.no_grad():
+        after = selm._sequence_logps(selm.model, batch, grad=False).chunk(3)[2]
+    assert after.mean() < before.mean()
