@@ -45,10 +45,10 @@ class ModelConfig:
     """`pretrained` = hub id or local path; empty = the tiny Llama built from the fields below."""
 
     pretrained: str = ""
-    hidden_size: int = 96
-    num_layers: int = 4
+    hidden_size: int = 128
+    num_layers: int = 2
     num_heads: int = 4
-    intermediate_size: int = 256
+    intermediate_size: int = 341
     max_position_embeddings: int = 128
     dtype: str = "float32"
 
@@ -57,7 +57,7 @@ class ModelConfig:
 class SFTConfig:
     learning_rate: float = 3e-3
     batch_size: int = 64
-    epochs: float = 6.0
+    epochs: float = 8.0
     max_steps: int = -1
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0

@@ -39,20 +39,26 @@ def _other_number(rng: random.Random, gold: int, lo: int, hi: int) -> int:
             return x
 
 
+NAMES = "ann bob cat dan eve fay gus hal ivy jon".split()
+THINGS = "apples pens cups hats keys maps books coins shells stones".split()
+
+
 def _add(rng: random.Random) -> Task:
-    a, b = rng.randint(10, 89), rng.randint(2, 9)
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
     gold = a + b
-    no_carry = a - a % 10 + (a + b) % 10
-    mistake = no_carry if no_carry != gold else gold + 10
-    return Task("add", f"What is {a} + {b} ?", str(gold), str(mistake), lambda r: str(_other_number(r, gold, 12, 98)))
+    mistake = abs(a - b) if a != b else gold + 1  # the wrong operation
+    return Task("add", f"{name} has {a} {thing} and gets {b} more . How many {thing} ?", str(gold), str(mistake),
+                lambda r: str(_other_number(r, gold, 2, 18)))
 
 
 def _sub(rng: random.Random) -> Task:
-    a, b = rng.randint(12, 99), rng.randint(2, 9)
+    b = rng.randint(1, 9)
+    a = b + rng.randint(1, 9)
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
     gold = a - b
-    no_borrow = a - a % 10 + abs(a % 10 - b)
-    mistake = no_borrow if no_borrow != gold else gold + 1
-    return Task("sub", f"What is {a} - {b} ?", str(gold), str(mistake), lambda r: str(_other_number(r, gold, 3, 97)))
+    return Task("sub", f"{name} has {a} {thing} and loses {b} . How many {thing} ?", str(gold), str(a + b),
+                lambda r: str(_other_number(r, gold, 0, 17)))
 
 
 def _shuffled_other(rng: random.Random, items: list[str], gold: list[str]) -> str:
@@ -65,7 +71,7 @@ def _shuffled_other(rng: random.Random, items: list[str], gold: list[str]) -> st
 
 
 def _reverse(rng: random.Random) -> Task:
-    s = [rng.choice(LETTERS) for _ in range(rng.randint(3, 5))]
+    s = [rng.choice(LETTERS) for _ in range(rng.randint(3, 4))]
     while s == s[::-1]:
         s = [rng.choice(LETTERS) for _ in range(len(s))]
     gold = s[::-1]
@@ -73,7 +79,7 @@ def _reverse(rng: random.Random) -> Task:
 
 
 def _count(rng: random.Random) -> Task:
-    s = [rng.choice(LETTERS[:5]) for _ in range(rng.randint(4, 8))]
+    s = [rng.choice(LETTERS[:4]) for _ in range(rng.randint(4, 6))]
     target = rng.choice(s)
     gold = s.count(target)
     return Task(
@@ -83,7 +89,7 @@ def _count(rng: random.Random) -> Task:
 
 
 def _sort(rng: random.Random) -> Task:
-    nums = rng.sample(range(1, 40), 3)
+    nums = rng.sample(range(1, 20), 3)
     gold = [str(x) for x in sorted(nums)]
     return Task(
         "sort", f"Sort : {' '.join(map(str, nums))}", " ".join(gold), " ".join(reversed(gold)),
@@ -92,7 +98,7 @@ def _sort(rng: random.Random) -> Task:
 
 
 def _extract(rng: random.Random) -> Task:
-    words = rng.sample(WORDS, rng.randint(3, 5))
+    words = rng.sample(WORDS, rng.randint(3, 4))
     k = rng.randint(1, len(words) - 1)
     gold = words[k - 1]
     return Task(
@@ -230,7 +236,7 @@ CHAT_TEMPLATE = (
 
 def world_texts() -> list[str]:
     """Every surface form the world can produce, so the vocabulary is closed."""
-    texts = [" ".join(LETTERS), " ".join(WORDS), " ".join(str(d) for d in range(10))]
+    texts = [" ".join(LETTERS), " ".join(WORDS + NAMES + THINGS), " ".join(str(d) for d in range(10))]
     rng = random.Random(0)
     for cat in CATEGORIES:
         for _ in range(200):

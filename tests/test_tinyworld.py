@@ -61,10 +61,11 @@ def test_tokenizer_and_model_load_with_auto_classes(tiny_model):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    text = tok.apply_chat_template([{"role": "user", "content": "What is 37 + 5 ?"}], tokenize=False,
-                                   add_generation_prompt=True)
-    assert text == "<|user|>What is 37 + 5 ?<|end|><|assistant|>"
-    ids = tok("What is 37 + 5 ?", add_special_tokens=False)["input_ids"]
+    q = "ann has 7 pens and gets 15 more . How many pens ?"
+    text = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+    assert text == f"<|user|>{q}<|end|><|assistant|>"
+    ids = tok(q, add_special_tokens=False)["input_ids"]
     assert tok.unk_token_id not in ids
-    assert tok.decode(ids).strip() == "What is 37 + 5 ?"
+    assert tok.decode(ids).strip() == q
+    assert len(tok("15", add_special_tokens=False)["input_ids"]) == 3  # "▁", "1", "5": digits stay separate
     assert model.config.vocab_size == len(tok)

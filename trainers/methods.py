@@ -52,6 +52,14 @@ def _progress_callback(desc: str):
     return _RichSteps()
 
 
+def _quiet(trainer: Any) -> Any:
+    """Drop the Trainer's log printer (it prints dicts to stdout); logs go to train_log.json."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
@@ -74,8 +82,8 @@ def train_sft(base: str, rows: list[dict[str, Any]], cfg: Any, out: Path, seed: 
             max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
             max_length=256, completion_only_loss=True, dataset_num_proc=None,
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                             callbacks=[_progress_callback("sft")])
+        trainer = _quiet(SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                    callbacks=[_progress_callback("sft")]))
         trainer.train()
     _save(trainer, tok, out)
 
@@ -104,8 +112,8 @@ def train_preference(
             args, cls = DPOConfig(**common), DPOTrainer
         else:
             args, cls = SELMConfig(**common, alpha=alpha), SELMTrainer
-        trainer = cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
-                      callbacks=[_progress_callback(desc)])
+        trainer = _quiet(cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
+                             callbacks=[_progress_callback(desc)]))
         trainer.train()
     _save(trainer, tok, out)
 
