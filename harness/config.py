@@ -107,7 +107,7 @@ class ExperimentConfig:
     output_dir: str = "results"
     device: str = "cpu"
     methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "iterative-dpo", "selm"])
-    suites: list[str] = field(default_factory=lambda: ["tiny-world", "lm-eval"])
+    suites: list[str] = field(default_factory=lambda: ["tiny-world", "lm-eval", "mt-bench", "alpaca-eval"])
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -165,6 +165,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             continue
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if tp is float and isinstance(value, str):  # PyYAML reads "3e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not _type_ok(value, tp):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
         kwargs[f.name] = value

@@ -14,7 +14,7 @@ MICRO = {
     "name": "micro",
     "seed": 0,
     "methods": ["sft", "dpo", "iterative-dpo", "selm"],
-    "suites": ["tiny-world", "lm-eval"],
+    "suites": ["tiny-world", "lm-eval", "mt-bench", "alpaca-eval"],
     "world": {"n_sft": 160, "n_pref": 48, "n_prompts": 48, "n_dev": 8, "n_eval": 24, "n_two_turn": 6, "n_mc": 12},
     "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
     "sft": {"epochs": 1, "batch_size": 32},
@@ -55,7 +55,8 @@ def test_leaderboard_rows_and_columns(micro_run):
     assert [r["iteration"] for r in rows] == [None, None, 1, 2, 1, 2]
     for r in rows:
         for col in ("tiny-world/accuracy", "tiny-world/score", "tiny-world/accuracy_stderr", "tiny-world/score_stderr",
-                    "lm-eval/tinyworld_mc/acc"):
+                    "lm-eval/tinyworld_mc/acc", "mt-bench/score", "mt-bench/turn-1", "mt-bench/turn-2",
+                    "alpaca-eval/win_rate", "alpaca-eval/standard_error"):
             assert isinstance(r[col], float) and math.isfinite(r[col]), (r["checkpoint"], col)
     header = (out / "leaderboard.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["checkpoint", "method", "iteration"]
@@ -90,7 +91,7 @@ def test_resume_skips_everything_and_changes_nothing(micro_run):
     before = tree_digest(out)
     again = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("skip") == 1 + len(EXPECTED) + len(EXPECTED) * 2
+    assert again.stderr.count("skip") == 1 + len(EXPECTED) + len(EXPECTED) * len(MICRO["suites"])
     assert tree_digest(out) == before
 
 
@@ -118,3 +119,38 @@ def test_leaderboard_json_stdout_is_only_json(micro_run):
     # A folder of runs: one table with a run column.
     multi = json.loads(cli("leaderboard", "--results", str(out.parent), "--format", "json").stdout)
     assert {r["run"] for r in multi} == {"run"} and len(multi) == len(EXPECTED)
+
+
+def test_eval_command_on_a_checkpoint(micro_run, tmp_path):
+    _, out, _ = micro_run
+    model = out / "checkpoints" / "selm" / "iter-2" / "model"
+    dest = tmp_path / "ev"
+    res = cli("eval", "--model", str(model), "--suites", "tiny-world,mt-bench,alpaca-eval", "--out", str(dest),
+              "--set", "mt-bench.limit=3", "--set", "alpaca-eval.limit=5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads((dest / "leaderboard.json").read_text())
+    assert len(rows) == 1 and rows[0]["checkpoint"] == "selm/iter-2"
+    assert {"tiny-world/accuracy", "mt-bench/score", "alpaca-eval/win_rate"} <= set(rows[0])
+    for suite in ("tiny-world", "mt-bench", "alpaca-eval"):
+        assert (dest / suite / "metrics.json").is_file() and (dest / suite / "items.jsonl").is_file()
+    assert (dest / "mt-bench" / "model_answer" / "selm-iter-2.jsonl").is_file() or list((dest / "mt-bench" / "model_answer").glob("*.jsonl"))
+
+
+def test_no_judge_then_judge(micro_run, tmp_path):
+    _, out, _ = micro_run
+    dest = tmp_path / "nj"
+    model = out / "checkpoints" / "dpo" / "model"
+    res = cli("eval", "--model", str(model), "--suites", "mt-bench", "--out", str(dest), "--no-judge",
+              "--set", "mt-bench.limit=3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "mt-bench/score" not in json.loads((dest / "leaderboard.json").read_text())[0]
+    res = cli("judge", str(dest))
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads((dest / "leaderboard.json").read_text())[0]
+    assert math.isfinite(row["mt-bench/score"])
+
+
+def test_eval_bad_suite_is_one_line_exit_2(tmp_path):
+    res = cli("eval", "--model", str(tmp_path), "--suites", "mt-bench,nope", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and res.stderr.strip().startswith("error: --suites: unknown suite 'nope'")
+    assert not (tmp_path / "x").exists()

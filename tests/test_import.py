@@ -1,0 +1,45 @@
+"""`selm-bench import` reproduces published AlpacaEval numbers and adds reference rows."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import shared_data
+
+
+def test_import_alpaca_eval_openhermes(tmp_path):
+    ann = shared_data("alpaca_eval", "results", "OpenHermes-2.5-Mistral-7B", "weighted_alpaca_eval_gpt4_turbo",
+                      "annotations.json")
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "import", "--suite", "alpaca-eval", "--model",
+                          "OpenHermes-2.5-Mistral-7B", str(ann), "--results", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", "--results", str(tmp_path),
+                          "--format", "json"], capture_output=True, text=True)
+    (row,) = json.loads(out.stdout)
+    assert row["checkpoint"] == "OpenHermes-2.5-Mistral-7B" and row["method"] == "reference"
+    assert row["alpaca-eval/win_rate"] == pytest.approx(10.3404, abs=1e-4)
+    assert row["alpaca-eval/standard_error"] == pytest.approx(0.9357, abs=1e-4)
+    assert (row["alpaca-eval/n_wins"], row["alpaca-eval/n_wins_base"], row["alpaca-eval/n_draws"],
+            row["alpaca-eval/n_total"]) == (75, 727, 3, 805)
+    assert row["alpaca-eval/discrete_win_rate"] == pytest.approx(9.5031, abs=1e-4)
+
+
+def test_import_mt_bench_judgments(tmp_path):
+    rows = []
+    for model, scores in (("m1", [8, 6, -1, 9]), ("m2", [5, 5, 5, 5])):
+        for i, s in enumerate(scores):
+            rows.append({"question_id": 81 + i // 2, "model": model, "judge": ["gpt-4", "single-v1"],
+                         "user_prompt": "", "judgment": f"[[{s}]]", "score": s, "turn": 1 + i % 2, "tstamp": 0})
+    f = tmp_path / "gpt-4_single.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "import", "--suite", "mt-bench", str(f),
+                          "--results", str(tmp_path / "res")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = {json.loads(p.read_text())["checkpoint"]: json.loads(p.read_text())["metrics"]
+           for p in (tmp_path / "res" / "imports" / "mt-bench").rglob("metrics.json")}
+    assert got["m1"]["score"] == pytest.approx((8 + 6 + 9) / 3) and got["m1"]["errors"] == 1
+    assert got["m1"]["turn-1"] == pytest.approx(8.0) and got["m1"]["turn-2"] == pytest.approx(7.5)
+    assert got["m2"]["score"] == 5
