@@ -78,6 +78,7 @@ class OnlineConfig:
     iterations: int = 2
     beta: float = 0.1
     alpha: float = 0.001
+    nll_weight: float = 0.0  # chosen-response NLL added to both losses (iterative RPO, Pang et al. 2024)
     learning_rate: float = 1e-4
     batch_size: int = 32
     epochs: float = 1.0
@@ -186,6 +187,7 @@ def _check(cfg: ExperimentConfig) -> None:
     need(cfg.online.beta > 0, "online.beta", f"must be > 0, got {cfg.online.beta}")
     need(cfg.dpo.beta > 0, "dpo.beta", f"must be > 0, got {cfg.dpo.beta}")
     need(cfg.online.alpha >= 0, "online.alpha", f"must be >= 0, got {cfg.online.alpha}")
+    need(cfg.online.nll_weight >= 0, "online.nll_weight", f"must be >= 0, got {cfg.online.nll_weight}")
     need(cfg.online.iterations >= 1, "online.iterations", f"must be >= 1, got {cfg.online.iterations}")
     need(cfg.online.num_samples >= 0, "online.num_samples", "must be >= 0")
     need(0 < cfg.online.top_p <= 1, "online.top_p", f"must be in (0, 1], got {cfg.online.top_p}")

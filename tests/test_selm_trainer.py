@@ -14,7 +14,7 @@ def _rows():
     ]
 
 
-def _trainers(tiny_model, tmp_path, alpha):
+def _trainers(tiny_model, tmp_path, alpha, nll=0.0):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -26,9 +26,10 @@ def _trainers(tiny_model, tmp_path, alpha):
                   beta=0.1, max_length=64, learning_rate=1e-3, max_steps=1, save_strategy="no")
     load = lambda: AutoModelForCausalLM.from_pretrained(tiny_model)  # noqa: E731
     rows = _rows()
-    dpo = DPOTrainer(model=load(), ref_model=load(), args=DPOConfig(**common), processing_class=tok,
+    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, nll]} if nll else {}
+    dpo = DPOTrainer(model=load(), ref_model=load(), args=DPOConfig(**common, **losses), processing_class=tok,
                      train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]))
-    selm = SELMTrainer(model=load(), ref_model=load(), args=SELMConfig(**common, alpha=alpha), processing_class=tok,
+    selm = SELMTrainer(model=load(), ref_model=load(), args=SELMConfig(**common, alpha=alpha, nll_weight=nll), processing_class=tok,
                        train_dataset=Dataset.from_list(rows))
     return dpo, selm
 
@@ -47,8 +48,9 @@ def test_selm_batch_carries_three_sequences(tiny_model, tmp_path):
         len(x) for x in selm.train_dataset["ref_response_ids"]]
 
 
-def test_alpha_zero_matches_trl_dpo_loss(tiny_model, tmp_path):
-    dpo, selm0 = _trainers(tiny_model, tmp_path, alpha=0.0)
+@pytest.mark.parametrize("nll", [0.0, 0.5])
+def test_alpha_zero_matches_trl_dpo_loss(tiny_model, tmp_path, nll):
+    dpo, selm0 = _trainers(tiny_model, tmp_path, alpha=0.0, nll=nll)
     # Same weights in both (loaded from the same checkpoint), same examples in the same order.
     dpo.model.eval(), selm0.model.eval()
     b_dpo, b_selm = _batch(dpo), _batch(selm0)

@@ -90,7 +90,8 @@ def train_sft(base: str, rows: list[dict[str, Any]], cfg: Any, out: Path, seed: 
 
 def train_preference(
     policy: str, reference: str, rows: list[dict[str, Any]], *, beta: float, lr: float, batch_size: int,
-    epochs: float, out: Path, seed: int, device: str, alpha: float | None = None, desc: str = "dpo",
+    epochs: float, out: Path, seed: int, device: str, alpha: float | None = None, nll_weight: float = 0.0,
+    desc: str = "dpo",
 ) -> None:
     """DPO (alpha=None: TRL's DPOTrainer) or SELM (alpha>=0: SELMTrainer) from `policy`
     against the frozen `reference`. Rows: prompt/chosen/rejected (+ ref_response) conversations."""
@@ -107,11 +108,12 @@ def train_preference(
     ds = Dataset.from_list([{k: r[k] for k in keys} for r in rows])
     with tempfile.TemporaryDirectory() as tmp:
         common = _trainer_common(Path(tmp), batch_size, lr, epochs, seed, device)
-        common.update(beta=beta, loss_type=["sigmoid"], max_length=256, dataset_num_proc=None, warmup_steps=0.1)
+        common.update(beta=beta, max_length=256, dataset_num_proc=None, warmup_steps=0.1)
         if alpha is None:
-            args, cls = DPOConfig(**common), DPOTrainer
+            losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, nll_weight]} if nll_weight else {}
+            args, cls = DPOConfig(**common, **losses), DPOTrainer
         else:
-            args, cls = SELMConfig(**common, alpha=alpha), SELMTrainer
+            args, cls = SELMConfig(**common, alpha=alpha, nll_weight=nll_weight), SELMTrainer
         trainer = _quiet(cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
                              callbacks=[_progress_callback(desc)]))
         trainer.train()

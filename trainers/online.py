@@ -73,4 +73,4 @@ def run_iteration(cfg: Any, paths: Any, policy: Path, iteration: int, out: Path,
     say(f"  iteration {iteration}: {len(pairs)}/{len(records)} prompts gave a pair")
     train_preference(str(policy), str(policy), rows, beta=o.beta, lr=o.learning_rate, batch_size=o.batch_size,
                      epochs=o.epochs, out=out / "model", seed=cfg.seed, device=cfg.device,
-                     alpha=o.alpha if selm else None, desc=f"{'selm' if selm else 'dpo'} iter-{iteration}")
+                     alpha=o.alpha if selm else None, nll_weight=o.nll_weight, desc=f"{'selm' if selm else 'dpo'} iter-{iteration}")

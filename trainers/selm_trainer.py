@@ -20,6 +20,7 @@ from trainers.losses import selm_loss
 @dataclass
 class SELMConfig(DPOConfig):
     alpha: float = field(default=0.001, metadata={"help": "Weight of the optimism term (0 = DPO)."})
+    nll_weight: float = field(default=0.0, metadata={"help": "Weight of the chosen-response NLL (TRL's 'sft' loss term)."})
 
 
 @dataclass
@@ -83,24 +84,33 @@ class SELMTrainer(DPOTrainer):
         if "ref_response_ids" not in self._signature_columns:
             self._signature_columns = list(self._signature_columns) + ["ref_response_ids"]
 
-    def _sequence_logps(self, model, inputs, grad: bool) -> torch.Tensor:
+    def _token_logps(self, model, inputs, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of the completion tokens (zero elsewhere) and their mask."""
         mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(mask == 0, -100)
         kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
         with torch.set_grad_enabled(grad):
             out = model(**kwargs, labels=labels, fused_lm_head=True)
-        seq_len = mask.shape[1] - 1
-        return out.log_probs[:, -seq_len:].sum(dim=1)
+        shift_mask = mask[:, 1:]
+        return out.log_probs[:, -shift_mask.shape[1] :], shift_mask
+
+    def _sequence_logps(self, model, inputs, grad: bool) -> torch.Tensor:
+        return self._token_logps(model, inputs, grad)[0].sum(dim=1)
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        policy = self._sequence_logps(model, inputs, grad=True)
+        tok_logps, tok_mask = self._token_logps(model, inputs, grad=True)
+        policy = tok_logps.sum(dim=1)
         with torch.no_grad():
             ref = self._sequence_logps(self.ref_model, inputs, grad=False)
         pc, pr, py = policy.chunk(3)
         rc, rr, ry = ref.chunk(3)
         losses = selm_loss(pc, pr, rc, rr, py, ry, beta=self.beta, alpha=self.alpha)
         loss = losses.mean()
+        if self.args.nll_weight:
+            # Same term as TRL's loss_type "sft": mean NLL over the chosen responses' tokens.
+            chosen_tok, chosen_mask = tok_logps.chunk(3)[0], tok_mask.chunk(3)[0]
+            loss = loss + self.args.nll_weight * -chosen_tok[chosen_mask.bool()].mean()
 
         gather = self.accelerator.gather_for_metrics
         chosen_r, rejected_r = self.beta * (pc - rc).detach(), self.beta * (pr - rr).detach()
