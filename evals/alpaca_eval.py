@@ -210,7 +210,11 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
     ]
     if ctx.no_judge:
         return _unjudged(items)
+    return _judge_real(ctx, reference, model_outputs, items, ref_path)
 
+
+def _judge_real(ctx: EvalContext, reference: list[dict], model_outputs: list[dict], items: list[dict],
+                ref_path: Path) -> SuiteResult:
     annotations = _annotate(ctx, reference, model_outputs)
     _write_annotations(ctx.out_dir / "annotations.json", annotations)
     metrics, info = metrics_from_annotations(annotations, ctx.data_dir)
@@ -219,6 +223,26 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
         item["preference"] = _number(preference.get(item["instruction"]))
     info.update(reference=str(ref_path), n_instructions=len(reference))
     return SuiteResult(metrics, items, info)
+
+
+def judge_saved(ctx: EvalContext) -> SuiteResult:
+    """Annotate outputs saved by an earlier `--no-judge` run (`selm-bench judge`)."""
+    if ctx.world_dir is not None:
+        return run(ctx)  # tiny mode: greedy and seconds long, so regenerate and judge in one go
+    saved = ctx.out_dir / "model_outputs.json"
+    if not saved.is_file():
+        raise SuiteError(f"alpaca-eval: no saved outputs at {saved}; run `selm-bench eval ... --no-judge` first")
+    model_outputs = json.loads(saved.read_text())
+    if ctx.data_dir is None:
+        raise SuiteError(f"alpaca-eval needs data_dir with {'/'.join(REFERENCE_FILE)} (from {REFERENCE_SOURCE})")
+    ref_path = Path(ctx.data_dir).joinpath(*REFERENCE_FILE)
+    if not ref_path.exists():
+        raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
+    by_instruction = {r["instruction"]: r for r in json.loads(ref_path.read_text())}
+    reference = [by_instruction[o["instruction"]] for o in model_outputs]
+    items = [{"index": i, "dataset": r.get("dataset"), "instruction": r["instruction"], "output": o["output"],
+              "reference_output": r["output"]} for i, (r, o) in enumerate(zip(reference, model_outputs))]
+    return _judge_real(ctx, reference, model_outputs, items, ref_path)
 
 
 def _annotate(ctx: EvalContext, reference: list[dict], model_outputs: list[dict]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_data
-from evals.alpaca_eval import METRIC_KEYS, metrics_from_annotations, run
+from evals.alpaca_eval import METRIC_KEYS, judge_saved, metrics_from_annotations, run
 from evals.base import EvalContext, SuiteError
 
 
@@ -257,6 +257,13 @@ def test_real_mode_through_fake_local_openai_server(tmp_path, tiny_model, fake_j
     assert {a["generator_2"] for a in ann} == {"tiny-policy"} and ann[0]["annotator"] == "weighted_alpaca_eval_gpt4_turbo"
     outs = json.loads((ctx.out_dir / "model_outputs.json").read_text())
     assert len(outs) == 3 and outs[0]["generator"] == "tiny-policy"
+
+    # Judge later: --no-judge saves outputs only; judge_saved annotates them to the same numbers.
+    later = EvalContext(model=str(tiny_model), name="tiny-policy", out_dir=tmp_path / "evals" / "later",
+                        options={"limit": 3, "max_new_tokens": 4}, data_dir=data, no_judge=True)
+    assert run(later).metrics["win_rate"] is None and not (later.out_dir / "annotations.json").exists()
+    later.no_judge = False
+    assert judge_saved(later).metrics == result.metrics
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert API_KEY not in f.read_text(errors="ignore"), f
