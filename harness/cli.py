@@ -122,6 +122,8 @@ def leaderboard_cmd(
 
         if fmt not in ("table", "markdown", "csv", "json"):
             raise UsageError(f"--format: expected table, markdown, csv or json, got {fmt!r}")
+        if not results.is_dir():
+            raise UsageError(f"--results {results}: no such folder")
         rows = collect_rows(results)
         if fmt == "table":
             print_table(rows, title=f"leaderboard: {results}")
@@ -195,10 +197,17 @@ def eval_cmd(
         from harness.pipeline import eval_context, run_suite
         from harness.store import RunStore
 
+        if not Path(model).exists():
+            if model.startswith((".", "/", "~")) or model.count("/") > 1:
+                raise UsageError(f"--model {model}: no such local checkpoint")
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(model)  # a hub id: fail here, before anything is written
         refs = {}
         if world_dir is not None and (world_dir.parent.parent / "checkpoints" / "sft" / "model").is_dir():
             refs["sft"] = world_dir.parent.parent / "checkpoints" / "sft" / "model"
         store = RunStore(run_dir)
+        store.manifest["results"] = suite_list
         store.start({"model": model, "suites": suite_list, "config": cfg.to_dict()}, cfg.seed, sys.argv)
         for suite in suite_list:
             ctx = eval_context(cfg, model, label, run_dir / suite, suite, world_dir, refs, no_judge=no_judge)

@@ -50,7 +50,6 @@ class ModelConfig:
     num_heads: int = 4
     intermediate_size: int = 341
     max_position_embeddings: int = 128
-    dtype: str = "float32"
 
 
 @dataclass
@@ -95,7 +94,6 @@ class OnlineConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 64
-    max_new_tokens: int = 24
     judge: str = "oracle"
     data_dir: str = ""
     backend: str = "hf"
@@ -213,7 +211,13 @@ def _check(cfg: ExperimentConfig) -> None:
     need(registry.has("judge", cfg.eval.judge), "eval.judge", f"unknown judge {cfg.eval.judge!r} (known: {', '.join(registry.names('judge'))})")
     for c in cfg.online.candidates:
         need(c in ("policy", "dataset"), "online.candidates", f"unknown candidate source {c!r} (known: policy, dataset)")
+    need(bool(cfg.online.candidates), "online.candidates", "at least one of: policy, dataset")
     need(cfg.online.num_samples >= 1 or "dataset" in cfg.online.candidates, "online.num_samples", "no candidates: num_samples is 0 and 'dataset' is not in online.candidates")
+    need(cfg.world.n_prompts >= cfg.online.iterations, "online.iterations",
+         f"{cfg.online.iterations} iterations need at least as many prompts (world.n_prompts = {cfg.world.n_prompts})")
+    for key in cfg.suite_options:
+        need(registry.has("suite", key), f"suite_options.{key}",
+             f"not a config section or a registered suite (suites: {', '.join(registry.names('suite'))})")
     for c in cfg.world.categories:
         from harness.tinyworld import CATEGORIES
 

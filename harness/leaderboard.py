@@ -29,9 +29,21 @@ def is_run_dir(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
+def _result_files(run_dir: Path) -> list[Path]:
+    """The suite results of the run's current plan (its manifest lists them), else every
+    finished-looking metrics.json (temp folders, named with a leading dot, are skipped)."""
+    manifest = run_dir / "manifest.json"
+    if manifest.is_file():
+        listed = json.loads(manifest.read_text()).get("results")
+        if listed is not None:
+            return [run_dir / r / "metrics.json" for r in listed if (run_dir / r / "metrics.json").is_file()]
+    return [f for f in sorted(run_dir.rglob("metrics.json"))
+            if not any(part.startswith(".") for part in f.relative_to(run_dir).parts)]
+
+
 def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    for f in sorted(run_dir.rglob("metrics.json")):
+    for f in _result_files(run_dir):
         data = json.loads(f.read_text())
         if "suite" not in data or "checkpoint" not in data:
             continue  # not a suite result (e.g. a library's own metrics file)
@@ -86,7 +98,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=columns(rows), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in columns(rows)})
+        w.writerow({c: ("" if _clean(r.get(c)) is None else r.get(c)) for c in columns(rows)})
     return buf.getvalue()
 
 

@@ -21,10 +21,11 @@ from harness.tinyworld import build_base_model, build_tokenizer, build_world, re
 
 
 class RunPaths:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, pretrained: str = ""):
         self.root = Path(root)
         self.world_dir = self.root / "world" / "data"
-        self.base_model = self.root / "world" / "base-model"
+        # `model.pretrained` (hub id or path) replaces the tiny Llama as SFT's starting point.
+        self.base_model = pretrained or self.root / "world" / "base-model"
         self._rows: dict[str, list[dict[str, Any]]] = {}
 
     def model(self, name: str) -> Path:
@@ -130,7 +131,7 @@ def eval_context(cfg: ExperimentConfig, model: Path | str, name: str, out_dir: P
 def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str]) -> list[dict[str, Any]]:
     from harness.leaderboard import collect_rows, write_leaderboard
 
-    paths = RunPaths(out)
+    paths = RunPaths(out, cfg.model.pretrained)
     store = RunStore(out, force=force)
     store.start(cfg.to_dict(), cfg.seed, command)
     keys: dict[str, str] = {}
@@ -140,18 +141,22 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
 
     def build(tmp: Path) -> None:
         counts = build_world(cfg.world, seed=cfg.seed, out=tmp / "data")
-        tok = build_tokenizer(tmp / "base-model")
-        build_base_model(cfg.model, tok, cfg.seed, tmp / "base-model")
+        if not cfg.model.pretrained:
+            tok = build_tokenizer(tmp / "base-model")
+            build_base_model(cfg.model, tok, cfg.seed, tmp / "base-model")
         atomic_write_json(tmp / "counts.json", counts)
 
     _run_stage(store, "world", paths.stage_dir("world"), keys["world"], build, "")
 
     stages = plan_methods(cfg, paths)
     for st in stages:
-        keys[st.name] = stable_hash({"config": st.config, "inputs": [keys[i] for i in st.inputs]})
+        keys[st.name] = stable_hash({"config": st.config, "inputs": [keys[i] for i in st.inputs],
+                                     "device": cfg.device})
         _run_stage(store, st.name, paths.stage_dir(st.name), keys[st.name], st.run, "")
 
     refs = {"sft": paths.model("sft")}
+    # The leaderboard shows exactly this plan's results, not leftovers of earlier plans.
+    store.manifest["results"] = [str(paths.eval_dir(st.name).relative_to(out) / s) for st in stages for s in cfg.suites]
     for st in stages:
         for suite in cfg.suites:
             eval_cfg = {"eval": dataclasses.asdict(cfg.eval), "options": suite_options(cfg, suite),

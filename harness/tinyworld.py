@@ -12,6 +12,7 @@ import difflib
 import json
 import random
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -236,12 +237,12 @@ CHAT_TEMPLATE = (
 
 def world_texts() -> list[str]:
     """Every surface form the world can produce, so the vocabulary is closed."""
-    texts = [" ".join(LETTERS), " ".join(WORDS + NAMES + THINGS), " ".join(str(d) for d in range(10))]
+    texts = [" ".join(string.ascii_lowercase), " ".join(WORDS + NAMES + THINGS), " ".join(str(d) for d in range(10))]
     rng = random.Random(0)
     for cat in CATEGORIES:
         for _ in range(200):
             t = GENERATORS[cat](rng)
-            texts += [t.prompt, t.answer, t.mistake, _follow_up(rng, t)[0]]
+            texts += [t.prompt, t.answer, t.mistake, *_follow_up(rng, t)]
     return texts
 
 

@@ -21,6 +21,9 @@ BAD = [
     ({"sft": {"learning_rate": "fast"}}, "sft.learning_rate"),
     ({"online": {"ranker": "pairrm-typo"}}, "online.ranker"),
     ({"methods": "selm"}, "methods"),
+    ({"online": {"candidates": []}}, "online.candidates"),
+    ({"online": {"iterations": 5}, "world": {"n_prompts": 4}}, "online.iterations"),
+    ({"suite_options": {"onlin": {"alpha": 0.1}}}, "suite_options.onlin"),
 ]
 
 
@@ -48,6 +51,7 @@ def test_set_overrides_and_suite_options():
     (["--set", "online.beta=0"], "online.beta"),
     (["--methods", "sft,bogus"], "methods[1]"),
     (["--config", "missing.yaml"], "config file not found"),
+    (["--set", "onlin.alpha=0.01"], "suite_options.onlin"),
 ])
 def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
     out = tmp_path / "run"

@@ -20,7 +20,8 @@ MICRO = {
     "sft": {"epochs": 1, "batch_size": 32},
     "dpo": {"batch_size": 16},
     "online": {"iterations": 2, "batch_size": 16, "num_samples": 2, "max_new_tokens": 8},
-    "eval": {"max_new_tokens": 8},
+    "suite_options": {"tiny-world": {"max_new_tokens": 8}, "mt-bench": {"max_new_tokens": 8},
+                      "alpaca-eval": {"max_new_tokens": 8}},
 }
 
 

@@ -69,3 +69,23 @@ def test_tokenizer_and_model_load_with_auto_classes(tiny_model):
     assert tok.decode(ids).strip() == q
     assert len(tok("15", add_special_tokens=False)["input_ids"]) == 3  # "▁", "1", "5": digits stay separate
     assert model.config.vocab_size == len(tok)
+
+
+def test_every_split_tokenizes_without_unknowns(tiny_world, tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    texts = []
+    for split in ("eval", "dev", "mc", "two_turn", "sft", "pref", "prompts"):
+        for r in read_jsonl(tiny_world / f"{split}.jsonl"):
+            for key in ("prompt", "answer", "chosen", "rejected"):
+                if isinstance(r.get(key), str):
+                    texts.append(r[key])
+            for t in r.get("turns", []) + r.get("answers", []) + r.get("choices", []):
+                texts.append(t)
+            for m in (r["prompt"] + r["completion"]) if split == "sft" else []:
+                texts.append(m["content"])
+    for t in texts:
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, t
+        assert tok.decode(ids).strip() == t.strip()

@@ -179,7 +179,9 @@ class _OnlineMethod:
             def run(out: Path, t: int = t, prev: str = prev) -> None:
                 run_iteration(cfg, paths, policy=paths.model(prev), iteration=t, out=out, selm=self.selm)
 
-            stages.append(Stage(name, self.name, t, ["world", prev], {"online": online_cfg, "seed": cfg.seed, "t": t}, run))
+            # Generation batches by eval.batch_size, which changes the samples drawn: part of the key.
+            key_cfg = {"online": online_cfg, "seed": cfg.seed, "t": t, "gen_batch_size": cfg.eval.batch_size}
+            stages.append(Stage(name, self.name, t, ["world", prev], key_cfg, run))
             prev = name
         return stages
 

@@ -31,8 +31,9 @@ class DataCollatorForSELM(DataCollatorForPreference):
         out = super().torch_call(examples)
         refs = [ex["prompt_ids"] + ex["ref_response_ids"] for ex in examples]
         ref_masks = [[0] * len(ex["prompt_ids"]) + [1] * len(ex["ref_response_ids"]) for ex in examples]
-        if self.max_length is not None:
-            refs, ref_masks = [r[: self.max_length] for r in refs], [m[: self.max_length] for m in ref_masks]
+        if self.max_length is not None:  # the same truncation as chosen/rejected get
+            sl = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+            refs, ref_masks = [r[sl] for r in refs], [m[sl] for m in ref_masks]
         width = max(out["input_ids"].shape[1], max(len(r) for r in refs))
 
         def pad_to(t: torch.Tensor, value: int) -> torch.Tensor:
@@ -56,6 +57,12 @@ class SELMTrainer(DPOTrainer):
             raise TypeError("SELMTrainer needs args=SELMConfig(...)")
         if self.args.precompute_ref_log_probs or self.args.padding_free:
             raise ValueError("SELMTrainer scores y_ref in the live forward pass: precompute/padding_free are unsupported")
+        unsupported = {"loss_type": (["sigmoid"], ("sigmoid",)), "label_smoothing": (0.0,), "ld_alpha": (None,),
+                       "use_weighting": (False,), "f_divergence_type": ("reverse_kl",), "pad_to_multiple_of": (None,)}
+        for name, allowed in unsupported.items():
+            value = getattr(self.args, name, allowed[0])
+            if value not in allowed:
+                raise ValueError(f"SELMTrainer implements the sigmoid SELM loss only: {name}={value!r} is unsupported")
         self.alpha = self.args.alpha
         base = self.data_collator
         self.data_collator = DataCollatorForSELM(
