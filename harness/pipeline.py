@@ -58,7 +58,7 @@ def plan_methods(cfg: ExperimentConfig, paths: RunPaths) -> list[Any]:
     return [s for m in order for s in registry.get("method", m)().plan(cfg, paths)]
 
 
-def _run_stage(store: RunStore, name: str, stage_dir: Path, key: str, fn, summary: str) -> bool:
+def _run_stage(store: RunStore, name: str, stage_dir: Path, key: str, fn) -> bool:
     """Run `fn(tmp_dir)` unless done with this key; returns True if it ran."""
     rec_name = str(stage_dir.relative_to(store.root))
     if store.is_done(rec_name, key):
@@ -73,7 +73,7 @@ def _run_stage(store: RunStore, name: str, stage_dir: Path, key: str, fn, summar
         store.record(rec_name, key, "failed", t0)
         raise
     store.record(rec_name, key, "done", t0)
-    say(f"[green]done[/green] {name} in {time.time() - t0:.1f}s{summary}")
+    say(f"[green]done[/green] {name} in {time.time() - t0:.1f}s")
     return True
 
 
@@ -146,13 +146,13 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
             build_base_model(cfg.model, tok, cfg.seed, tmp / "base-model")
         atomic_write_json(tmp / "counts.json", counts)
 
-    _run_stage(store, "world", paths.stage_dir("world"), keys["world"], build, "")
+    _run_stage(store, "world", paths.stage_dir("world"), keys["world"], build)
 
     stages = plan_methods(cfg, paths)
     for st in stages:
         keys[st.name] = stable_hash({"config": st.config, "inputs": [keys[i] for i in st.inputs],
                                      "device": cfg.device})
-        _run_stage(store, st.name, paths.stage_dir(st.name), keys[st.name], st.run, "")
+        _run_stage(store, st.name, paths.stage_dir(st.name), keys[st.name], st.run)
 
     refs = {"sft": paths.model("sft")}
     # The leaderboard shows exactly this plan's results, not leftovers of earlier plans.
@@ -160,14 +160,15 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
     for st in stages:
         for suite in cfg.suites:
             eval_cfg = {"eval": dataclasses.asdict(cfg.eval), "options": suite_options(cfg, suite),
-                        "model": keys[st.name], "ref": keys.get("sft"), "world": keys["world"]}
+                        "model": keys[st.name], "ref": keys.get("sft"), "world": keys["world"],
+                        "seed": cfg.seed, "device": cfg.device}
             out_dir = paths.eval_dir(st.name) / suite
 
             def run(tmp: Path, st=st, suite=suite) -> None:
                 ctx = eval_context(cfg, paths.model(st.name), st.name, tmp, suite, paths.world_dir, refs)
                 run_suite(ctx, suite)
 
-            _run_stage(store, f"eval {st.name} {suite}", out_dir, stable_hash(eval_cfg), run, "")
+            _run_stage(store, f"eval {st.name} {suite}", out_dir, stable_hash(eval_cfg), run)
             _say_metrics(out_dir)
 
     rows = collect_rows(out)
