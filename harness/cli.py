@@ -216,7 +216,11 @@ def eval_cmd(
 
             t0 = time.time()
             store.record(suite, "eval", "running", t0)
-            result = run_suite(ctx, suite, method="external")
+            try:
+                result = run_suite(ctx, suite, method="external")
+            except BaseException:
+                store.record(suite, "eval", "failed", t0)
+                raise
             store.record(suite, "eval", "done", t0)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.leaderboard_metrics().items())[:4])
             typer.echo(f"done {suite} in {time.time() - t0:.1f}s: {shown}", err=True)
