@@ -176,7 +176,8 @@ def _data_file(ctx: EvalContext, *parts: str) -> Path:
 
 
 def _answer_file(ctx: EvalContext) -> Path:
-    return ctx.out_dir / "model_answer" / f"{ctx.name}.jsonl"
+    # FastChat names answer files by model id; "selm/iter-2" must stay one file, not a folder.
+    return ctx.out_dir / "model_answer" / f"{ctx.name.replace('/', '-')}.jsonl"
 
 
 def _judgment_file(ctx: EvalContext, judge_model: str) -> Path:

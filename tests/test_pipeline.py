@@ -134,7 +134,8 @@ def test_eval_command_on_a_checkpoint(micro_run, tmp_path):
     assert {"tiny-world/accuracy", "mt-bench/score", "alpaca-eval/win_rate"} <= set(rows[0])
     for suite in ("tiny-world", "mt-bench", "alpaca-eval"):
         assert (dest / suite / "metrics.json").is_file() and (dest / suite / "items.jsonl").is_file()
-    assert (dest / "mt-bench" / "model_answer" / "selm-iter-2.jsonl").is_file() or list((dest / "mt-bench" / "model_answer").glob("*.jsonl"))
+    answers = dest / "mt-bench" / "model_answer" / "selm-iter-2.jsonl"
+    assert json.loads(answers.read_text().splitlines()[0])["model_id"] == "selm/iter-2"
 
 
 def test_no_judge_then_judge(micro_run, tmp_path):
