@@ -112,6 +112,15 @@ def run_suite(ctx: EvalContext, suite: str, method: str | None = None) -> SuiteR
     return result
 
 
+def relocate_task_files(tmp: Path, final: Path) -> None:
+    """Generated lm-eval task YAMLs hold absolute data paths; point them where the folder will live."""
+    src, dst = str(Path(tmp).resolve()), str(Path(final).resolve())
+    for path in Path(tmp).rglob("*.yaml"):
+        text = path.read_text()
+        if src in text:
+            atomic_write_text(path, text.replace(src, dst))
+
+
 def suite_options(cfg: ExperimentConfig, suite: str) -> dict[str, Any]:
     base = registry.base_name("suite", suite)
     return {**cfg.suite_options.get(base, {}), **cfg.suite_options.get(suite, {})}
@@ -164,9 +173,10 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
                         "seed": cfg.seed, "device": cfg.device}
             out_dir = paths.eval_dir(st.name) / suite
 
-            def run(tmp: Path, st=st, suite=suite) -> None:
+            def run(tmp: Path, st=st, suite=suite, out_dir=out_dir) -> None:
                 ctx = eval_context(cfg, paths.model(st.name), st.name, tmp, suite, paths.world_dir, refs)
                 run_suite(ctx, suite)
+                relocate_task_files(tmp, out_dir)
 
             _run_stage(store, f"eval {st.name} {suite}", out_dir, stable_hash(eval_cfg), run)
             _say_metrics(out_dir)

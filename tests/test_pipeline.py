@@ -156,3 +156,17 @@ def test_eval_bad_suite_is_one_line_exit_2(tmp_path):
     res = cli("eval", "--model", str(tmp_path), "--suites", "mt-bench,nope", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and res.stderr.strip().startswith("error: --suites: unknown suite 'nope'")
     assert not (tmp_path / "x").exists()
+
+
+def test_relocated_task_yaml_points_at_the_final_folder(tmp_path):
+    from harness.pipeline import relocate_task_files
+    from harness.store import atomic_dir
+
+    final = tmp_path / "evals" / "m" / "brainteaser"
+    with atomic_dir(final) as tmp:
+        (tmp / "tasks").mkdir()
+        (tmp / "tasks" / "t.jsonl").write_text("{}\n")
+        (tmp / "tasks" / "t.yaml").write_text(yaml.safe_dump({"data_files": str((tmp / "tasks" / "t.jsonl").resolve())}))
+        relocate_task_files(tmp, final)
+    path = yaml.safe_load((final / "tasks" / "t.yaml").read_text())["data_files"]
+    assert Path(path) == (final / "tasks" / "t.jsonl").resolve() and Path(path).is_file()
