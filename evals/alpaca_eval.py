@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -197,6 +198,8 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
     if not ref_path.exists():
         raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
     reference = json.loads(ref_path.read_text())[:limit]
+    if not ctx.no_judge:
+        _client_kwargs(ctx)  # fail on a missing key before hours of generation, not after
     outputs = _generate(ctx.generator(), [r["instruction"] for r in reference], _sampling(ctx, 2048))
     model_outputs = [
         {"dataset": r.get("dataset"), "instruction": r["instruction"], "output": o, "generator": ctx.name}
@@ -215,13 +218,13 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
 
 def _judge_real(ctx: EvalContext, reference: list[dict], model_outputs: list[dict], items: list[dict],
                 ref_path: Path) -> SuiteResult:
-    annotations = _annotate(ctx, reference, model_outputs)
+    annotations, accounting = _annotate(ctx, reference, model_outputs)
     _write_annotations(ctx.out_dir / "annotations.json", annotations)
     metrics, info = metrics_from_annotations(annotations, ctx.data_dir)
     preference = {a["instruction"]: a.get("preference") for a in annotations}
     for item in items:
         item["preference"] = _number(preference.get(item["instruction"]))
-    info.update(reference=str(ref_path), n_instructions=len(reference))
+    info.update(reference=str(ref_path), n_instructions=len(reference), judge=accounting)
     return SuiteResult(metrics, items, info)
 
 
@@ -239,33 +242,74 @@ def judge_saved(ctx: EvalContext) -> SuiteResult:
     if not ref_path.exists():
         raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
     by_instruction = {r["instruction"]: r for r in json.loads(ref_path.read_text())}
+    missing = [o["instruction"] for o in model_outputs if o["instruction"] not in by_instruction]
+    if missing:
+        raise SuiteError(f"alpaca-eval: {len(missing)} saved instruction(s) are not in {ref_path}, e.g. "
+                         f"{missing[0][:60]!r}; were the outputs made with another reference?")
     reference = [by_instruction[o["instruction"]] for o in model_outputs]
     items = [{"index": i, "dataset": r.get("dataset"), "instruction": r["instruction"], "output": o["output"],
               "reference_output": r["output"]} for i, (r, o) in enumerate(zip(reference, model_outputs))]
     return _judge_real(ctx, reference, model_outputs, items, ref_path)
 
 
-def _annotate(ctx: EvalContext, reference: list[dict], model_outputs: list[dict]) -> list[dict[str, Any]]:
+def _client_kwargs(ctx: EvalContext) -> dict[str, Any]:
+    """Key and base URL for alpaca_eval's OpenAI decoder, read from the environment per call."""
     ae = _alpaca_eval()
-    client: dict[str, Any] = {}
-    if not Path(ae.constants.OPENAI_CLIENT_CONFIG_PATH).is_file():
-        # alpaca_eval freezes the key and base URL at import time (constants, a default argument); pass
-        # the environment's values per call instead. The key travels in memory only: alpaca_eval's
-        # request logging drops every "*api_key*" kwarg and its annotation cache stores completions.
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise SuiteError(
-                "alpaca-eval annotates through an OpenAI-compatible API: set OPENAI_API_KEY (any value for a "
-                "local server) and OPENAI_BASE_URL for a local endpoint, or run with --no-judge"
-            )
-        base_url = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-        client = {"openai_api_keys": [key], "openai_api_base": base_url}
+    if Path(ae.constants.OPENAI_CLIENT_CONFIG_PATH).is_file():
+        return {}  # the user configured alpaca_eval's own client file
+    # alpaca_eval freezes the key and base URL at import time (constants, a default argument); pass
+    # the environment's values per call instead. The key travels in memory only: alpaca_eval's
+    # request logging drops every "*api_key*" kwarg and its annotation cache stores completions.
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise SuiteError(
+            "alpaca-eval annotates through an OpenAI-compatible API: set OPENAI_API_KEY (any value for a "
+            "local server) and OPENAI_BASE_URL for a local endpoint, or run with --no-judge"
+        )
+    base_url = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    return {"openai_api_keys": [key], "openai_api_base": base_url}
+
+
+def _cached_rows(path: Path) -> int:
+    return len(json.loads(path.read_text())) if path.is_file() else 0
+
+
+def _redact(text: str) -> str:
+    key = os.environ.get("OPENAI_API_KEY")
+    text = text.replace(key, "<OPENAI_API_KEY>") if key else text
+    return re.sub(r"sk-[A-Za-z0-9_*.-]{4,}", "<key>", text)
+
+
+def _annotate(ctx: EvalContext, reference: list[dict], model_outputs: list[dict]
+              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """alpaca_eval's annotations, and the judge accounting (calls made, cache hits, failures, tokens)."""
+    ae = _alpaca_eval()
+    client = _client_kwargs(ctx)
+    cache = ctx.out_dir / "annotator_cache.json"  # "auto" caches inside site-packages
+    before = _cached_rows(cache)
     annotator = ae.annotators.PairwiseAnnotator(
-        annotators_config=ctx.option("annotators_config", ANNOTATOR),
-        caching_path=ctx.out_dir / "annotator_cache.json",  # "auto" caches inside site-packages
-        seed=0,
+        annotators_config=ctx.option("annotators_config", ANNOTATOR), caching_path=cache, seed=0,
     )
-    return annotator.annotate_head2head(outputs_1=reference, outputs_2=model_outputs, **client)
+    quiet = logging.getLogger(), logging.getLogger("alpaca_eval")  # alpaca_eval logs through the root logger
+    levels = [q.level for q in quiet]
+    for q in quiet:  # alpaca_eval logs failed calls with full tracebacks; the error below is the report
+        q.setLevel(logging.CRITICAL)
+    try:
+        annotations = annotator.annotate_head2head(outputs_1=reference, outputs_2=model_outputs, **client)
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes one line, without the key
+        first = (str(e).splitlines() or [""])[0]
+        raise SuiteError(f"alpaca-eval annotator failed: {type(e).__name__}: {_redact(first)}") from None
+    finally:
+        for q, lvl in zip(quiet, levels):
+            q.setLevel(lvl)
+    calls = _cached_rows(cache) - before
+    raw = [a.get("preference_raw_completion", a.get("raw_completion")) for a in annotations]  # 0.6.6 / older
+    tokens = [r.get("total_tokens") for r in raw if isinstance(r, dict)]
+    return annotations, {
+        "annotator": ctx.option("annotators_config", ANNOTATOR), "calls": calls, "cached": len(annotations) - calls,
+        "failures": sum(_number(a.get("preference")) is None for a in annotations),
+        "total_tokens": sum(float(t) for t in tokens if t is not None),  # alpaca_eval records totals only
+    }
 
 
 def _write_annotations(path: Path, annotations: list[dict[str, Any]]) -> None:

@@ -27,6 +27,9 @@ class Judge:
     def accounting(self) -> dict[str, int]:
         return {}
 
+    def check(self) -> None:
+        """Fail fast (missing credentials, ...) before any answer is generated."""
+
 
 @register_judge("oracle", help="the tiny world's verifier (graded score in [0, 1])")
 class OracleJudge(Judge):

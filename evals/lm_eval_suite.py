@@ -9,7 +9,7 @@ What runs, first match wins:
   - the embedded default when the tiny world is set: a generated local task `tinyworld_mc`
     over `<world_dir>/mc.jsonl`, the prompt rendered with the tiny world's chat template.
 
-Options: batch_size (16), limit (per task, lm-eval's meaning), num_fewshot, include_path
+Options: batch_size (default eval.batch_size), limit (per task, lm-eval's meaning), num_fewshot, include_path
 (absolute dir of local task YAMLs, scanned with the built-in tasks), apply_chat_template.
 lm-eval's own seeds are kept (not ctx.seed) so numbers match a plain lm-eval run.
 
@@ -143,7 +143,7 @@ def write_tinyworld_task(world_dir: Path, task_dir: Path) -> str:
 def make_lm(ctx: EvalContext):
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=str(ctx.model), device=ctx.device, batch_size=int(ctx.option("batch_size", 16)))
+    return HFLM(pretrained=str(ctx.model), device=ctx.device, batch_size=int(ctx.option("batch_size", ctx.backend_options.get("batch_size", 16))))
 
 
 def make_task_manager(include_path: str | Path | None, task_names: list[str]):

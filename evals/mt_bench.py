@@ -52,6 +52,8 @@ REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl
 def run(ctx: EvalContext) -> SuiteResult:
     questions = load_mt_questions(ctx)
     real = _real_mode(ctx)
+    if not ctx.no_judge:
+        _make_judge(ctx).check()  # a missing key or wrong judge fails now, not after generation
     max_new = int(ctx.option("max_new_tokens", 1024 if real else 24))
     temps = [temperature_config.get(q["category"], DEFAULT_TEMPERATURE) if real else 0.0 for q in questions]
     turns = _generate(ctx, questions, temps, max_new)
@@ -190,7 +192,11 @@ def _num(v: Any) -> float | None:
 
 def _make_judge(ctx: EvalContext) -> Judge:
     if _real_mode(ctx):
-        return ctx.make_judge()
+        judge = ctx.make_judge()
+        if type(judge).chat_many is Judge.chat_many:
+            raise SuiteError(f"mt-bench on FastChat's questions needs an LLM judge such as openai:gpt-4, "
+                             f"not {ctx.judge!r} (pass --judge openai:gpt-4 or --set eval.judge=openai:gpt-4)")
+        return judge
     judge = ctx.make_judge() if ctx.judge else make_judge("oracle")
     if type(judge).score is Judge.score:
         raise SuiteError(f"mt-bench on the tiny world is graded by the oracle judge, not {ctx.judge!r}; "

@@ -79,6 +79,9 @@ class OpenAIJudge(Judge):
             return dict(self._acct)
 
     # ------------------------------------------------------------ internals
+    def check(self) -> None:
+        self._get_client()  # builds the client only: no request is sent
+
     def _get_client(self):
         if self._client is None:
             key = os.environ.get("OPENAI_API_KEY")

@@ -31,6 +31,33 @@ def _split(values: Optional[List[str]]) -> Optional[List[str]]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _split_suites(values: Optional[List[str]]) -> Optional[List[str]]:
+    """Like `_split`, but `lm-eval:hellaswag,arc_easy` keeps its task list: after a
+    `suite:arg` item, names that are not suites continue that item's argument."""
+    from harness import registry
+
+    items = _split(values)
+    if not items:
+        return items
+    out: list[str] = []
+    for v in items:
+        if out and ":" in out[-1] and ":" not in v and not registry.has("suite", v):
+            out[-1] += "," + v
+        else:
+            out.append(v)
+    return out
+
+
+def _set_value(sets: Optional[List[str]], key: str) -> Optional[str]:
+    """The last `--set key=value` for `key`, if any."""
+    found = None
+    for item in sets or []:
+        k, _, v = item.partition("=")
+        if k.strip() == key:
+            found = v.strip()
+    return found
+
+
 def _fail(exc: BaseException) -> None:
     from harness.config import ConfigError
     from harness.registry import RegistryError
@@ -90,7 +117,7 @@ def train_and_eval_cmd(
     try:
         from harness.config import load_config
 
-        cfg = load_config(config, overrides={"seed": seed, "methods": _split(methods), "suites": _split(suites)},
+        cfg = load_config(config, overrides={"seed": seed, "methods": _split(methods), "suites": _split_suites(suites)},
                           sets=sets or [])
         run_dir = out or Path(cfg.output_dir) / cfg.name
         if run_dir.exists() and not run_dir.is_dir():
@@ -176,7 +203,7 @@ def eval_cmd(
         from harness.config import load_config
         from harness import registry
 
-        suite_list = _split(suites) or []
+        suite_list = _split_suites(suites) or []
         for s in suite_list:
             if not registry.has("suite", s):
                 raise UsageError(f"--suites: unknown suite {s!r} (known: {', '.join(registry.names('suite'))})")
@@ -211,7 +238,9 @@ def eval_cmd(
         store.start({"model": model, "suites": suite_list, "config": cfg.to_dict()}, cfg.seed, sys.argv)
         for suite in suite_list:
             ctx = eval_context(cfg, model, label, run_dir / suite, suite, world_dir, refs, no_judge=no_judge)
-            ctx.judge = judge or ("oracle" if world_dir else "openai:gpt-4")
+            # --judge, else a judge named in --set or --config, else oracle in the tiny world / gpt-4 on real data
+            ctx.judge = (judge or _set_value(sets, "eval.judge") or (cfg.eval.judge if config else None)
+                         or ("oracle" if world_dir else "openai:gpt-4"))
             import time
 
             t0 = time.time()
@@ -299,7 +328,7 @@ def import_cmd(
     * `selm-bench import --suite mt-bench gpt-4_single.jsonl --data-dir ../shared/data`
     """
     try:
-        from harness.leaderboard import collect_rows, print_table
+        from harness.leaderboard import collect_rows, print_table, write_leaderboard
         from harness.store import atomic_write_json
 
         if not file.is_file():
@@ -310,13 +339,26 @@ def import_cmd(
             if not model:
                 raise UsageError("--model is required with --suite alpaca-eval")
             from evals.alpaca_eval import metrics_from_annotations
+            from evals.base import SuiteError
 
-            found[model] = metrics_from_annotations(file, data_dir)
+            try:
+                found[model] = metrics_from_annotations(file, data_dir)
+            except SuiteError as e:
+                raise UsageError(f"{file}: {e}") from None
+            except (ValueError, KeyError, TypeError) as e:
+                raise UsageError(f"{file}: not an alpaca_eval annotations.json (records with instruction, "
+                                 f"output_1, output_2, preference): {type(e).__name__}: {e}") from None
         elif suite == "mt-bench":
             from evals.mt_bench import metrics_from_judgments
 
             questions = data_dir / "mt_bench" / "question.jsonl" if data_dir else None
-            per_model = metrics_from_judgments(file, questions if questions and questions.is_file() else None)
+            try:
+                per_model = metrics_from_judgments(file, questions if questions and questions.is_file() else None)
+            except (ValueError, KeyError, TypeError) as e:
+                raise UsageError(f"{file}: not a FastChat judgment .jsonl (rows with model, question_id, turn, "
+                                 f"score): {type(e).__name__}: {e}") from None
+            if not per_model:
+                raise UsageError(f"{file}: no judgments in it")
             if model:
                 if model not in per_model:
                     raise UsageError(f"--model {model}: not in {file} (has: {', '.join(sorted(per_model))})")
@@ -329,7 +371,9 @@ def import_cmd(
             atomic_write_json(dest, {"suite": suite, "checkpoint": name, "method": "reference", "metrics": metrics,
                                      "info": {**info, "source": str(file.resolve())}})
             typer.echo(f"imported {suite} for {name} -> {dest}", err=True)
-        print_table(collect_rows(results), title=f"leaderboard: {results}")
+        rows = collect_rows(results)
+        write_leaderboard(results, rows)
+        print_table(rows, title=f"leaderboard: {results}")
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001

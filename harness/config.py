@@ -97,6 +97,11 @@ class EvalConfig:
     judge: str = "oracle"
     data_dir: str = ""
     backend: str = "hf"
+    # `openai:<model>` judges: base URL (else OPENAI_BASE_URL; the key only ever from OPENAI_API_KEY)
+    judge_base_url: str = ""
+    judge_concurrency: int = 8
+    judge_max_retries: int = 5
+    judge_timeout: float = 60.0
 
 
 @dataclass
@@ -209,6 +214,9 @@ def _check(cfg: ExperimentConfig) -> None:
     for key, value in (("online.backend", cfg.online.backend), ("eval.backend", cfg.eval.backend)):
         need(registry.has("backend", value), key, f"unknown backend {value!r} (known: {', '.join(registry.names('backend'))})")
     need(registry.has("judge", cfg.eval.judge), "eval.judge", f"unknown judge {cfg.eval.judge!r} (known: {', '.join(registry.names('judge'))})")
+    need(cfg.eval.judge_concurrency >= 1, "eval.judge_concurrency", "must be >= 1")
+    need(cfg.eval.judge_max_retries >= 0, "eval.judge_max_retries", "must be >= 0")
+    need(cfg.eval.judge_timeout > 0, "eval.judge_timeout", "must be > 0")
     for c in cfg.online.candidates:
         need(c in ("policy", "dataset"), "online.candidates", f"unknown candidate source {c!r} (known: policy, dataset)")
     need(bool(cfg.online.candidates), "online.candidates", "at least one of: policy, dataset")

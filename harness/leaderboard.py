@@ -41,6 +41,11 @@ def _result_files(run_dir: Path) -> list[Path]:
             if not any(part.startswith(".") for part in f.relative_to(run_dir).parts)]
 
 
+def suite_column(suite: str) -> str:
+    """Column prefix: the suite's base name (`lm-eval:openllm` -> `lm-eval`; its metrics name the task)."""
+    return suite.split(":", 1)[0]
+
+
 def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for f in _result_files(run_dir):
@@ -53,7 +58,7 @@ def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
                                      "iteration": data.get("iteration", iteration)})
         for k, v in data["metrics"].items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                row[f"{data['suite']}/{k}"] = float(v)
+                row[f"{suite_column(data['suite'])}/{k}"] = float(v)
 
     def order(r: dict[str, Any]) -> tuple:
         m = r["method"]
@@ -69,7 +74,10 @@ def collect_rows(results: Path) -> list[dict[str, Any]]:
     if not results.is_dir():
         raise FileNotFoundError(f"results folder not found: {results}")
     if is_run_dir(results):
-        return _run_rows(results)
+        rows = _run_rows(results)
+        if (results / "imports").is_dir():  # reference rows added by `selm-bench import --results RUN`
+            rows += _run_rows(results / "imports")
+        return rows
     rows = []
     for sub in sorted(p for p in results.iterdir() if p.is_dir() and is_run_dir(p)):
         rows += [{"run": sub.name, **r} for r in _run_rows(sub)]

@@ -82,7 +82,8 @@ def context_record(ctx: EvalContext) -> dict[str, Any]:
     return {"model": ctx.model, "name": ctx.name, "preset": ctx.preset, "options": ctx.options,
             "data_dir": str(ctx.data_dir) if ctx.data_dir else None,
             "world_dir": str(ctx.world_dir) if ctx.world_dir else None, "backend": ctx.backend,
-            "backend_options": ctx.backend_options, "judge": ctx.judge, "device": ctx.device, "seed": ctx.seed,
+            "backend_options": ctx.backend_options, "judge": ctx.judge, "judge_options": ctx.judge_options,
+            "device": ctx.device, "seed": ctx.seed,
             "references": {k: str(v) for k, v in ctx.references.items()}}
 
 
@@ -91,7 +92,8 @@ def context_from_record(rec: dict[str, Any], out_dir: Path) -> EvalContext:
         model=rec["model"], name=rec["name"], out_dir=out_dir, options=rec.get("options") or {},
         preset=rec.get("preset"), data_dir=Path(rec["data_dir"]) if rec.get("data_dir") else None,
         world_dir=Path(rec["world_dir"]) if rec.get("world_dir") else None, backend=rec.get("backend", "hf"),
-        backend_options=rec.get("backend_options") or {}, judge=rec.get("judge"), device=rec.get("device", "cpu"),
+        backend_options=rec.get("backend_options") or {}, judge=rec.get("judge"),
+        judge_options=rec.get("judge_options") or {}, device=rec.get("device", "cpu"),
         seed=rec.get("seed", 0), references={k: Path(v) for k, v in (rec.get("references") or {}).items()},
     )
 
@@ -133,8 +135,15 @@ def eval_context(cfg: ExperimentConfig, model: Path | str, name: str, out_dir: P
         model=str(model), name=name, out_dir=out_dir, options=suite_options(cfg, suite), preset=preset,
         data_dir=Path(cfg.eval.data_dir) if cfg.eval.data_dir else None, world_dir=world_dir,
         backend=cfg.eval.backend, backend_options={"batch_size": cfg.eval.batch_size}, judge=cfg.eval.judge,
+        judge_options=judge_options(cfg),
         no_judge=no_judge, device=cfg.device, seed=cfg.seed, references=references,
     )
+
+
+def judge_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    e = cfg.eval
+    opts = {"concurrency": e.judge_concurrency, "max_retries": e.judge_max_retries, "timeout": e.judge_timeout}
+    return {**opts, "base_url": e.judge_base_url} if e.judge_base_url else opts
 
 
 def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str]) -> list[dict[str, Any]]:

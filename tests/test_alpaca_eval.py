@@ -251,6 +251,8 @@ def test_real_mode_through_fake_local_openai_server(tmp_path, tiny_model, fake_j
     assert (m["n_wins"], m["n_wins_base"], m["n_draws"], m["n_total"]) == (1, 2, 0, 3)
     assert m["win_rate"] == pytest.approx(100 * (2 * (1 - p) + p) / 3)
     assert m["length_controlled_winrate"] is None and "lc_unavailable" in result.info
+    acct = result.info["judge"]
+    assert (acct["calls"], acct["cached"], acct["failures"]) == (3, 0, 0) and acct["total_tokens"] == 303
 
     ann = json.loads((ctx.out_dir / "annotations.json").read_text())
     assert [a["generator_1"] for a in ann] == ["gpt4_1106_preview"] * 3
@@ -264,8 +266,50 @@ def test_real_mode_through_fake_local_openai_server(tmp_path, tiny_model, fake_j
     assert run(later).metrics["win_rate"] is None and not (later.out_dir / "annotations.json").exists()
     later.no_judge = False
     assert judge_saved(later).metrics == result.metrics
+    n = len(fake_judge.requests)
+    again = judge_saved(later)  # re-judging unchanged outputs: alpaca_eval's cache, zero calls
+    assert len(fake_judge.requests) == n and (again.info["judge"]["calls"], again.info["judge"]["cached"]) == (0, 3)
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert API_KEY not in f.read_text(errors="ignore"), f
     assert _snapshot(_alpaca_eval_dir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "evals"]
+
+
+class _Unauthorized(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        data = json.dumps({"error": {"message": f"Incorrect API key provided: {API_KEY}", "type": "invalid_request_error",
+                                     "code": "invalid_api_key"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_real_mode_auth_failure_is_one_line_without_the_key(tmp_path, tiny_model, monkeypatch, capfd, no_network):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unauthorized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        ref = tmp_path / "data" / "alpaca_eval" / "results" / "gpt4_1106_preview" / "model_outputs.json"
+        ref.parent.mkdir(parents=True)
+        ref.write_text(json.dumps([{"dataset": "t", "instruction": "Hi ?", "generator": "g", "output": "x"}]))
+        ctx = EvalContext(model=str(tiny_model), name="p", out_dir=tmp_path / "ae",
+                          options={"limit": 1, "max_new_tokens": 2}, data_dir=tmp_path / "data")
+        with pytest.raises(SuiteError) as err:
+            run(ctx)
+    finally:
+        server.shutdown()
+        server.server_close()
+    msg = str(err.value)
+    assert "\n" not in msg and API_KEY not in msg and "annotator failed" in msg
+    out = capfd.readouterr()
+    assert API_KEY not in out.out + out.err and "Traceback" not in out.err

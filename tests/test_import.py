@@ -43,3 +43,32 @@ def test_import_mt_bench_judgments(tmp_path):
     assert got["m1"]["score"] == pytest.approx((8 + 6 + 9) / 3) and got["m1"]["errors"] == 1
     assert got["m1"]["turn-1"] == pytest.approx(8.0) and got["m1"]["turn-2"] == pytest.approx(7.5)
     assert got["m2"]["score"] == 5
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True)
+
+
+def test_import_into_a_run_directory_adds_reference_rows_to_its_leaderboard(tmp_path):
+    run = tmp_path / "run"
+    (run / "evals" / "sft" / "tiny-world").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"results": ["evals/sft/tiny-world"]}))
+    (run / "evals" / "sft" / "tiny-world" / "metrics.json").write_text(
+        json.dumps({"suite": "tiny-world", "checkpoint": "sft", "metrics": {"accuracy": 0.5}}))
+    f = tmp_path / "j.jsonl"
+    f.write_text(json.dumps({"question_id": 81, "model": "ref-model", "judge": ["gpt-4", "single-v1"],
+                             "user_prompt": "", "judgment": "[[7]]", "score": 7, "turn": 1, "tstamp": 0}) + "\n")
+    assert _cli("import", "--suite", "mt-bench", str(f), "--results", str(run)).returncode == 0
+    rows = json.loads((run / "leaderboard.json").read_text())
+    assert [(r["checkpoint"], r["method"]) for r in rows] == [("sft", "sft"), ("ref-model", "reference")]
+    assert rows[1]["mt-bench/score"] == 7.0 and rows[0]["tiny-world/accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("suite,content", [("mt-bench", "not json\n"), ("mt-bench", '{"question_id": 1}\n'),
+                                           ("alpaca-eval", '{"a": 1}')])
+def test_import_bad_file_is_one_line_exit_2(tmp_path, suite, content):
+    f = tmp_path / "bad.json"
+    f.write_text(content)
+    res = _cli("import", "--suite", suite, "--model", "m", str(f), "--results", str(tmp_path / "res"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and str(f) in res.stderr, res.stderr
+    assert not (tmp_path / "res").exists()

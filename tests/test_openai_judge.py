@@ -155,3 +155,15 @@ def test_rejected_key_stops_the_run_without_echoing_it(fake_openai, tmp_path):
     with pytest.raises(SuiteError, match="rejected the OpenAI API key") as err:
         judge.chat_many([_msgs("a")])
     assert "SECRET123" not in str(err.value)
+
+
+def test_mt_bench_checks_the_judge_before_generating(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    data = _data_subset(tmp_path)
+    for judge, msg in (("openai:gpt-4", "OPENAI_API_KEY is not set"), ("oracle", "needs an LLM judge")):
+        out = tmp_path / judge.replace(":", "-")
+        ctx = EvalContext(model=str(tiny_model), name="tiny", out_dir=out, data_dir=data, judge=judge,
+                          options={"max_new_tokens": 4})
+        with pytest.raises(SuiteError, match=msg):
+            run(ctx)
+        assert not (out / "model_answer").exists()  # nothing generated, nothing written

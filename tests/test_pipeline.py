@@ -170,3 +170,14 @@ def test_relocated_task_yaml_points_at_the_final_folder(tmp_path):
         relocate_task_files(tmp, final)
     path = yaml.safe_load((final / "tasks" / "t.yaml").read_text())["data_files"]
     assert Path(path) == (final / "tasks" / "t.jsonl").resolve() and Path(path).is_file()
+
+
+def test_suite_lists_keep_lm_eval_task_lists_and_columns_use_the_base_name():
+    from harness.cli import _split_suites
+    from harness.leaderboard import suite_column
+
+    assert _split_suites(["lm-eval:hellaswag,arc_easy,mt-bench", "tiny-world"]) == [
+        "lm-eval:hellaswag,arc_easy", "mt-bench", "tiny-world"]
+    assert _split_suites(["tiny-world,lm-eval:openllm"]) == ["tiny-world", "lm-eval:openllm"]
+    assert _split_suites(["nope,tiny-world"]) == ["nope", "tiny-world"]  # unknown names are reported later
+    assert suite_column("lm-eval:openllm") == "lm-eval" and suite_column("mt-bench") == "mt-bench"
