@@ -169,7 +169,8 @@ def _local_hub_file(filename: str, path: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- the suite
-@register_suite("alpaca-eval", help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval")
+@register_suite("alpaca-eval", help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
+                options=("limit", "max_new_tokens", "temperature", "top_p", "annotators_config"))
 def run(ctx: EvalContext) -> SuiteResult:
     limit = ctx.option("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):

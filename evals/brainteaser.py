@@ -210,7 +210,8 @@ def score_generate(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]], labe
 
 
 # ---------------------------------------------------------------- suite
-@register_suite("brainteaser", help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)")
+@register_suite("brainteaser", help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
+                options=("split", "puzzles", "mode", "score", "num_fewshot", "limit", "max_new_tokens"))
 def run(ctx: EvalContext) -> SuiteResult:
     split = str(ctx.option("split", "train"))
     puzzles = ctx.option("puzzles", list(PUZZLES))

@@ -255,7 +255,8 @@ def items_from_samples(results: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-@register_suite("lm-eval", help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks")
+@register_suite("lm-eval", help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
+                options=("tasks", "num_fewshot", "include_path", "batch_size", "limit", "apply_chat_template"))
 def run(ctx: EvalContext) -> SuiteResult:
     plan = resolve_plan(ctx)
     include_path = plan.include_path

@@ -48,7 +48,8 @@ DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing 
 REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl
 
 
-@register_suite("mt-bench", help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn")
+@register_suite("mt-bench", help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
+                options=("source", "limit", "question_limit", "max_new_tokens"))
 def run(ctx: EvalContext) -> SuiteResult:
     questions = load_mt_questions(ctx)
     real = _real_mode(ctx)

@@ -8,7 +8,8 @@ from harness.tinyworld import read_jsonl, verify
 from trainers.generation import Sampling
 
 
-@register_suite("tiny-world", help="held-out tiny-world tasks, greedy, graded verifier (accuracy, score)")
+@register_suite("tiny-world", help="held-out tiny-world tasks, greedy, graded verifier (accuracy, score)",
+                options=("split", "limit", "max_new_tokens"))
 def run(ctx: EvalContext) -> SuiteResult:
     if ctx.world_dir is None:
         raise SuiteError("tiny-world needs the embedded world's data (run it from train-and-eval's default config)")

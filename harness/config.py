@@ -7,6 +7,8 @@ ConfigError, which the CLI turns into one line and exit code 2.
 from __future__ import annotations
 
 import copy
+import math
+import re
 import dataclasses
 import types
 import typing
@@ -75,6 +77,7 @@ class OnlineConfig:
     """Shared by iterative-dpo and selm (selm adds `alpha`)."""
 
     iterations: int = 2
+    start: str = "dpo"  # the checkpoint iteration 1 starts from: dpo (as in the paper) or sft
     beta: float = 0.1
     alpha: float = 0.001
     nll_weight: float = 0.0  # chosen-response NLL added to both losses (iterative RPO, Pang et al. 2024)
@@ -187,6 +190,22 @@ def _check(cfg: ExperimentConfig) -> None:
         if not cond:
             raise ConfigError(f"{key}: {msg}")
 
+    for key in ("online.beta", "dpo.beta", "online.alpha", "online.nll_weight", "online.temperature",
+                "sft.learning_rate", "dpo.learning_rate", "online.learning_rate", "world.sft_noise"):
+        sec, name = key.split(".")
+        need(math.isfinite(getattr(getattr(cfg, sec), name)), key, "must be a finite number")
+    need(re.fullmatch(r"cpu|mps|cuda(:\d+)?", cfg.device) is not None, "device", f"must be cpu, mps, cuda or cuda:N, got {cfg.device!r}")
+    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+        need(getattr(cfg.model, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(cfg.model, key)}")
+    p = cfg.model.pretrained
+    if p and (p.startswith((".", "/", "~")) or p.count("/") > 1):
+        need(Path(p).expanduser().exists(), "model.pretrained", f"no such local model: {p}")
+    for sec in ("sft", "dpo", "online"):
+        need(getattr(cfg, sec).epochs > 0, f"{sec}.epochs", f"must be > 0, got {getattr(cfg, sec).epochs}")
+    need(cfg.online.max_new_tokens >= 1, "online.max_new_tokens", "must be >= 1")
+    need(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    need(bool(cfg.world.categories), "world.categories", "at least one category is needed")
+    need(cfg.online.start in ("sft", "dpo"), "online.start", f"must be 'sft' or 'dpo', got {cfg.online.start!r}")
     need(cfg.online.beta > 0, "online.beta", f"must be > 0, got {cfg.online.beta}")
     need(cfg.dpo.beta > 0, "dpo.beta", f"must be > 0, got {cfg.dpo.beta}")
     need(cfg.online.alpha >= 0, "online.alpha", f"must be >= 0, got {cfg.online.alpha}")
@@ -223,9 +242,13 @@ def _check(cfg: ExperimentConfig) -> None:
     need(cfg.online.num_samples >= 1 or "dataset" in cfg.online.candidates, "online.num_samples", "no candidates: num_samples is 0 and 'dataset' is not in online.candidates")
     need(cfg.world.n_prompts >= cfg.online.iterations, "online.iterations",
          f"{cfg.online.iterations} iterations need at least as many prompts (world.n_prompts = {cfg.world.n_prompts})")
-    for key in cfg.suite_options:
+    for key, opts in cfg.suite_options.items():
         need(registry.has("suite", key), f"suite_options.{key}",
              f"not a config section or a registered suite (suites: {', '.join(registry.names('suite'))})")
+        known = registry.suite_options(key)
+        need(isinstance(opts, dict), f"suite_options.{key}", "must be a mapping of option: value")
+        for opt in opts if known is not None else ():
+            need(opt in known, f"{key}.{opt}", f"unknown option of suite {key} (known: {', '.join(sorted(known))})")
     for c in cfg.world.categories:
         from harness.tinyworld import CATEGORIES
 

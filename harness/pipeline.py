@@ -48,7 +48,8 @@ def plan_methods(cfg: ExperimentConfig, paths: RunPaths) -> list[Any]:
     order: list[str] = []
 
     def add(name: str) -> None:
-        for dep in registry.get("method", name).requires:
+        method = registry.get("method", name)()
+        for dep in method.needs(cfg) if hasattr(method, "needs") else method.requires:
             add(dep)
         if name not in order:
             order.append(name)
@@ -146,6 +147,16 @@ def judge_options(cfg: ExperimentConfig) -> dict[str, Any]:
     return {**opts, "base_url": e.judge_base_url} if e.judge_base_url else opts
 
 
+def eval_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The eval settings that can change results (a judge's concurrency, retries and timeout cannot)."""
+    out = dataclasses.asdict(cfg.eval)
+    for k in ("judge_concurrency", "judge_max_retries", "judge_timeout"):
+        out.pop(k)
+    if not out["judge_base_url"]:
+        out.pop("judge_base_url")
+    return out
+
+
 def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str]) -> list[dict[str, Any]]:
     from harness.leaderboard import collect_rows, write_leaderboard
 
@@ -177,7 +188,7 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
     store.manifest["results"] = [str(paths.eval_dir(st.name).relative_to(out) / s) for st in stages for s in cfg.suites]
     for st in stages:
         for suite in cfg.suites:
-            eval_cfg = {"eval": dataclasses.asdict(cfg.eval), "options": suite_options(cfg, suite),
+            eval_cfg = {"eval": eval_key(cfg), "options": suite_options(cfg, suite),
                         "model": keys[st.name], "ref": keys.get("sft"), "world": keys["world"],
                         "seed": cfg.seed, "device": cfg.device}
             out_dir = paths.eval_dir(st.name) / suite

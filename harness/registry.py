@@ -20,6 +20,7 @@ class Entry:
     name: str
     obj: Any
     help: str
+    options: frozenset[str] | None = None  # suites: the option names they read (None = not declared)
 
 
 class RegistryError(KeyError):
@@ -32,7 +33,7 @@ _PREFIX_KINDS = ("judge",)  # judges may be parameterised: "openai:gpt-4" -> ent
 _loaded = False
 
 
-def register(kind: str, name: str, help: str = "") -> Callable[[Any], Any]:
+def register(kind: str, name: str, help: str = "", options: tuple[str, ...] | None = None) -> Callable[[Any], Any]:
     if kind not in KINDS:
         raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
 
@@ -40,7 +41,8 @@ def register(kind: str, name: str, help: str = "") -> Callable[[Any], Any]:
         if name in _ENTRIES[kind] and _ENTRIES[kind][name].obj is not obj:
             raise ValueError(f"{kind} {name!r} is registered twice")
         doc = help or (obj.__doc__ or "").strip().splitlines()[0:1]
-        _ENTRIES[kind][name] = Entry(kind, name, obj, doc if isinstance(doc, str) else "".join(doc))
+        _ENTRIES[kind][name] = Entry(kind, name, obj, doc if isinstance(doc, str) else "".join(doc),
+                                     frozenset(options) if options is not None else None)
         return obj
 
     return deco
@@ -50,8 +52,9 @@ def register_method(name: str, help: str = ""):
     return register("method", name, help)
 
 
-def register_suite(name: str, help: str = ""):
-    return register("suite", name, help)
+def register_suite(name: str, help: str = "", options: tuple[str, ...] | None = None):
+    """`options`: the suite's option names, so a misspelt `--set suite.key=...` is an error."""
+    return register("suite", name, help, options)
 
 
 def register_judge(name: str, help: str = ""):
@@ -104,6 +107,12 @@ def get(kind: str, name: str) -> Any:
         known = ", ".join(sorted(_ENTRIES[kind])) or "none"
         raise RegistryError(f"unknown {kind} {name!r} (registered: {known})")
     return _ENTRIES[kind][key].obj
+
+
+def suite_options(name: str) -> frozenset[str] | None:
+    load_all()
+    entry = _ENTRIES["suite"].get(base_name("suite", name))
+    return entry.options if entry else None
 
 
 def entries() -> list[Entry]:

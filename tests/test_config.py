@@ -24,6 +24,17 @@ BAD = [
     ({"online": {"candidates": []}}, "online.candidates"),
     ({"online": {"iterations": 5}, "world": {"n_prompts": 4}}, "online.iterations"),
     ({"suite_options": {"onlin": {"alpha": 0.1}}}, "suite_options.onlin"),
+    ({"suite_options": {"tiny-world": {"limt": 10}}}, "tiny-world.limt"),
+    ({"world": {"categories": []}}, "world.categories"),
+    ({"model": {"num_heads": 0}}, "model.num_heads"),
+    ({"model": {"pretrained": "/no/such/model"}}, "model.pretrained"),
+    ({"sft": {"epochs": -1}}, "sft.epochs"),
+    ({"eval": {"batch_size": 0}}, "eval.batch_size"),
+    ({"online": {"max_new_tokens": 0}}, "online.max_new_tokens"),
+    ({"online": {"alpha": float("inf")}}, "online.alpha"),
+    ({"online": {"start": "selm"}}, "online.start"),
+    ({"device": "gpu"}, "device"),
+    ({"eval": {"judge_concurrency": 0}}, "eval.judge_concurrency"),
 ]
 
 
@@ -52,6 +63,7 @@ def test_set_overrides_and_suite_options():
     (["--methods", "sft,bogus"], "methods[1]"),
     (["--config", "missing.yaml"], "config file not found"),
     (["--set", "onlin.alpha=0.01"], "suite_options.onlin"),
+    (["--set", "lm-eval.batchsize=4"], "lm-eval.batchsize"),
 ])
 def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
     out = tmp_path / "run"
@@ -63,3 +75,13 @@ def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
     assert "Traceback" not in res.stderr
     assert not out.exists()
     assert res.stdout == ""
+
+
+def test_online_methods_can_start_from_sft():
+    from harness.pipeline import RunPaths, plan_methods
+
+    cfg = load_config(sets=["online.start=sft"])
+    cfg.methods = ["selm"]
+    stages = plan_methods(cfg, RunPaths("/tmp/unused"))
+    assert [s.name for s in stages] == ["sft", "selm/iter-1", "selm/iter-2"]
+    assert stages[1].inputs == ["world", "sft"]

@@ -130,7 +130,8 @@ def assistant(text: str) -> list[dict[str, str]]:
 
 # ---------------------------------------------------------------- registry entries
 # A method's `plan(cfg, paths)` returns its stages; `paths` maps stage names to folders
-# and gives the world's data (see harness/pipeline.py: RunPaths).
+# and gives the world's data (see harness/pipeline.py: RunPaths). `requires` (or
+# `needs(cfg)` where it depends on the config) names the methods it starts from.
 
 
 @register_method("sft", help="supervised fine-tuning (TRL SFTTrainer); the starting policy")
@@ -163,16 +164,19 @@ class DPOMethod:
 
 
 class _OnlineMethod:
-    requires = ("dpo",)
     name = ""
     selm = False
+
+    def needs(self, cfg: Any) -> tuple[str, ...]:
+        return (cfg.online.start,)  # dpo in the paper; sft to skip the offline stage
 
     def plan(self, cfg: Any, paths: Any) -> list[Stage]:
         from trainers.online import run_iteration
 
         o = cfg.online
-        online_cfg = asdict(o) if self.selm else {k: v for k, v in asdict(o).items() if k != "alpha"}
-        stages, prev = [], "dpo"
+        # `start` is not in the key: the first iteration's inputs name the starting checkpoint's key.
+        online_cfg = {k: v for k, v in asdict(o).items() if k != "start" and (self.selm or k != "alpha")}
+        stages, prev = [], o.start
         for t in range(1, o.iterations + 1):
             name = f"{self.name}/iter-{t}"
 
