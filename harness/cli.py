@@ -382,7 +382,10 @@ def import_cmd(
 
 @app.command("list")
 def list_cmd() -> None:
-    """List everything registered: methods, suites, judges, rankers, backends."""
+    """List everything registered: methods, suites, judges, rankers, backends.
+
+    Example: `selm-bench list` (a new suite or ranker module under evals/ or trainers/ shows up here)
+    """
     from harness import registry
 
     for e in registry.entries():

@@ -131,8 +131,8 @@ def write_leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def print_table(rows: list[dict[str, Any]], title: str = "leaderboard") -> None:
-    """A rich table on stderr: one column per checkpoint, one row per metric (stderr columns
-    are shown as ± beside their metric), so wide suites stay readable on a narrow terminal."""
+    """Rich table(s) on stderr: a row per checkpoint, a column per metric (a metric's stderr is
+    shown as ± beside it). Too wide for the terminal, it is split into one table per suite."""
     from rich.table import Table
 
     from harness.progress import console
@@ -142,14 +142,28 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard") -> None:
         return
     cols = columns(rows)
     metrics = [c for c in cols if c not in ID_COLUMNS and not c.endswith("_stderr")]
-    table = Table(title=title)
-    table.add_column("metric", no_wrap=True)
-    for r in rows:
-        table.add_column(f"{r['run']}:{r['checkpoint']}" if "run" in r else str(r["checkpoint"]), justify="right", no_wrap=True)
+    labels = [f"{r['run']}:{r['checkpoint']}" if "run" in r else str(r["checkpoint"]) for r in rows]
+
+    def cell(r: dict[str, Any], m: str) -> str:
+        v, se = r.get(m), r.get(f"{m}_stderr")
+        return _fmt(v) + (f" ±{se:.2g}" if isinstance(se, float) and v is not None else "")
+
+    def width(ms: list[str], strip: str = "") -> int:
+        first = max(len(x) for x in labels + ["checkpoint"])
+        return first + 4 + sum(3 + max([len(m.removeprefix(strip))] + [len(cell(r, m)) for r in rows]) for m in ms)
+
+    groups: dict[str, list[str]] = {}
     for m in metrics:
-        cells = []
-        for r in rows:
-            v, se = r.get(m), r.get(f"{m}_stderr")
-            cells.append(_fmt(v) + (f" ±{se:.2g}" if isinstance(se, float) and v is not None else ""))
-        table.add_row(m, *cells)
-    console.print(table)
+        groups.setdefault(m.split("/", 1)[0], []).append(m)
+    if width(metrics) <= console.width:
+        parts = [(title, metrics, "")]
+    else:
+        parts = [(f"{title} · {suite}", ms, f"{suite}/") for suite, ms in groups.items()]
+    for name, ms, strip in parts:
+        table = Table(title=name)
+        table.add_column("checkpoint", no_wrap=True)
+        for m in ms:
+            table.add_column(m.removeprefix(strip), justify="right")
+        for label, r in zip(labels, rows):
+            table.add_row(label, *[cell(r, m) for m in ms])
+        console.print(table)

@@ -209,5 +209,7 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
 
 def _say_metrics(out_dir: Path) -> None:
     data = json.loads((out_dir / "metrics.json").read_text())
-    shown = [f"{k}={v:.3f}" for k, v in data["metrics"].items() if isinstance(v, (int, float)) and "/" not in k][:4]
+    nums = {k: v for k, v in data["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    top = [k for k in nums if "/" not in k] or [k for k in nums if not k.endswith("_stderr")]  # lm-eval: task/metric
+    shown = [f"{k}={nums[k]:.3f}" for k in top[:4]]
     say(f"      {data['checkpoint']} {data['suite']}: " + ", ".join(shown))

@@ -78,14 +78,18 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_commit() -> str | None:
+def git_state() -> dict[str, Any]:
+    """The code's commit and whether tracked files differ from it (results from a dirty tree are not that commit's)."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+
     try:
-        here = Path(__file__).resolve().parent
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
+        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "-uno"))}
     except (OSError, subprocess.SubprocessError):
-        return None
+        return {"git_commit": None, "git_dirty": None}
 
 
 def now() -> str:
@@ -101,12 +105,15 @@ class RunStore:
         self.manifest_path = self.root / "manifest.json"
         self.manifest: dict[str, Any] = read_json(self.manifest_path, {}) or {}
         self._forced: set[str] = set()
+        self._git: dict[str, Any] | None = None
 
     def start(self, config: dict[str, Any], seed: int, command: list[str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest.setdefault("stages", {})
+        self.manifest.setdefault("created", now())  # the first invocation; `started` is this one
+        self._git = git_state()
         self.manifest.update(
-            packages=package_versions(), git_commit=git_commit(), seed=seed, python=platform.python_version(),
+            packages=package_versions(), **self._git, seed=seed, python=platform.python_version(),
             command=command, started=now(), finished=None,
         )
         import yaml
@@ -132,7 +139,8 @@ class RunStore:
 
     def record(self, name: str, key: str, status: str, started: float, **extra: Any) -> None:
         rec = {"stage": name, "key": key, "status": status, "duration_s": round(time.time() - started, 3), **extra}
-        if status == "done":
+        if status == "done":  # provenance of this stage's outputs, kept when later runs skip it
+            rec.update(self._git or git_state(), ended=now())
             atomic_write_json(self.stage_dir(name) / "stage.json", rec)
             self._forced.add(name)
         self.manifest.setdefault("stages", {})[name] = {**rec, "ended": now()}
