@@ -84,3 +84,44 @@ def test_selm_training_step_lowers_ref_response_logp(tiny_model, tmp_path):
     with torch.no_grad():
         after = selm._sequence_logps(selm.model, batch, grad=False).chunk(3)[2]
     assert after.mean() < before.mean()
+
+
+def _direct_logp(model, prompt_ids, response_ids):
+    """Sum of the response tokens' log-probs, one unpadded sequence at a time (no collator)."""
+    ids = torch.tensor([prompt_ids + response_ids])
+    logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    return logps[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :].sum()
+
+
+def test_ref_response_equal_to_chosen_or_rejected_reuses_rows_with_identical_loss_and_grads(tiny_model, tmp_path):
+    from datasets import Dataset
+
+    _, selm = _trainers(tiny_model, tmp_path, alpha=0.7, nll=0.5)
+    rows = _rows()
+    rows[0]["ref_response"] = rows[0]["chosen"]  # y_ref == chosen
+    rows[1]["ref_response"] = rows[1]["rejected"]  # y_ref == rejected
+    selm.train_dataset = selm._prepare_dataset(Dataset.from_list(rows), selm.processing_class, selm.args, "train")
+    batch = _batch(selm)
+    assert batch["ref_source"].tolist() == [0, 1, 2] and batch["input_ids"].shape[0] == 7
+
+    model, ref = selm.model, selm.ref_model
+    model.eval()
+    got = selm.compute_loss(model, batch)
+    got.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    ds = selm.train_dataset
+    pol = {k: torch.stack([_direct_logp(model, ex["prompt_ids"], ex[k]) for ex in ds])
+           for k in ("chosen_ids", "rejected_ids", "ref_response_ids")}
+    with torch.no_grad():
+        r = {k: torch.stack([_direct_logp(ref, ex["prompt_ids"], ex[k]) for ex in ds]) for k in pol}
+    want = selm_loss(pol["chosen_ids"], pol["rejected_ids"], r["chosen_ids"], r["rejected_ids"],
+                     pol["ref_response_ids"], r["ref_response_ids"], beta=0.1, alpha=0.7).mean()
+    n_tokens = sum(len(ex["chosen_ids"]) for ex in ds)
+    want = want + 0.5 * -pol["chosen_ids"].sum() / n_tokens
+    want.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    for g, p in zip(grads, model.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-6, rtol=1e-4)

@@ -2,7 +2,9 @@
 
 The collator appends y_ref to the [chosen, rejected] batch so policy and reference each
 score all three sequences in one forward pass; `_compute_loss` feeds the sums of response
-log-probs to the pure `selm_loss`.
+log-probs to the pure `selm_loss`. y_ref is one of the ranked candidates, so it is often the
+chosen or the rejected response itself (51-59% of pairs in the tiny default): such rows are
+not appended again, their log-probs are reused (same values, same gradients).
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ class SELMConfig(DPOConfig):
 
 @dataclass
 class DataCollatorForSELM(DataCollatorForPreference):
-    """Batches [prompt+chosen; prompt+rejected; prompt+y_ref], right-padded, with completion masks."""
+    """Batches [prompt+chosen; prompt+rejected; prompt+y_ref for rows whose y_ref is neither],
+    right-padded, with completion masks, and `ref_source` (B,): 0 = y_ref is the chosen
+    response, 1 = the rejected one, 2 = its own row in the third block."""
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         out = super().torch_call(examples)
-        refs = [ex["prompt_ids"] + ex["ref_response_ids"] for ex in examples]
-        ref_masks = [[0] * len(ex["prompt_ids"]) + [1] * len(ex["ref_response_ids"]) for ex in examples]
+        source = [0 if ex["ref_response_ids"] == ex["chosen_ids"] else 1 if ex["ref_response_ids"] == ex["rejected_ids"]
+                  else 2 for ex in examples]
+        out["ref_source"] = torch.tensor(source, dtype=torch.long)
+        extra = [ex for ex, src in zip(examples, source) if src == 2]
+        if not extra:
+            return out
+        refs = [ex["prompt_ids"] + ex["ref_response_ids"] for ex in extra]
+        ref_masks = [[0] * len(ex["prompt_ids"]) + [1] * len(ex["ref_response_ids"]) for ex in extra]
         if self.max_length is not None:  # the same truncation as chosen/rejected get
             sl = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
             refs, ref_masks = [r[sl] for r in refs], [m[sl] for m in ref_masks]
@@ -46,6 +56,15 @@ class DataCollatorForSELM(DataCollatorForPreference):
         out["attention_mask"] = torch.cat([pad_to(out["attention_mask"], 0), rows([[1] * len(r) for r in refs], 0)])
         out["completion_mask"] = torch.cat([pad_to(out["completion_mask"], 0), rows(ref_masks, 0)])
         return out
+
+
+def split_logps(logps: torch.Tensor, ref_source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen, rejected, y_ref) sequence log-probs from the rows [chosen; rejected; extra y_ref]."""
+    b = ref_source.shape[0]
+    ar = torch.arange(b, device=ref_source.device)
+    extra_rank = torch.cumsum((ref_source == 2).long(), 0) - 1
+    index = torch.where(ref_source == 0, ar, torch.where(ref_source == 1, b + ar, 2 * b + extra_rank))
+    return logps[:b], logps[b : 2 * b], logps[index]
 
 
 class SELMTrainer(DPOTrainer):
@@ -107,16 +126,16 @@ class SELMTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         tok_logps, tok_mask = self._token_logps(model, inputs, grad=True)
-        policy = tok_logps.sum(dim=1)
         with torch.no_grad():
             ref = self._sequence_logps(self.ref_model, inputs, grad=False)
-        pc, pr, py = policy.chunk(3)
-        rc, rr, ry = ref.chunk(3)
+        src = inputs["ref_source"]
+        pc, pr, py = split_logps(tok_logps.sum(dim=1), src)
+        rc, rr, ry = split_logps(ref, src)
         losses = selm_loss(pc, pr, rc, rr, py, ry, beta=self.beta, alpha=self.alpha)
         loss = losses.mean()
         if self.args.nll_weight:
             # Same term as TRL's loss_type "sft": mean NLL over the chosen responses' tokens.
-            chosen_tok, chosen_mask = tok_logps.chunk(3)[0], tok_mask.chunk(3)[0]
+            chosen_tok, chosen_mask = tok_logps[: len(src)], tok_mask[: len(src)]
             loss = loss + self.args.nll_weight * -chosen_tok[chosen_mask.bool()].mean()
 
         gather = self.accelerator.gather_for_metrics
