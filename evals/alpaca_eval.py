@@ -382,7 +382,8 @@ def _reference_outputs(ctx: EvalContext, model: Path, prompts: list[str], sampli
     spec = {"model": str(model.resolve()), "files": files, "prompts": prompts, "sampling": asdict(sampling),
             "backend": ctx.backend}
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
-    path = ctx.out_dir.parent.parent / "_reference" / f"alpaca-eval-sft-{key}.json"
+    # Beside the reference checkpoint: one cache per reference model, shared by every evaluated checkpoint.
+    path = model.parent / "eval-cache" / f"alpaca-eval-outputs-{key}.json"
     if path.exists():
         return json.loads(path.read_text())["outputs"], path
     from harness import registry

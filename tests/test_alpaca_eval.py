@@ -126,13 +126,19 @@ def test_degenerate_lc_fit_is_flagged(monkeypatch):
 def _tiny_ctx(tmp_path, tiny_world, tiny_model, **kw):
     return EvalContext(
         model=str(tiny_model), name="tiny-policy", out_dir=tmp_path / "evals" / "tiny-policy" / "alpaca-eval",
-        options={"limit": 6, "max_new_tokens": 6}, world_dir=tiny_world, references={"sft": Path(tiny_model)}, **kw,
+        options={"limit": 6, "max_new_tokens": 6}, world_dir=tiny_world,
+        **{"references": {"sft": Path(tiny_model)}, **kw},
     )
 
 
 def test_tiny_mode_end_to_end(tmp_path, tiny_world, tiny_model, no_network):
+    import shutil
+
     before = _snapshot(_alpaca_eval_dir())
+    sft = tmp_path / "checkpoints" / "sft" / "model"  # the reference checkpoint, as a run lays it out
+    shutil.copytree(tiny_model, sft)
     ctx = _tiny_ctx(tmp_path, tiny_world, tiny_model)
+    ctx.references = {"sft": sft}
     result = run(ctx)
     assert set(result.metrics) == set(METRIC_KEYS)
     assert math.isfinite(result.metrics["win_rate"]) and result.metrics["n_total"] == 6
@@ -146,9 +152,9 @@ def test_tiny_mode_end_to_end(tmp_path, tiny_world, tiny_model, no_network):
     assert set(outs[0]) == {"dataset", "instruction", "output", "generator"}
 
     cache = Path(result.info["reference_cache"])
-    assert cache.parent == tmp_path / "evals" / "_reference"
+    assert cache.parent == tmp_path / "checkpoints" / "sft" / "eval-cache"  # one cache per reference model
     stamp = cache.stat().st_mtime_ns
-    again = run(_tiny_ctx(tmp_path, tiny_world, tiny_model))  # reference outputs come from the cache
+    again = run(_tiny_ctx(tmp_path, tiny_world, tiny_model, references={"sft": sft}))  # from the cache
     assert cache.stat().st_mtime_ns == stamp and again.metrics == result.metrics
     assert _snapshot(_alpaca_eval_dir()) == before
 
