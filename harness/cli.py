@@ -220,7 +220,7 @@ def eval_cmd(
         label = name or _model_name(model)
         run_dir = out or Path(cfg.output_dir) / f"eval-{label.replace('/', '-')}"
         _quiet_libraries()
-        from harness.leaderboard import collect_rows, print_table, write_leaderboard
+        from harness.leaderboard import refresh
         from harness.pipeline import eval_context, run_suite
         from harness.store import RunStore
 
@@ -253,10 +253,8 @@ def eval_cmd(
             store.record(suite, "eval", "done", t0)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.leaderboard_metrics().items())[:4])
             typer.echo(f"done {suite} in {time.time() - t0:.1f}s: {shown}", err=True)
-        rows = collect_rows(run_dir)
-        write_leaderboard(run_dir, rows)
         store.finish()
-        print_table(rows, title=f"eval: {label}")
+        refresh(run_dir, title=f"eval: {label}")
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001
@@ -277,7 +275,7 @@ def judge_cmd(
         import json as _json
 
         from harness import registry
-        from harness.leaderboard import collect_rows, print_table, write_leaderboard
+        from harness.leaderboard import refresh
         from harness.pipeline import context_from_record, write_suite_result
 
         files = sorted(directory.rglob("metrics.json")) if directory.is_dir() else []
@@ -303,9 +301,7 @@ def judge_cmd(
         if not judged:
             raise UsageError(f"{directory}: nothing to judge (no mt-bench or alpaca-eval answers)")
         root = directory if (directory / "manifest.json").is_file() else files[0].parent.parent
-        rows = collect_rows(root)
-        write_leaderboard(root, rows)
-        print_table(rows, title=f"judged: {root}")
+        refresh(root, title=f"judged: {root}")
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001
@@ -328,7 +324,7 @@ def import_cmd(
     * `selm-bench import --suite mt-bench gpt-4_single.jsonl --data-dir ../shared/data`
     """
     try:
-        from harness.leaderboard import collect_rows, print_table, write_leaderboard
+        from harness.leaderboard import refresh
         from harness.store import atomic_write_json
 
         if not file.is_file():
@@ -371,9 +367,7 @@ def import_cmd(
             atomic_write_json(dest, {"suite": suite, "checkpoint": name, "method": "reference", "metrics": metrics,
                                      "info": {**info, "source": str(file.resolve())}})
             typer.echo(f"imported {suite} for {name} -> {dest}", err=True)
-        rows = collect_rows(results)
-        write_leaderboard(results, rows)
-        print_table(rows, title=f"leaderboard: {results}")
+        refresh(results, title=f"leaderboard: {results}")
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001

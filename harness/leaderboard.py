@@ -130,6 +130,14 @@ def write_leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(Path(run_dir) / "leaderboard.json", to_json(rows) + "\n")
 
 
+def refresh(root: Path, title: str) -> list[dict[str, Any]]:
+    """Collect `root`'s rows, rewrite its leaderboard.{csv,json} and show the table."""
+    rows = collect_rows(root)
+    write_leaderboard(root, rows)
+    print_table(rows, title=title)
+    return rows
+
+
 def print_table(rows: list[dict[str, Any]], title: str = "leaderboard") -> None:
     """Rich table(s) on stderr: a row per checkpoint, a column per metric (a metric's stderr is
     shown as ± beside it). Too wide for the terminal, it is split into one table per suite."""

@@ -44,3 +44,15 @@ def tiny_model(tmp_path_factory) -> Path:
     tok = build_tokenizer(out)
     build_base_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tok, 0, out)
     return out
+
+
+def send_json(handler, status: int, obj: dict) -> None:
+    """Reply from a fake HTTP server (BaseHTTPRequestHandler) with a JSON body."""
+    import json
+
+    data = json.dumps(obj).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_data
+from conftest import send_json as _send_json, shared_data
 from evals.alpaca_eval import METRIC_KEYS, judge_saved, metrics_from_annotations, run
 from evals.base import EvalContext, SuiteError
 
@@ -201,12 +201,7 @@ class _FakeJudge(BaseHTTPRequestHandler):
             }],
             "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
         }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        _send_json(self, 200, reply)
 
     def log_message(self, *args):
         pass
@@ -285,13 +280,8 @@ def test_real_mode_through_fake_local_openai_server(tmp_path, tiny_model, fake_j
 class _Unauthorized(BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
-        data = json.dumps({"error": {"message": f"Incorrect API key provided: {API_KEY}", "type": "invalid_request_error",
-                                     "code": "invalid_api_key"}}).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        _send_json(self, 401, {"error": {"message": f"Incorrect API key provided: {API_KEY}",
+                                         "type": "invalid_request_error", "code": "invalid_api_key"}})
 
     def log_message(self, *args):
         pass

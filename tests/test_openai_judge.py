@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import shared_data
+from conftest import send_json, shared_data
 from evals.base import EvalContext, SuiteError
 from evals.judges import make_judge
 from evals.mt_bench import judge_saved, run
@@ -41,12 +41,7 @@ class FakeOpenAI:
                                  "message": {"role": "assistant", "content": "Rating: [[7]]"}}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
                 }
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
