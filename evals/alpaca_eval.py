@@ -16,8 +16,9 @@ for the per-instruction difficulty and the gamed-baseline regularisation. It is 
 is per AlpacaEval instruction), LC is None with the reason in info. A fit returning exactly 50.0 with zero
 error is degenerate (all coefficients zero): it is reported as None, flagged, with the raw value in info.
 
-Options: limit (first N instructions), max_new_tokens (2048 real, 24 tiny), temperature (0 = greedy), top_p,
-annotators_config (real mode, default weighted_alpaca_eval_gpt4_turbo). Tiny mode always uses the oracle.
+Options (AlpacaEvalOptions): limit (first N instructions), max_new_tokens (2048 real, 24 tiny), temperature
+(0 = greedy), top_p, annotators_config (real mode, default weighted_alpaca_eval_gpt4_turbo). Tiny mode always
+uses the oracle.
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from evals.base import EvalContext, SuiteError, SuiteResult
 from harness.registry import register_suite
 from harness.store import atomic_write_json, atomic_write_text
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+SUITE = "alpaca-eval"
+MAX_NEW_TOKENS = {"real": 2048, "tiny": 24}  # max_new_tokens when the option is None, per mode
 REFERENCE_FILE = ("alpaca_eval", "results", "gpt4_1106_preview", "model_outputs.json")
 REFERENCE_SOURCE = (
     "the alpaca_eval GitHub repo (tatsu-lab/alpaca_eval) results/gpt4_1106_preview/model_outputs.json, "
@@ -169,22 +174,38 @@ def _local_hub_file(filename: str, path: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- the suite
-@register_suite("alpaca-eval", help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
-                options=("limit", "max_new_tokens", "temperature", "top_p", "annotators_config"))
+class AlpacaEvalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    limit: int | None = Field(None, ge=1, description="first N instructions (None = all 805 / all tiny eval prompts)")
+    max_new_tokens: int | None = Field(None, gt=0, description="tokens per output; None = 2048 real / 24 tiny")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    annotators_config: str = Field(ANNOTATOR, min_length=1,
+                                   description="alpaca_eval annotator config (real mode; tiny mode uses the oracle)")
+
+
+@register_suite(SUITE, help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
+                options=AlpacaEvalOptions)
 def run(ctx: EvalContext) -> SuiteResult:
+    ctx.for_suite(SUITE)
     limit = ctx.option("limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise SuiteError(f"alpaca-eval option limit: expected a positive integer, got {limit!r}")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     return _run_tiny(ctx, limit) if ctx.world_dir is not None else _run_real(ctx, limit)
 
 
-def _sampling(ctx: EvalContext, default_max_new_tokens: int):
+def max_new_tokens(ctx: EvalContext) -> int:
+    """The option, else the mode's default (MAX_NEW_TOKENS): the one place that resolves it."""
+    value = ctx.option("max_new_tokens")
+    return MAX_NEW_TOKENS["tiny" if ctx.world_dir is not None else "real"] if value is None else value
+
+
+def _sampling(ctx: EvalContext):
     from trainers.generation import Sampling
 
     return Sampling(
-        temperature=float(ctx.option("temperature", 0.0)), top_p=float(ctx.option("top_p", 1.0)),
-        max_new_tokens=int(ctx.option("max_new_tokens", default_max_new_tokens)), seed=ctx.seed,
+        temperature=float(ctx.option("temperature")), top_p=float(ctx.option("top_p")),
+        max_new_tokens=int(max_new_tokens(ctx)), seed=ctx.seed,
     )
 
 
@@ -201,7 +222,7 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
     reference = json.loads(ref_path.read_text())[:limit]
     if not ctx.no_judge:
         _client_kwargs(ctx)  # fail on a missing key before hours of generation, not after
-    outputs = _generate(ctx.generator(), [r["instruction"] for r in reference], _sampling(ctx, 2048))
+    outputs = _generate(ctx.generator(), [r["instruction"] for r in reference], _sampling(ctx))
     model_outputs = [
         {"dataset": r.get("dataset"), "instruction": r["instruction"], "output": o, "generator": ctx.name}
         for r, o in zip(reference, outputs)
@@ -231,6 +252,7 @@ def _judge_real(ctx: EvalContext, reference: list[dict], model_outputs: list[dic
 
 def judge_saved(ctx: EvalContext) -> SuiteResult:
     """Annotate outputs saved by an earlier `--no-judge` run (`selm-bench judge`)."""
+    ctx.for_suite(SUITE)
     if ctx.world_dir is not None:
         return run(ctx)  # tiny mode: greedy and seconds long, so regenerate and judge in one go
     saved = ctx.out_dir / "model_outputs.json"
@@ -289,7 +311,7 @@ def _annotate(ctx: EvalContext, reference: list[dict], model_outputs: list[dict]
     cache = ctx.out_dir / "annotator_cache.json"  # "auto" caches inside site-packages
     before = _cached_rows(cache)
     annotator = ae.annotators.PairwiseAnnotator(
-        annotators_config=ctx.option("annotators_config", ANNOTATOR), caching_path=cache, seed=0,
+        annotators_config=ctx.option("annotators_config"), caching_path=cache, seed=0,
     )
     quiet = logging.getLogger(), logging.getLogger("alpaca_eval")  # alpaca_eval logs through the root logger
     levels = [q.level for q in quiet]
@@ -307,7 +329,7 @@ def _annotate(ctx: EvalContext, reference: list[dict], model_outputs: list[dict]
     raw = [a.get("preference_raw_completion", a.get("raw_completion")) for a in annotations]  # 0.6.6 / older
     tokens = [r.get("total_tokens") for r in raw if isinstance(r, dict)]
     return annotations, {
-        "annotator": ctx.option("annotators_config", ANNOTATOR), "calls": calls, "cached": len(annotations) - calls,
+        "annotator": ctx.option("annotators_config"), "calls": calls, "cached": len(annotations) - calls,
         "failures": sum(_number(a.get("preference")) is None for a in annotations),
         "total_tokens": sum(float(t) for t in tokens if t is not None),  # alpaca_eval records totals only
     }
@@ -340,7 +362,7 @@ def _run_tiny(ctx: EvalContext, limit: int | None) -> SuiteResult:
         raise SuiteError("alpaca-eval (tiny mode) compares against the SFT checkpoint; references['sft'] is not set")
     rows = read_jsonl(Path(ctx.world_dir) / "eval.jsonl")[:limit]
     prompts = [r["prompt"] for r in rows]
-    sampling = _sampling(ctx, 24)
+    sampling = _sampling(ctx)
     outputs = _generate(ctx.generator(), prompts, sampling)
     ref_outputs, cache = _reference_outputs(ctx, Path(ref_model), prompts, sampling)
     atomic_write_json(

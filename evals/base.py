@@ -2,6 +2,10 @@
 
 Three kinds of suite fit it: generation + judge (mt-bench), pairwise against reference
 outputs (alpaca-eval), and log-likelihood multiple choice (lm-eval, brainteaser).
+
+Options: each suite declares a pydantic model next to its function (`register_suite(...,
+options=Model)`); the model is the one place that holds option names, types and defaults.
+Suites read `ctx.option(key)`, never with a default of their own.
 """
 
 from __future__ import annotations
@@ -16,6 +20,25 @@ from harness import registry
 
 class SuiteError(RuntimeError):
     """A suite cannot run as configured (missing data, bad option): one clear line."""
+
+
+def validated_options(suite: str, raw: dict[str, Any] | None) -> dict[str, Any]:
+    """`raw` checked against the suite's options model, every option present with defaults filled
+    in, as plain JSON values (what metrics.json records). Raises pydantic's ValidationError on an
+    unknown key or a bad value, SuiteError for a suite without an options model."""
+    model = registry.suite_options(suite)
+    if model is None:
+        raise SuiteError(f"unknown suite {suite!r}: it has no options model")
+    return model.model_validate(raw or {}).model_dump(mode="json")
+
+
+def validation_message(suite: str, err: Any) -> str:
+    """A pydantic ValidationError as `<suite>.<option>: <message>` lines (one per error)."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        lines.append(f"{suite}.{loc}: {e.get('msg', 'invalid')}" if loc else f"{suite}: {e.get('msg', 'invalid')}")
+    return "; ".join(lines)
 
 
 @dataclass
@@ -35,6 +58,7 @@ class EvalContext:
     device: str = "cpu"
     seed: int = 0
     references: dict[str, Path] = field(default_factory=dict)  # e.g. {"sft": <sft checkpoint path>}
+    suite: str | None = None  # the registered suite whose options model gives the defaults; set by its entry points
     _generator: Any = None
 
     def generator(self):
@@ -51,8 +75,28 @@ class EvalContext:
             raise SuiteError("this suite needs a judge: pass --judge NAME or set `judge` in the config")
         return make_judge(self.judge, cache_dir=self.out_dir.parent / "judge-cache", **self.judge_options)
 
-    def option(self, key: str, default: Any = None) -> Any:
-        return self.options.get(key, default)
+    def for_suite(self, suite: str) -> "EvalContext":
+        """Name the suite whose options these are (a suite's entry points call this; keeps an
+        already-set name: lm-eval's helpers run with brainteaser's context and options)."""
+        if self.suite is None:
+            self.suite = suite
+        return self
+
+    def option(self, key: str) -> Any:
+        """The option's value, validated by the suite's options model; the model's default when
+        `options` lacks it (contexts built from a partial dict). A key the model does not declare
+        is a programming error (KeyError); a bad value is a SuiteError naming `<suite>.<option>`."""
+        if self.suite is None:
+            raise SuiteError(f"option {key!r} read from a context that names no suite (EvalContext.suite)")
+        from pydantic import ValidationError
+
+        try:
+            values = validated_options(self.suite, self.options)
+        except ValidationError as e:
+            raise SuiteError(f"bad option: {validation_message(registry.base_name('suite', self.suite), e)}") from None
+        if key not in values:
+            raise KeyError(f"suite {self.suite!r} declares no option {key!r}")
+        return values[key]
 
 
 @dataclass

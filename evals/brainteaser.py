@@ -16,6 +16,7 @@ Scoring (option `mode`):
     else a bare option number is parsed from the reply; unparsed counts as wrong.
 Option `limit`: keep the first N puzzle groups per type (3N rows of the id-less test split).
 lm-eval options `batch_size` and `apply_chat_template` pass through as in the lm-eval suite.
+All options, with their types and defaults: BrainteaserOptions below.
 
 Metrics (the task's): instance accuracy on `original`, `semantic`, `context` and over all
 (`overall`); group accuracy `ori_sem` (original and semantic both right) and `ori_sem_con`
@@ -32,7 +33,9 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evals.base import EvalContext, SuiteError, SuiteResult
 from evals.lm_eval_suite import run_local_task, write_task_yaml
@@ -45,6 +48,7 @@ SUFFIX_KIND = {"_SR": "semantic", "_CR": "context"}
 KINDS = ("original", "semantic", "context")
 SOURCE = "github.com/1171-jpg/BrainTeaser, data/BTDATA.zip (the zip password is in that repo's README)"
 LETTERS = "ABCD"
+SUITE = "brainteaser"
 
 
 # ---------------------------------------------------------------- data
@@ -197,7 +201,7 @@ def score_generate(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]], labe
         shots += [{"role": "user", "content": render_question(d)}, {"role": "assistant", "content": answer}]
     flat = [(p, r) for p, rs in rows.items() for r in rs]
     convs = [shots + [{"role": "user", "content": render_question(r)}] for _, r in flat]
-    sampling = Sampling(max_new_tokens=int(ctx.option("max_new_tokens", 32)), seed=ctx.seed)
+    sampling = Sampling(max_new_tokens=int(ctx.option("max_new_tokens")), seed=ctx.seed)
     replies = ctx.generator().chat(convs, sampling, desc="brainteaser")
     records = []
     for (puzzle, r), reply in zip(flat, replies):
@@ -210,19 +214,44 @@ def score_generate(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]], labe
 
 
 # ---------------------------------------------------------------- suite
-@register_suite("brainteaser", help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
-                options=("split", "puzzles", "mode", "score", "num_fewshot", "limit", "max_new_tokens"))
+class BrainteaserOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    split: str = Field("train", pattern=r"^[A-Za-z0-9_-]+$",
+                       description="data file <data_dir>/brainteaser/{SP,WP}_<split>.jsonl (test = unlabelled, "
+                                   "writes the submission files)")
+    puzzles: list[Literal["SP", "WP"]] = Field(["SP", "WP"], min_length=1,
+                                               description="puzzle types: a list or a comma string (SP, WP; any case)")
+    mode: Literal["loglikelihood", "generate"] = Field("loglikelihood", description="how a choice is scored")
+    score: Literal["acc", "acc_norm"] = Field("acc", description="loglikelihood mode: raw (acc) or per-character "
+                                                                 "(acc_norm) log-likelihood")
+    num_fewshot: int = Field(0, ge=0, description="demonstrations from brainteaser/demonstration.jsonl (8 there)")
+    limit: int | None = Field(None, ge=1, description="first N puzzle groups per type (None = all)")
+    max_new_tokens: int = Field(32, gt=0, description="generate mode: tokens per reply")
+    batch_size: int | None = Field(None, ge=1, description="loglikelihood mode: lm-eval batch size; "
+                                                            "None = the eval's batch size, else 16")
+    apply_chat_template: bool = Field(False, description="loglikelihood mode: lm-eval's apply_chat_template")
+
+    @field_validator("puzzles", mode="before")
+    @classmethod
+    def _puzzle_list(cls, value: Any) -> Any:
+        """"SP,wp" or ["sp"] -> ["SP", "WP"] / ["SP"], as the suite has always accepted."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            return [v.strip().upper() if isinstance(v, str) else v for v in value if not isinstance(v, str) or v.strip()]
+        return value
+
+
+@register_suite(SUITE, help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
+                options=BrainteaserOptions)
 def run(ctx: EvalContext) -> SuiteResult:
-    split = str(ctx.option("split", "train"))
-    puzzles = ctx.option("puzzles", list(PUZZLES))
-    puzzles = [p.strip().upper() for p in (puzzles.split(",") if isinstance(puzzles, str) else puzzles)]
-    if unknown := [p for p in puzzles if p not in PUZZLES]:
-        raise SuiteError(f"brainteaser: unknown puzzle type(s) {unknown}; expected {list(PUZZLES)}")
-    mode = ctx.option("mode", "loglikelihood")
-    score = ctx.option("score", "acc")
-    if mode not in ("loglikelihood", "generate") or score not in ("acc", "acc_norm"):
-        raise SuiteError(f"brainteaser: mode must be loglikelihood|generate and score acc|acc_norm, got {mode!r}, {score!r}")
-    num_fewshot = int(ctx.option("num_fewshot", 0))
+    ctx.for_suite(SUITE)
+    split = ctx.option("split")
+    puzzles = ctx.option("puzzles")
+    mode = ctx.option("mode")
+    score = ctx.option("score")
+    num_fewshot = ctx.option("num_fewshot")
     limit = ctx.option("limit")
 
     rows = {p: first_groups(load_rows(ctx.data_dir, p, split), limit) for p in puzzles}

@@ -9,9 +9,13 @@ What runs, first match wins:
   - the embedded default when the tiny world is set: a generated local task `tinyworld_mc`
     over `<world_dir>/mc.jsonl`, the prompt rendered with the tiny world's chat template.
 
-Options: batch_size (default eval.batch_size), limit (per task, lm-eval's meaning), num_fewshot, include_path
-(absolute dir of local task YAMLs, scanned with the built-in tasks), apply_chat_template.
-lm-eval's own seeds are kept (not ctx.seed) so numbers match a plain lm-eval run.
+Options (LmEvalOptions): tasks, batch_size (default eval.batch_size), limit (per task, lm-eval's meaning),
+num_fewshot, include_path (absolute dir of local task YAMLs, scanned with the built-in tasks),
+apply_chat_template. lm-eval's own seeds are kept (not ctx.seed) so numbers match a plain lm-eval run.
+
+Backends: `hf` (and any other) runs lm-eval's HFLM; `vllm` runs lm-eval's own vLLM model (what
+`lm_eval --model vllm` uses) with the backend options tensor_parallel_size, gpu_memory_utilization,
+dtype, max_model_len, data_parallel_size and batch_size (optional extra `vllm`).
 
 Metric names: `<task>/<key>` for each numeric entry of lm-eval's `results[<task>]`, where
 lm-eval's "<metric>,<filter>" key becomes "<metric>" for the filter "none" and
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evals.base import EvalContext, SuiteError, SuiteResult
 from harness.registry import register_suite
@@ -58,6 +63,10 @@ PRESETS: dict[str, tuple[TaskSpec, ...]] = {
 }
 
 TINYWORLD_TASK = "tinyworld_mc"
+SUITE = "lm-eval"
+HF_BATCH_SIZE = 16  # HFLM's batch size when neither the option nor the backend sets one
+VLLM_BACKEND_ARGS = ("tensor_parallel_size", "gpu_memory_utilization", "dtype", "max_model_len", "data_parallel_size")
+VLLM_MISSING = "backend vllm needs the optional extra: pip install 'selm-bench[vllm]' (vllm is not installed)"
 _PER_TASK_KEYS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot",
                   "higher_is_better", "n-samples", "samples")
 
@@ -83,11 +92,34 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+class LmEvalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    tasks: str | list[str] | None = Field(
+        None, description="lm-eval task names, a list or a comma string (instead of a preset; None = the preset, "
+                          "else the tiny world's tinyworld_mc)")
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot count for `tasks` (None = each task's own; "
+                                                            "presets fix their own)")
+    include_path: str | None = Field(None, description="absolute directory of local task YAMLs, scanned with "
+                                                       "lm-eval's built-in tasks")
+    batch_size: int | None = Field(None, ge=1, description="lm-eval batch size; None = the eval's batch size "
+                                                           f"(backend batch_size), else {HF_BATCH_SIZE}")
+    limit: int | float | None = Field(None, gt=0, description="per task: N examples, or a fraction of them when "
+                                                              "< 1.0 (lm-eval's --limit); None = all")
+    apply_chat_template: bool = Field(False, description="lm-eval's apply_chat_template")
+
+    @field_validator("include_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_absolute():
+            raise ValueError(f"must be an absolute directory, got {value!r}")
+        return value
+
+
 def resolve_plan(ctx: EvalContext) -> Plan:
     """Which tasks run with which few-shot count; pure (runs and writes nothing)."""
+    ctx.for_suite(SUITE)
     include_path = ctx.option("include_path")
-    if include_path is not None and not Path(include_path).is_absolute():
-        raise SuiteError(f"lm-eval option include_path must be an absolute directory, got {include_path!r}")
     fewshot = ctx.option("num_fewshot")
     tasks_opt = ctx.option("tasks")
     if ctx.preset and tasks_opt:
@@ -140,10 +172,37 @@ def write_tinyworld_task(world_dir: Path, task_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------- running lm-eval
+def lm_batch_size(ctx: EvalContext) -> int | None:
+    """The option batch_size, else the backend's (eval.batch_size); None when neither is set."""
+    value = ctx.option("batch_size")
+    return ctx.backend_options.get("batch_size") if value is None else value
+
+
+def vllm_model_args(ctx: EvalContext) -> dict[str, Any]:
+    """Keyword arguments of lm-eval's VLLM model: the checkpoint, the backend options it knows
+    (only those set), and the batch size (lm-eval's own "auto" when none is set)."""
+    args: dict[str, Any] = {"pretrained": str(ctx.model)}
+    args.update({k: ctx.backend_options[k] for k in VLLM_BACKEND_ARGS if ctx.backend_options.get(k) is not None})
+    batch_size = lm_batch_size(ctx)
+    if batch_size is not None:
+        args["batch_size"] = batch_size
+    return args
+
+
 def make_lm(ctx: EvalContext):
+    if ctx.backend == "vllm":
+        from importlib.util import find_spec
+
+        if find_spec("vllm") is None:
+            raise SuiteError(VLLM_MISSING)
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(**vllm_model_args(ctx))
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=str(ctx.model), device=ctx.device, batch_size=int(ctx.option("batch_size", ctx.backend_options.get("batch_size", 16))))
+    batch_size = lm_batch_size(ctx)
+    return HFLM(pretrained=str(ctx.model), device=ctx.device,
+                batch_size=int(HF_BATCH_SIZE if batch_size is None else batch_size))
 
 
 def make_task_manager(include_path: str | Path | None, task_names: list[str]):
@@ -169,7 +228,7 @@ def evaluate(ctx: EvalContext, lm: Any, task_manager: Any, tasks: list[str], num
     results = lm_eval.simple_evaluate(
         model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
         log_samples=True, predict_only=predict_only,
-        apply_chat_template=bool(ctx.option("apply_chat_template", False)),
+        apply_chat_template=bool(ctx.option("apply_chat_template")),
     )
     if results is None:  # only non-zero ranks get None; this harness runs one process
         raise SuiteError("lm-eval returned no results (not rank 0?)")
@@ -255,9 +314,10 @@ def items_from_samples(results: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-@register_suite("lm-eval", help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
-                options=("tasks", "num_fewshot", "include_path", "batch_size", "limit", "apply_chat_template"))
+@register_suite(SUITE, help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
+                options=LmEvalOptions)
 def run(ctx: EvalContext) -> SuiteResult:
+    ctx.for_suite(SUITE)
     plan = resolve_plan(ctx)
     include_path = plan.include_path
     if plan.embedded:

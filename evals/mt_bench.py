@@ -13,7 +13,7 @@ rows scored -1 (judge failed or gave no rating) are dropped and counted in `erro
 `turn-1`, `turn-2`, `score` (mean over all remaining (question, turn) rows) and one
 `category/<name>` mean per question category.
 
-Options: question_limit (real) / limit (tiny), max_new_tokens (1024 real, 24 tiny), source.
+Options (MtBenchOptions): source, question_limit / limit, max_new_tokens (1024 real, 24 tiny).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import ast
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import shortuuid
@@ -37,6 +37,7 @@ from fastchat.llm_judge.common import (
     temperature_config,
 )
 from fastchat.model.model_adapter import get_conversation_template
+from pydantic import BaseModel, ConfigDict, Field
 
 from evals.base import EvalContext, SuiteError, SuiteResult
 from evals.judges import Judge, make_judge
@@ -46,16 +47,30 @@ from trainers.generation import Sampling
 
 DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing from temperature_config
 REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl
+SUITE = "mt-bench"
+MAX_NEW_TOKENS = {"real": 1024, "tiny": 24}  # max_new_tokens when the option is None, per mode
 
 
-@register_suite("mt-bench", help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
-                options=("source", "limit", "question_limit", "max_new_tokens"))
+class MtBenchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    source: Literal["fastchat", "tiny"] | None = Field(
+        None, description="fastchat = FastChat's 80 questions and an LLM judge even inside the tiny world; "
+                          "None/tiny = the tiny world's two-turn set when run inside it, else FastChat's")
+    question_limit: int | None = Field(None, ge=1, description="first N questions (None = all; wins over limit)")
+    limit: int | None = Field(None, ge=1, description="first N questions when question_limit is None (None = all)")
+    max_new_tokens: int | None = Field(None, gt=0, description="tokens per turn; None = 1024 real / 24 tiny")
+
+
+@register_suite(SUITE, help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
+                options=MtBenchOptions)
 def run(ctx: EvalContext) -> SuiteResult:
+    ctx.for_suite(SUITE)
     questions = load_mt_questions(ctx)
     real = _real_mode(ctx)
     if not ctx.no_judge:
         _make_judge(ctx).check()  # a missing key or wrong judge fails now, not after generation
-    max_new = int(ctx.option("max_new_tokens", 1024 if real else 24))
+    max_new = max_new_tokens(ctx)
     temps = [temperature_config.get(q["category"], DEFAULT_TEMPERATURE) if real else 0.0 for q in questions]
     turns = _generate(ctx, questions, temps, max_new)
     answers = [
@@ -77,6 +92,7 @@ def run(ctx: EvalContext) -> SuiteResult:
 def judge_saved(ctx: EvalContext) -> SuiteResult:
     """Judge the answers saved in `ctx.out_dir/model_answer/<ctx.name>.jsonl`, write the
     judgment file and return the metrics; questions without a saved answer are skipped."""
+    ctx.for_suite(SUITE)
     path = _answer_file(ctx)
     if not path.exists():
         raise SuiteError(f"mt-bench: no saved answers at {path}; run the suite (with --no-judge) first")
@@ -156,8 +172,9 @@ def metrics_from_judgments(path_or_rows: Any, questions: Any = None) -> dict[str
 
 def load_mt_questions(ctx: EvalContext) -> list[dict[str, Any]]:
     """FastChat questions {question_id, category, turns}; tiny ones also carry gold `answers`."""
-    limit = ctx.option("question_limit", ctx.option("limit"))
-    limit = int(limit) if limit is not None else None
+    ctx.for_suite(SUITE)
+    limit = ctx.option("question_limit")
+    limit = ctx.option("limit") if limit is None else limit
     if _real_mode(ctx):
         return load_questions(str(_data_file(ctx, "question.jsonl")), None, limit)
     rows = read_jsonl(ctx.world_dir / "two_turn.jsonl")[:limit]
@@ -165,8 +182,14 @@ def load_mt_questions(ctx: EvalContext) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- internals
+def max_new_tokens(ctx: EvalContext) -> int:
+    """The option, else the mode's default (MAX_NEW_TOKENS): the one place that resolves it."""
+    value = ctx.option("max_new_tokens")
+    return MAX_NEW_TOKENS["real" if _real_mode(ctx) else "tiny"] if value is None else value
+
+
 def _real_mode(ctx: EvalContext) -> bool:
-    return ctx.world_dir is None or ctx.option("source") == "fastchat"
+    return ctx.world_dir is None or ctx.for_suite(SUITE).option("source") == "fastchat"
 
 
 def _data_file(ctx: EvalContext, *parts: str) -> Path:

@@ -1,6 +1,11 @@
-"""tiny-world: greedy answers on the held-out single-turn set, scored by the verifier."""
+"""tiny-world: greedy answers on the held-out single-turn set, scored by the verifier.
+
+Options (TinyWorldOptions): split, limit, max_new_tokens.
+"""
 
 from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from evals.base import EvalContext, SuiteError, SuiteResult, mean_and_stderr
 from harness.registry import register_suite
@@ -8,16 +13,27 @@ from harness.tinyworld import read_jsonl, verify
 from trainers.generation import Sampling
 
 
+class TinyWorldOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    split: str = Field("eval", pattern=r"^[A-Za-z0-9_-]+$",
+                       description="the world's split file <split>.jsonl to answer: eval (held out) or dev, "
+                                   "or any split with prompt/category/answer rows")
+    limit: int | None = Field(None, ge=1, description="answer only the first N rows (None = all)")
+    max_new_tokens: int = Field(24, gt=0, description="tokens generated per answer (greedy)")
+
+
 @register_suite("tiny-world", help="held-out tiny-world tasks, greedy, graded verifier (accuracy, score)",
-                options=("split", "limit", "max_new_tokens"))
+                options=TinyWorldOptions)
 def run(ctx: EvalContext) -> SuiteResult:
+    ctx.for_suite("tiny-world")
     if ctx.world_dir is None:
         raise SuiteError("tiny-world needs the embedded world's data (run it from train-and-eval's default config)")
-    split = ctx.option("split", "eval")
+    split = ctx.option("split")
     rows = read_jsonl(ctx.world_dir / f"{split}.jsonl")[: ctx.option("limit")]
     answers = ctx.generator().chat(
         [[{"role": "user", "content": r["prompt"]}] for r in rows],
-        Sampling(n=1, temperature=0.0, max_new_tokens=ctx.option("max_new_tokens", 24)),
+        Sampling(n=1, temperature=0.0, max_new_tokens=ctx.option("max_new_tokens")),
         desc=f"tiny-world {ctx.name}",
     )
     items = []

@@ -71,23 +71,9 @@ def _fail(exc: BaseException) -> None:
 
 
 def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' tqdm bars; ours are rich
-    import logging
-    import warnings
+    from harness.progress import quiet_libraries
 
-    warnings.filterwarnings("ignore")
-    for name in ("transformers", "datasets", "lm_eval", "trl", "accelerate", "alpaca_eval", "httpx"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import datasets
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-    except ImportError:  # the CLI's light commands (list, leaderboard) do not need them
-        pass
+    quiet_libraries()
 
 
 @app.callback()
@@ -104,21 +90,29 @@ def train_and_eval_cmd(
     suites: Optional[List[str]] = typer.Option(None, "--suites", help="Comma list, e.g. tiny-world,lm-eval."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override any option: KEY=VALUE (dotted)."),
     force: bool = typer.Option(False, "--force", help="Recompute every stage."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="inprocess (default) or accelerate: each training stage under `accelerate launch`."),
+    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="accelerate config file, e.g. configs/accelerate/zero3.yaml."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Training processes (GPUs); the global batch is split across them."),
 ) -> None:
     """Train every configured method and evaluate every checkpoint on every suite.
 
     Examples:
 
-    * `selm-bench train-and-eval` (the embedded tiny default, CPU, minutes)
+    * `selm-bench train-and-eval` (the embedded tiny default; CUDA when present, else CPU; minutes)
     * `selm-bench train-and-eval --methods sft,dpo,selm --set online.alpha=0.01 --out results/alpha-0.01`
+    * `selm-bench train-and-eval --launcher accelerate --num-processes 8 --accelerate-config configs/accelerate/zero3.yaml`
 
     Rerunning the same command resumes: finished stages are skipped.
     """
     try:
         from harness.config import load_config
 
+        launch = [f"launch.{k}={v}" for k, v in (("launcher", launcher), ("accelerate_config", accelerate_config),
+                                                  ("num_processes", num_processes)) if v is not None]
+        if (accelerate_config or num_processes) and (launcher or _set_value(sets, "launch.launcher")) != "accelerate":
+            raise UsageError("--accelerate-config and --num-processes need --launcher accelerate")
         cfg = load_config(config, overrides={"seed": seed, "methods": _split(methods), "suites": _split_suites(suites)},
-                          sets=sets or [])
+                          sets=[*(sets or []), *launch])
         run_dir = out or Path(cfg.output_dir) / cfg.name
         if run_dir.exists() and not run_dir.is_dir():
             raise UsageError(f"--out {run_dir}: exists and is not a directory")
@@ -222,6 +216,8 @@ def eval_cmd(
         _quiet_libraries()
         from harness.leaderboard import refresh
         from harness.pipeline import eval_context, run_suite
+        from harness.plan import eval_spec, judge_runtime
+        from harness.specs import Ref
         from harness.store import RunStore
 
         if not Path(model).exists():
@@ -232,15 +228,19 @@ def eval_cmd(
             AutoConfig.from_pretrained(model)  # a hub id: fail here, before anything is written
         refs = {}
         if world_dir is not None and (world_dir.parent.parent / "checkpoints" / "sft" / "model").is_dir():
-            refs["sft"] = world_dir.parent.parent / "checkpoints" / "sft" / "model"
+            refs["sft"] = Ref(path=str(world_dir.parent.parent / "checkpoints" / "sft" / "model"))
+        # --judge, else a judge named in --set or --config, else oracle in the tiny world / gpt-4 on real data
+        chosen_judge = (judge or _set_value(sets, "eval.judge") or (cfg.eval.judge if config else None)
+                        or ("oracle" if world_dir else "openai:gpt-4"))
+        model_ref = Ref(path=str(Path(model).resolve()) if Path(model).exists() else model)
+        world_ref = Ref(path=str(world_dir)) if world_dir else None
+        specs = [eval_spec(cfg, model_ref, label, suite, world_ref, refs).model_copy(update={"judge": chosen_judge})
+                 for suite in suite_list]  # bad suite options fail here, before anything is written
         store = RunStore(run_dir)
         store.manifest["results"] = suite_list
         store.start({"model": model, "suites": suite_list, "config": cfg.to_dict()}, cfg.seed, sys.argv)
-        for suite in suite_list:
-            ctx = eval_context(cfg, model, label, run_dir / suite, suite, world_dir, refs, no_judge=no_judge)
-            # --judge, else a judge named in --set or --config, else oracle in the tiny world / gpt-4 on real data
-            ctx.judge = (judge or _set_value(sets, "eval.judge") or (cfg.eval.judge if config else None)
-                         or ("oracle" if world_dir else "openai:gpt-4"))
+        for suite, spec in zip(suite_list, specs):
+            ctx = eval_context(spec, run_dir, run_dir / suite, judge_runtime(cfg), no_judge=no_judge)
             import time
 
             t0 = time.time()

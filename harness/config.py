@@ -1,258 +1,268 @@
-"""The typed experiment config: YAML in, validated dataclasses out.
+"""The typed experiment config: YAML in, validated pydantic models out.
 
-Every error names the offending key (`online.beta: must be > 0`) and is raised as
-ConfigError, which the CLI turns into one line and exit code 2.
+Every field is typed, constrained and documented next to its definition. Fields marked
+`runtime` (where results go, how many judge calls run at once, ...) cannot change any
+stage's output and are kept out of every stage key; every other field reaches the specs
+(harness/specs.py) and so the keys (tested by walking the fields).
+
+Every error names the offending key (`online.beta: ...`) and is raised as ConfigError,
+which the CLI turns into one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import re
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "tiny.yaml"
+RUNTIME = {"runtime": True}  # json_schema_extra of fields that cannot change a stage's output
 
 
 class ConfigError(ValueError):
     pass
 
 
-@dataclass
-class WorldConfig:
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _registered(kind: str):
+    def check(name: str) -> str:
+        from harness import registry
+
+        if not registry.has(kind, name):
+            raise ValueError(f"unknown {kind} {name!r} (known: {', '.join(registry.names(kind))})")
+        return name
+
+    return AfterValidator(check)
+
+
+def _category(name: str) -> str:
+    from harness.tinyworld import CATEGORIES
+
+    if name not in CATEGORIES:
+        raise ValueError(f"unknown category {name!r} (known: {', '.join(CATEGORIES)})")
+    return name
+
+
+class WorldConfig(Section):
     """The embedded tiny world (synthetic tasks with verifiable answers)."""
 
-    categories: list[str] = field(default_factory=lambda: ["add", "sub", "reverse", "count", "sort", "extract"])
-    n_sft: int = 6000
-    n_pref: int = 1500
-    n_prompts: int = 1200
-    n_dev: int = 400
-    n_eval: int = 1000
-    n_two_turn: int = 120
-    n_mc: int = 300
-    sft_noise: float = 0.0  # fraction of SFT answers replaced by the category's systematic mistake
-    two_turn_fraction: float = 0.15  # share of SFT conversations that are two-turn
+    categories: list[Annotated[str, AfterValidator(_category)]] = Field(
+        default_factory=lambda: ["add", "sub", "reverse", "count", "sort", "extract"], min_length=1,
+        description="Task categories to generate.")
+    n_sft: int = Field(6000, ge=1, description="SFT conversations.")
+    n_pref: int = Field(1500, ge=1, description="Offline preference pairs (DPO).")
+    n_prompts: int = Field(1200, ge=1, description="Online prompt pool, split into one chunk per iteration.")
+    n_dev: int = Field(400, ge=1, description="Dev prompts (for choosing settings).")
+    n_eval: int = Field(1000, ge=1, description="Held-out single-turn eval prompts.")
+    n_two_turn: int = Field(120, ge=1, description="Held-out two-turn conversations (tiny MT-Bench).")
+    n_mc: int = Field(300, ge=1, description="Held-out multiple-choice items (lm-eval task).")
+    sft_noise: float = Field(0.0, ge=0, lt=1, description="Fraction of SFT answers replaced by the category's systematic mistake.")
+    two_turn_fraction: float = Field(0.15, ge=0, le=1, description="Share of SFT conversations that are two-turn.")
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """`pretrained` = hub id or local path; empty = the tiny Llama built from the fields below."""
 
-    pretrained: str = ""
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 341
-    max_position_embeddings: int = 128
+    pretrained: str = Field("", description="Hub id or local path of SFT's starting model; empty = the tiny Llama.")
+    hidden_size: int = Field(128, ge=1, description="Tiny Llama hidden size.")
+    num_layers: int = Field(2, ge=1, description="Tiny Llama layers.")
+    num_heads: int = Field(4, ge=1, description="Tiny Llama attention heads.")
+    intermediate_size: int = Field(341, ge=1, description="Tiny Llama MLP width.")
+    max_position_embeddings: int = Field(128, ge=1, description="Tiny Llama context length.")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _local_path_exists(cls, p: str) -> str:
+        if p and (p.startswith((".", "/", "~")) or p.count("/") > 1) and not Path(p).expanduser().exists():
+            raise ValueError(f"no such local model: {p}")
+        return p
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        return self
 
 
-@dataclass
-class SFTConfig:
-    learning_rate: float = 3e-3
-    batch_size: int = 64
-    epochs: float = 8.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
+class TrainConfig(Section):
+    """What every training stage shares (sft, dpo, each online iteration)."""
+
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (cosine schedule).")
+    batch_size: int = Field(32, ge=1, description="Global batch: per-device batch x processes x gradient_accumulation_steps.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the stage's data.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
+    max_length: int = Field(256, ge=8, description="Tokens kept per prompt+response sequence.")
+    logging_steps: int = Field(10, ge=1, description="Steps between train_log.json entries.")
 
 
-@dataclass
-class DPOStageConfig:
-    beta: float = 0.1
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    epochs: float = 1.0
+class SFTConfig(TrainConfig):
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (cosine schedule).")
+    batch_size: int = Field(64, ge=1, description="Global batch: per-device batch x processes x gradient_accumulation_steps.")
+    epochs: float = Field(8.0, gt=0, description="Passes over the SFT corpus.")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many steps (-1 = by epochs).")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
 
 
-@dataclass
-class OnlineConfig:
+class DPOStageConfig(TrainConfig):
+    beta: float = Field(0.1, gt=0, description="DPO's beta (KL strength).")
+
+
+class OnlineConfig(TrainConfig):
     """Shared by iterative-dpo and selm (selm adds `alpha`)."""
 
-    iterations: int = 2
-    start: str = "dpo"  # the checkpoint iteration 1 starts from: dpo (as in the paper) or sft
-    beta: float = 0.1
-    alpha: float = 0.001
-    nll_weight: float = 0.0  # chosen-response NLL added to both losses (iterative RPO, Pang et al. 2024)
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    epochs: float = 1.0
-    num_samples: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 24
-    candidates: list[str] = field(default_factory=lambda: ["policy", "dataset"])
-    ranker: str = "oracle"
-    backend: str = "hf"
-    ref_response: str = "greedy"  # how y_ref is decoded from the reference policy
+    iterations: int = Field(2, ge=1, description="Online iterations; the prompt pool is cut into this many chunks.")
+    start: Literal["sft", "dpo"] = Field("dpo", description="Checkpoint iteration 1 starts from: dpo (as in the paper) or sft.")
+    beta: float = Field(0.1, gt=0, description="DPO's beta in every iteration.")
+    alpha: float = Field(0.001, ge=0, description="SELM's optimism weight (selm only; 0 = iterative DPO's loss).")
+    nll_weight: float = Field(0.0, ge=0, description="Chosen-response NLL added to both online losses (iterative RPO).")
+    num_samples: int = Field(4, ge=0, description="Policy samples per prompt (besides the greedy y_ref).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the policy samples.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the policy samples.")
+    max_new_tokens: int = Field(24, ge=1, description="Longest generated response.")
+    candidates: list[Literal["policy", "dataset"]] = Field(
+        default_factory=lambda: ["policy", "dataset"], min_length=1,
+        description="Candidate sources: policy (samples + y_ref) and/or dataset (the prompt's chosen/rejected).")
+    ranker: Annotated[str, _registered("ranker")] = Field("oracle", description="Ranker that scores the candidates.")
+    backend: Annotated[str, _registered("backend")] = Field("hf", description="Generation backend (hf or vllm).")
+    ref_response: Literal["greedy", "sample"] = Field("greedy", description="How y_ref is decoded from the reference policy.")
+
+    @model_validator(mode="after")
+    def _has_candidates(self) -> "OnlineConfig":
+        if self.num_samples < 1 and "dataset" not in self.candidates:
+            raise ValueError("no candidates: num_samples is 0 and 'dataset' is not in online.candidates")
+        return self
 
 
-@dataclass
-class EvalConfig:
-    batch_size: int = 64
-    judge: str = "oracle"
-    data_dir: str = ""
-    backend: str = "hf"
-    # `openai:<model>` judges: base URL (else OPENAI_BASE_URL; the key only ever from OPENAI_API_KEY)
-    judge_base_url: str = ""
-    judge_concurrency: int = 8
-    judge_max_retries: int = 5
-    judge_timeout: float = 60.0
+class EvalConfig(Section):
+    batch_size: int = Field(64, ge=1, description="Generation batch (also the online generation batch).")
+    judge: Annotated[str, _registered("judge")] = Field("oracle", description="Judge: oracle or openai:<model>.")
+    data_dir: str = Field("", description="Local mirror of the real benchmark data (see README).")
+    backend: Annotated[str, _registered("backend")] = Field("hf", description="Generation backend of the suites (hf or vllm).")
+    judge_base_url: str = Field("", description="openai: judges' base URL (else OPENAI_BASE_URL; key only from OPENAI_API_KEY).")
+    judge_concurrency: int = Field(8, ge=1, description="Judge calls in flight.", json_schema_extra=RUNTIME)
+    judge_max_retries: int = Field(5, ge=0, description="Retries of a failed judge call.", json_schema_extra=RUNTIME)
+    judge_timeout: float = Field(60.0, gt=0, description="Seconds per judge call.", json_schema_extra=RUNTIME)
 
 
-@dataclass
-class ExperimentConfig:
-    name: str = "tiny"
-    seed: int = 0
-    output_dir: str = "results"
-    device: str = "cpu"
-    methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "iterative-dpo", "selm"])
-    suites: list[str] = field(default_factory=lambda: ["tiny-world", "lm-eval", "mt-bench", "alpaca-eval"])
-    world: WorldConfig = field(default_factory=WorldConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
-    online: OnlineConfig = field(default_factory=OnlineConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    suite_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+class VLLMConfig(Section):
+    """Engine options of the `vllm` backend (online generation and every generating suite)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine.")
+    data_parallel_size: int = Field(1, ge=1, description="Independent engines on disjoint prompt shards.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory an engine may take.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weights' dtype in vLLM.")
+    max_model_len: int | None = Field(None, ge=1, description="Context length (None = the model's).")
+
+
+class LaunchConfig(Section):
+    """How training stages run: in this process, or under `accelerate launch` on their spec."""
+
+    launcher: Literal["inprocess", "accelerate"] = Field(
+        "inprocess", description="inprocess, or accelerate (each training stage under `accelerate launch`).",
+        json_schema_extra=RUNTIME)
+    accelerate_config: str = Field("", description="accelerate config file (configs/accelerate/*.yaml).",
+                                   json_schema_extra=RUNTIME)
+    num_processes: int = Field(1, ge=1, description="Training processes; the global batch is split across them.")
+
+    @field_validator("accelerate_config")
+    @classmethod
+    def _exists(cls, p: str) -> str:
+        if p and not Path(p).is_file():
+            raise ValueError(f"no such file: {p}")
+        return p
+
+
+class ExperimentConfig(Section):
+    name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name (folder under output_dir).",
+                      json_schema_extra=RUNTIME)
+    seed: int = Field(0, ge=0, description="Seed of the world, training and sampling.")
+    output_dir: str = Field("results", description="Folder of runs.", json_schema_extra=RUNTIME)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto (CUDA when present, else CPU), cpu, mps, cuda or cuda:N.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Training precision: auto = bf16 on CUDA, fp32 elsewhere.")
+    gradient_checkpointing: bool | None = Field(None, description="None = on for CUDA, off elsewhere.")
+    methods: list[Annotated[str, _registered("method")]] = Field(
+        default_factory=lambda: ["sft", "dpo", "iterative-dpo", "selm"], min_length=1, description="Methods to train.")
+    suites: list[Annotated[str, _registered("suite")]] = Field(
+        default_factory=lambda: ["tiny-world", "lm-eval", "mt-bench", "alpaca-eval"], description="Suites to evaluate on.")
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    dpo: DPOStageConfig = Field(default_factory=DPOStageConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    suite_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-suite options (each suite's typed options model validates them).")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
 
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp in (str, bool):
-        return isinstance(value, tp)
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
-    if origin is dict:
-        k, v = typing.get_args(tp)
-        return isinstance(value, dict) and all(_type_ok(a, k) and _type_ok(b, v) for a, b in value.items())
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    return isinstance(value, tp)
+SECTIONS = tuple(ExperimentConfig.model_fields)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in known:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for f in fields(cls):
-        if f.name not in data:
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-after", "literal")):  # pydantic's validator frames
             continue
-        where = f"{prefix}.{f.name}" if prefix else f.name
-        tp, value = hints[f.name], data[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, value, where)
-            continue
-        if tp is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if tp is float and isinstance(value, str):  # PyYAML reads "3e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if not _type_ok(value, tp):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
-        kwargs[f.name] = value
-    return cls(**kwargs)
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "config"
 
 
-def _check(cfg: ExperimentConfig) -> None:
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
+        msg += f", got {err['input']!r}"
+    return msg
+
+
+def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """The first pydantic error as `key: message` (one line)."""
+    err = exc.errors()[0]
+    key = _loc(tuple(err["loc"]))
+    if prefix:
+        key = prefix if key == "config" else f"{prefix}.{key}"
+    return ConfigError(f"{key}: {_message(err)}")
+
+
+def validate_suite_options(suite: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """A suite's options with every default filled in (its typed model validates them)."""
     from harness import registry
 
-    def need(cond: bool, key: str, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"{key}: {msg}")
+    model = registry.suite_options(suite)
+    if model is None:
+        raise ConfigError(f"suite_options.{suite}: not a config section or a registered suite "
+                          f"(suites: {', '.join(registry.names('suite'))})")
+    try:
+        return model.model_validate(raw).model_dump(mode="json")
+    except ValidationError as e:
+        raise config_error(e, registry.base_name("suite", suite)) from None
 
-    for key in ("online.beta", "dpo.beta", "online.alpha", "online.nll_weight", "online.temperature",
-                "sft.learning_rate", "dpo.learning_rate", "online.learning_rate", "world.sft_noise"):
-        sec, name = key.split(".")
-        need(math.isfinite(getattr(getattr(cfg, sec), name)), key, "must be a finite number")
-    need(re.fullmatch(r"cpu|mps|cuda(:\d+)?", cfg.device) is not None, "device", f"must be cpu, mps, cuda or cuda:N, got {cfg.device!r}")
-    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
-        need(getattr(cfg.model, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(cfg.model, key)}")
-    p = cfg.model.pretrained
-    if p and (p.startswith((".", "/", "~")) or p.count("/") > 1):
-        need(Path(p).expanduser().exists(), "model.pretrained", f"no such local model: {p}")
-    for sec in ("sft", "dpo", "online"):
-        need(getattr(cfg, sec).epochs > 0, f"{sec}.epochs", f"must be > 0, got {getattr(cfg, sec).epochs}")
-    need(cfg.online.max_new_tokens >= 1, "online.max_new_tokens", "must be >= 1")
-    need(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
-    need(bool(cfg.world.categories), "world.categories", "at least one category is needed")
-    need(cfg.online.start in ("sft", "dpo"), "online.start", f"must be 'sft' or 'dpo', got {cfg.online.start!r}")
-    need(cfg.online.beta > 0, "online.beta", f"must be > 0, got {cfg.online.beta}")
-    need(cfg.dpo.beta > 0, "dpo.beta", f"must be > 0, got {cfg.dpo.beta}")
-    need(cfg.online.alpha >= 0, "online.alpha", f"must be >= 0, got {cfg.online.alpha}")
-    need(cfg.online.nll_weight >= 0, "online.nll_weight", f"must be >= 0, got {cfg.online.nll_weight}")
-    need(cfg.online.iterations >= 1, "online.iterations", f"must be >= 1, got {cfg.online.iterations}")
-    need(cfg.online.num_samples >= 0, "online.num_samples", "must be >= 0")
-    need(0 < cfg.online.top_p <= 1, "online.top_p", f"must be in (0, 1], got {cfg.online.top_p}")
-    need(cfg.online.temperature >= 0, "online.temperature", "must be >= 0")
-    need(cfg.online.ref_response in ("greedy", "sample"), "online.ref_response", "must be 'greedy' or 'sample'")
-    for sec in ("sft", "dpo", "online"):
-        lr = getattr(cfg, sec).learning_rate
-        need(lr > 0, f"{sec}.learning_rate", f"must be > 0, got {lr}")
-        need(getattr(cfg, sec).batch_size >= 1, f"{sec}.batch_size", "must be >= 1")
-    need(0 <= cfg.world.sft_noise < 1, "world.sft_noise", "must be in [0, 1)")
-    for key in ("n_sft", "n_pref", "n_prompts", "n_eval", "n_mc", "n_two_turn", "n_dev"):
-        need(getattr(cfg.world, key) >= 1, f"world.{key}", "must be >= 1")
-    need(cfg.model.hidden_size % cfg.model.num_heads == 0, "model.hidden_size", "must be divisible by model.num_heads")
-    need(bool(cfg.methods), "methods", "at least one method is needed")
-    for i, m in enumerate(cfg.methods):
-        need(registry.has("method", m), f"methods[{i}]", f"unknown method {m!r} (known: {', '.join(registry.names('method'))})")
-    for i, s in enumerate(cfg.suites):
-        need(registry.has("suite", s), f"suites[{i}]", f"unknown suite {s!r} (known: {', '.join(registry.names('suite'))})")
-    for key, value in (("online.ranker", cfg.online.ranker),):
-        need(registry.has("ranker", value), key, f"unknown ranker {value!r} (known: {', '.join(registry.names('ranker'))})")
-    for key, value in (("online.backend", cfg.online.backend), ("eval.backend", cfg.eval.backend)):
-        need(registry.has("backend", value), key, f"unknown backend {value!r} (known: {', '.join(registry.names('backend'))})")
-    need(registry.has("judge", cfg.eval.judge), "eval.judge", f"unknown judge {cfg.eval.judge!r} (known: {', '.join(registry.names('judge'))})")
-    need(cfg.eval.judge_concurrency >= 1, "eval.judge_concurrency", "must be >= 1")
-    need(cfg.eval.judge_max_retries >= 0, "eval.judge_max_retries", "must be >= 0")
-    need(cfg.eval.judge_timeout > 0, "eval.judge_timeout", "must be > 0")
-    for c in cfg.online.candidates:
-        need(c in ("policy", "dataset"), "online.candidates", f"unknown candidate source {c!r} (known: policy, dataset)")
-    need(bool(cfg.online.candidates), "online.candidates", "at least one of: policy, dataset")
-    need(cfg.online.num_samples >= 1 or "dataset" in cfg.online.candidates, "online.num_samples", "no candidates: num_samples is 0 and 'dataset' is not in online.candidates")
-    need(cfg.world.n_prompts >= cfg.online.iterations, "online.iterations",
-         f"{cfg.online.iterations} iterations need at least as many prompts (world.n_prompts = {cfg.world.n_prompts})")
+
+def _cross_checks(cfg: ExperimentConfig) -> None:
+    if cfg.world.n_prompts < cfg.online.iterations:
+        raise ConfigError(f"online.iterations: {cfg.online.iterations} iterations need at least as many prompts "
+                          f"(world.n_prompts = {cfg.world.n_prompts})")
     for key, opts in cfg.suite_options.items():
-        need(registry.has("suite", key), f"suite_options.{key}",
-             f"not a config section or a registered suite (suites: {', '.join(registry.names('suite'))})")
-        known = registry.suite_options(key)
-        need(isinstance(opts, dict), f"suite_options.{key}", "must be a mapping of option: value")
-        for opt in opts if known is not None else ():
-            need(opt in known, f"{key}.{opt}", f"unknown option of suite {key} (known: {', '.join(sorted(known))})")
-    for c in cfg.world.categories:
-        from harness.tinyworld import CATEGORIES
-
-        need(c in CATEGORIES, "world.categories", f"unknown category {c!r} (known: {', '.join(CATEGORIES)})")
+        validate_suite_options(key, opts)
 
 
 def parse_value(text: str) -> Any:
@@ -263,16 +273,27 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _field_type(parts: list[str]) -> Any:
+    """The annotation of a dotted config key, if it names a field."""
+    model: Any = ExperimentConfig
+    for p in parts:
+        fields = getattr(model, "model_fields", None)
+        if not fields or p not in fields:
+            return None
+        model = fields[p].annotation
+    return model
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` with dotted keys. A first part naming a suite goes to `suite_options`."""
+    """`KEY=VALUE` with dotted keys. A first part naming a suite goes to `suite_options`.
+    A value for a text field stays text (`--set name=007`); others are read as YAML."""
     data = copy.deepcopy(data)
-    top = {f.name for f in fields(ExperimentConfig)}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        if parts[0] not in top:
+        if parts[0] not in SECTIONS:
             if len(parts) < 2:
                 raise ConfigError(f"--set {key}: unknown key")
             parts = ["suite_options", parts[0], ".".join(parts[1:])]
@@ -281,11 +302,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {p} is not a section")
-        node[parts[-1]] = parse_value(raw)
+        node[parts[-1]] = raw if _field_type(parts) is str else parse_value(raw)
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, sets: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                sets: list[str] | None = None) -> ExperimentConfig:
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -295,10 +317,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
     data = apply_overrides(data, sets or [])
-    cfg = _build(ExperimentConfig, data, "")
-    _check(cfg)
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise config_error(e) from None
+    _cross_checks(cfg)
     return cfg

@@ -1,12 +1,14 @@
-"""train-and-eval: world -> methods' stages -> every suite on every checkpoint -> leaderboard.
+"""train-and-eval: plan the stages (harness/plan.py), run each unless its key is done, then
+the leaderboard.
 
-Each stage runs into a temp folder swapped in atomically, and records its key (a hash of
-its config and its inputs' keys); a rerun skips stages whose key is unchanged.
+Each stage runs from its spec alone (harness/run_stage.py) into a temp folder swapped in
+atomically, and records its key (the hash of its spec, which names its inputs' keys); a rerun
+skips stages whose key is unchanged. Under `launch.launcher: accelerate` the training stages
+run under `accelerate launch`; everything else runs in this process.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -15,67 +17,56 @@ from typing import Any
 from evals.base import EvalContext, SuiteResult
 from harness import registry
 from harness.config import ExperimentConfig
+from harness.plan import Stage, judge_runtime, plan
 from harness.progress import say
-from harness.store import RunStore, atomic_dir, atomic_write_json, atomic_write_text, stable_hash
-from harness.tinyworld import build_base_model, build_tokenizer, build_world, read_jsonl
+from harness.run_stage import run_stage
+from harness.specs import TRAINING_KINDS, EvalSpec, to_json
+from harness.store import RunStore, atomic_dir, atomic_write_json, atomic_write_text
 
 
-class RunPaths:
-    def __init__(self, root: Path, pretrained: str = ""):
-        self.root = Path(root)
-        self.world_dir = self.root / "world" / "data"
-        # `model.pretrained` (hub id or path) replaces the tiny Llama as SFT's starting point.
-        self.base_model = pretrained or self.root / "world" / "base-model"
-        self._rows: dict[str, list[dict[str, Any]]] = {}
-
-    def model(self, name: str) -> Path:
-        return self.root / "checkpoints" / name / "model"
-
-    def stage_dir(self, name: str) -> Path:
-        return self.root / ("world" if name == "world" else f"checkpoints/{name}")
-
-    def eval_dir(self, checkpoint: str) -> Path:
-        return self.root / "evals" / checkpoint
-
-    def world_rows(self, split: str) -> list[dict[str, Any]]:
-        if split not in self._rows:
-            self._rows[split] = read_jsonl(self.world_dir / f"{split}.jsonl")
-        return self._rows[split]
-
-
-def plan_methods(cfg: ExperimentConfig, paths: RunPaths) -> list[Any]:
-    """The configured methods plus what they start from, in dependency order."""
-    order: list[str] = []
-
-    def add(name: str) -> None:
-        method = registry.get("method", name)()
-        for dep in method.needs(cfg) if hasattr(method, "needs") else method.requires:
-            add(dep)
-        if name not in order:
-            order.append(name)
-
-    for m in cfg.methods:
-        add(m)
-    return [s for m in order for s in registry.get("method", m)().plan(cfg, paths)]
-
-
-def _run_stage(store: RunStore, name: str, stage_dir: Path, key: str, fn) -> bool:
-    """Run `fn(tmp_dir)` unless done with this key; returns True if it ran."""
-    rec_name = str(stage_dir.relative_to(store.root))
-    if store.is_done(rec_name, key):
-        say(f"[dim]skip[/dim] {name} (done)")
+def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[str, Any] | None = None) -> bool:
+    """Run one stage unless done with this key; returns True if it ran."""
+    key = stage.key
+    if store.is_done(stage.folder, key):
+        say(f"[dim]skip[/dim] {stage.name} (done)")
         return False
     t0 = time.time()
-    store.record(rec_name, key, "running", t0)
+    store.record(stage.folder, key, "running", t0)
+    final = store.root / stage.folder
     try:
-        with atomic_dir(stage_dir) as tmp:
-            fn(tmp)
+        with atomic_dir(final) as tmp:
+            if cfg.launch.launcher == "accelerate" and stage.spec.kind in TRAINING_KINDS:
+                from harness.launch import launch_training
+
+                launch_training(stage.spec, store.root, tmp, cfg.launch,
+                                log=store.root / "logs" / f"{stage.name.replace('/', '-')}.log")
+            else:
+                run_stage(stage.spec, store.root, tmp, runtime)
+            atomic_write_text(tmp / "spec.json", to_json(stage.spec))
+            relocate_task_files(tmp, final)
     except BaseException:
-        store.record(rec_name, key, "failed", t0)
+        store.record(stage.folder, key, "failed", t0)
         raise
-    store.record(rec_name, key, "done", t0)
-    say(f"[green]done[/green] {name} in {time.time() - t0:.1f}s")
+    store.record(stage.folder, key, "done", t0)
+    say(f"[green]done[/green] {stage.name} in {time.time() - t0:.1f}s")
     return True
+
+
+def eval_context(spec: EvalSpec, root: Path, out: Path, runtime: dict[str, Any] | None = None,
+                 no_judge: bool = False) -> EvalContext:
+    """A suite's context from its spec: locations resolved under `root`, judge runtime beside it."""
+    judge_options = dict(runtime or {})
+    if spec.judge_base_url:
+        judge_options["base_url"] = spec.judge_base_url
+    return EvalContext(
+        model=spec.model.resolve(root), name=spec.name, suite=spec.suite, out_dir=Path(out), options=dict(spec.options),
+        preset=spec.suite.split(":", 1)[1] if ":" in spec.suite else None,
+        data_dir=Path(spec.data_dir) if spec.data_dir else None,
+        world_dir=Path(spec.world.resolve(root)) if spec.world else None, backend=spec.backend,
+        backend_options=dict(spec.backend_options), judge=spec.judge, judge_options=judge_options,
+        no_judge=no_judge, device=spec.device, seed=spec.seed,
+        references={k: Path(r.resolve(root)) for k, r in spec.references.items()},
+    )
 
 
 def context_record(ctx: EvalContext) -> dict[str, Any]:
@@ -116,91 +107,29 @@ def run_suite(ctx: EvalContext, suite: str, method: str | None = None) -> SuiteR
 
 
 def relocate_task_files(tmp: Path, final: Path) -> None:
-    """Generated lm-eval task YAMLs hold absolute data paths; point them where the folder will live."""
+    """Generated files that hold absolute paths (lm-eval task YAMLs, the judge context in
+    metrics.json) point at the temp folder; point them where the folder will live."""
     src, dst = str(Path(tmp).resolve()), str(Path(final).resolve())
-    for path in Path(tmp).rglob("*.yaml"):
+    for path in [*Path(tmp).rglob("*.yaml"), *Path(tmp).glob("metrics.json")]:
         text = path.read_text()
         if src in text:
             atomic_write_text(path, text.replace(src, dst))
 
 
-def suite_options(cfg: ExperimentConfig, suite: str) -> dict[str, Any]:
-    base = registry.base_name("suite", suite)
-    return {**cfg.suite_options.get(base, {}), **cfg.suite_options.get(suite, {})}
-
-
-def eval_context(cfg: ExperimentConfig, model: Path | str, name: str, out_dir: Path, suite: str,
-                 world_dir: Path | None, references: dict[str, Path], no_judge: bool = False) -> EvalContext:
-    preset = suite.split(":", 1)[1] if ":" in suite else None
-    return EvalContext(
-        model=str(model), name=name, out_dir=out_dir, options=suite_options(cfg, suite), preset=preset,
-        data_dir=Path(cfg.eval.data_dir) if cfg.eval.data_dir else None, world_dir=world_dir,
-        backend=cfg.eval.backend, backend_options={"batch_size": cfg.eval.batch_size}, judge=cfg.eval.judge,
-        judge_options=judge_options(cfg),
-        no_judge=no_judge, device=cfg.device, seed=cfg.seed, references=references,
-    )
-
-
-def judge_options(cfg: ExperimentConfig) -> dict[str, Any]:
-    e = cfg.eval
-    opts = {"concurrency": e.judge_concurrency, "max_retries": e.judge_max_retries, "timeout": e.judge_timeout}
-    return {**opts, "base_url": e.judge_base_url} if e.judge_base_url else opts
-
-
-def eval_key(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The eval settings that can change results (a judge's concurrency, retries and timeout cannot)."""
-    out = dataclasses.asdict(cfg.eval)
-    for k in ("judge_concurrency", "judge_max_retries", "judge_timeout"):
-        out.pop(k)
-    if not out["judge_base_url"]:
-        out.pop("judge_base_url")
-    return out
-
-
 def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str]) -> list[dict[str, Any]]:
     from harness.leaderboard import collect_rows, write_leaderboard
 
-    paths = RunPaths(out, cfg.model.pretrained)
+    stages, evals = plan(cfg)  # a bad combination (batch vs processes) fails here, before anything is written
     store = RunStore(out, force=force)
     store.start(cfg.to_dict(), cfg.seed, command)
-    keys: dict[str, str] = {}
-
-    world_cfg = {"world": dataclasses.asdict(cfg.world), "model": dataclasses.asdict(cfg.model), "seed": cfg.seed}
-    keys["world"] = stable_hash(world_cfg)
-
-    def build(tmp: Path) -> None:
-        counts = build_world(cfg.world, seed=cfg.seed, out=tmp / "data")
-        if not cfg.model.pretrained:
-            tok = build_tokenizer(tmp / "base-model")
-            build_base_model(cfg.model, tok, cfg.seed, tmp / "base-model")
-        atomic_write_json(tmp / "counts.json", counts)
-
-    _run_stage(store, "world", paths.stage_dir("world"), keys["world"], build)
-
-    stages = plan_methods(cfg, paths)
     for st in stages:
-        keys[st.name] = stable_hash({"config": st.config, "inputs": [keys[i] for i in st.inputs],
-                                     "device": cfg.device})
-        _run_stage(store, st.name, paths.stage_dir(st.name), keys[st.name], st.run)
-
-    refs = {"sft": paths.model("sft")}
+        execute(store, st, cfg)
     # The leaderboard shows exactly this plan's results, not leftovers of earlier plans.
-    store.manifest["results"] = [str(paths.eval_dir(st.name).relative_to(out) / s) for st in stages for s in cfg.suites]
-    for st in stages:
-        for suite in cfg.suites:
-            eval_cfg = {"eval": eval_key(cfg), "options": suite_options(cfg, suite),
-                        "model": keys[st.name], "ref": keys.get("sft"), "world": keys["world"],
-                        "seed": cfg.seed, "device": cfg.device}
-            out_dir = paths.eval_dir(st.name) / suite
-
-            def run(tmp: Path, st=st, suite=suite, out_dir=out_dir) -> None:
-                ctx = eval_context(cfg, paths.model(st.name), st.name, tmp, suite, paths.world_dir, refs)
-                run_suite(ctx, suite)
-                relocate_task_files(tmp, out_dir)
-
-            _run_stage(store, f"eval {st.name} {suite}", out_dir, stable_hash(eval_cfg), run)
-            _say_metrics(out_dir)
-
+    store.manifest["results"] = [ev.folder for ev in evals]
+    runtime = judge_runtime(cfg)
+    for ev in evals:
+        execute(store, ev, cfg, runtime)
+        _say_metrics(store.root / ev.folder)
     rows = collect_rows(out)
     write_leaderboard(out, rows)
     store.finish()

@@ -45,3 +45,24 @@ def progress(desc: str, total: int | None) -> Iterator[_Bar]:
 
 def say(msg: str) -> None:
     console.print(msg, highlight=False)
+
+
+def quiet_libraries() -> None:
+    """Libraries' own bars, warnings and log lines off: progress is ours, logs go to files."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "datasets", "lm_eval", "trl", "accelerate", "alpaca_eval", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import datasets
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    except ImportError:  # the CLI's light commands (list, leaderboard) do not need them
+        pass

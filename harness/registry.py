@@ -20,7 +20,7 @@ class Entry:
     name: str
     obj: Any
     help: str
-    options: frozenset[str] | None = None  # suites: the option names they read (None = not declared)
+    options: Any = None  # suites: their pydantic options model (extra="forbid"), declared next to the suite
 
 
 class RegistryError(KeyError):
@@ -33,7 +33,7 @@ _PREFIX_KINDS = ("judge",)  # judges may be parameterised: "openai:gpt-4" -> ent
 _loaded = False
 
 
-def register(kind: str, name: str, help: str = "", options: tuple[str, ...] | None = None) -> Callable[[Any], Any]:
+def register(kind: str, name: str, help: str = "", options: Any = None) -> Callable[[Any], Any]:
     if kind not in KINDS:
         raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
 
@@ -41,8 +41,7 @@ def register(kind: str, name: str, help: str = "", options: tuple[str, ...] | No
         if name in _ENTRIES[kind] and _ENTRIES[kind][name].obj is not obj:
             raise ValueError(f"{kind} {name!r} is registered twice")
         doc = help or (obj.__doc__ or "").strip().splitlines()[0:1]
-        _ENTRIES[kind][name] = Entry(kind, name, obj, doc if isinstance(doc, str) else "".join(doc),
-                                     frozenset(options) if options is not None else None)
+        _ENTRIES[kind][name] = Entry(kind, name, obj, doc if isinstance(doc, str) else "".join(doc), options)
         return obj
 
     return deco
@@ -52,8 +51,13 @@ def register_method(name: str, help: str = ""):
     return register("method", name, help)
 
 
-def register_suite(name: str, help: str = "", options: tuple[str, ...] | None = None):
-    """`options`: the suite's option names, so a misspelt `--set suite.key=...` is an error."""
+def register_suite(name: str, help: str = "", options: Any = None):
+    """`options`: the suite's options as a pydantic model (typed, documented, `extra="forbid"`),
+    so a misspelt or mistyped `--set suite.key=...` is an error before anything runs."""
+    from pydantic import BaseModel
+
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise TypeError(f"suite {name!r}: options must be a pydantic BaseModel subclass")
     return register("suite", name, help, options)
 
 
@@ -109,7 +113,8 @@ def get(kind: str, name: str) -> Any:
     return _ENTRIES[kind][key].obj
 
 
-def suite_options(name: str) -> frozenset[str] | None:
+def suite_options(name: str) -> Any:
+    """The suite's options model (a pydantic BaseModel subclass), or None for an unknown suite."""
     load_all()
     entry = _ENTRIES["suite"].get(base_name("suite", name))
     return entry.options if entry else None

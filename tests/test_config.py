@@ -78,10 +78,12 @@ def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
 
 
 def test_online_methods_can_start_from_sft():
-    from harness.pipeline import RunPaths, plan_methods
+    from harness.plan import plan
 
-    cfg = load_config(sets=["online.start=sft"])
-    cfg.methods = ["selm"]
-    stages = plan_methods(cfg, RunPaths("/tmp/unused"))
-    assert [s.name for s in stages] == ["sft", "selm/iter-1", "selm/iter-2"]
-    assert stages[1].inputs == ["world", "sft"]
+    cfg = load_config(sets=["online.start=sft", "methods=[selm]"])
+    stages, _ = plan(cfg)
+    assert [s.name for s in stages] == ["world", "sft", "selm/iter-1/generate", "selm/iter-1/rank", "selm/iter-1",
+                                        "selm/iter-2/generate", "selm/iter-2/rank", "selm/iter-2"]
+    sft, gen, train = stages[1], stages[2], stages[4]
+    assert gen.spec.policy.key == sft.key and train.spec.policy == sft.ref() and train.spec.reference == sft.ref()
+    assert train.spec.pairs.key == stages[3].key

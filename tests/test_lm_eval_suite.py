@@ -9,7 +9,7 @@ from harness import registry
 
 
 def _ctx(tmp_path, **kw):
-    return EvalContext(model=kw.pop("model", "unused"), name="m", out_dir=tmp_path / "lm-eval", **kw)
+    return EvalContext(model=kw.pop("model", "unused"), name="m", out_dir=tmp_path / "lm-eval", suite="lm-eval", **kw)
 
 
 def test_openllm_preset_resolves_without_running(tmp_path):
@@ -91,3 +91,29 @@ def test_tinyworld_parity_with_plain_lm_eval(tmp_path, tiny_world, tiny_model):
     saved = json.loads((ctx.out_dir / "results.json").read_text())
     assert saved["results"]["tinyworld_mc"]["acc,none"] == expected["acc,none"] and "samples" not in saved
     assert len((ctx.out_dir / "samples_tinyworld_mc.jsonl").read_text().splitlines()) == 8
+
+
+def test_vllm_model_args(tmp_path):
+    ctx = _ctx(tmp_path, model="/ckpt/policy", backend="vllm",
+               backend_options={"batch_size": 32, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8,
+                                "dtype": "bfloat16", "max_model_len": 4096, "data_parallel_size": 1,
+                                "unrelated": "x", "max_num_seqs": None})
+    assert L.vllm_model_args(ctx) == {"pretrained": "/ckpt/policy", "tensor_parallel_size": 2,
+                                      "gpu_memory_utilization": 0.8, "dtype": "bfloat16", "max_model_len": 4096,
+                                      "data_parallel_size": 1, "batch_size": 32}
+    # The suite option batch_size wins over the backend's; unset backend options are not passed.
+    ctx = _ctx(tmp_path, model="m", backend="vllm", options={"batch_size": 4},
+               backend_options={"batch_size": 32, "dtype": None})
+    assert L.vllm_model_args(ctx) == {"pretrained": "m", "batch_size": 4}
+    assert L.vllm_model_args(_ctx(tmp_path, model="m", backend="vllm")) == {"pretrained": "m"}  # lm-eval's "auto"
+
+
+def test_vllm_backend_without_vllm_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(SuiteError) as err:
+        L.make_lm(_ctx(tmp_path, model="m", backend="vllm", backend_options={"tensor_parallel_size": 2}))
+    assert str(err.value) == ("backend vllm needs the optional extra: pip install 'selm-bench[vllm]' "
+                              "(vllm is not installed)")

@@ -75,7 +75,7 @@ def test_run_store_contents(micro_run):
     for name in EXPECTED:
         AutoTokenizer.from_pretrained(out / "checkpoints" / name / "model")
     AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "selm" / "iter-2" / "model")
-    gens = [json.loads(line) for line in (out / "checkpoints/selm/iter-1/generations.jsonl").read_text().splitlines()]
+    gens = [json.loads(line) for line in (out / "checkpoints/selm/iter-1/rank/generations.jsonl").read_text().splitlines()]
     assert len(gens) == MICRO["world"]["n_prompts"] // 2  # disjoint chunk per iteration
     g = gens[0]
     assert {"prompt", "candidates", "scores", "chosen", "rejected", "y_ref", "used"} <= set(g)
@@ -92,7 +92,8 @@ def test_resume_skips_everything_and_changes_nothing(micro_run):
     before = tree_digest(out)
     again = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("skip") == 1 + len(EXPECTED) + len(EXPECTED) * len(MICRO["suites"])
+    online = [c for c in EXPECTED if "/iter-" in c]  # generate, rank and train stages each
+    assert again.stderr.count("skip") == 1 + len(EXPECTED) + 2 * len(online) + len(EXPECTED) * len(MICRO["suites"])
     assert tree_digest(out) == before
 
 

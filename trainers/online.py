@@ -1,8 +1,8 @@
-"""One online iteration: generate with the current policy, rank, pair best vs worst, train.
-
-The trained model becomes the next policy and the next reference; within an iteration
-the reference (the incoming policy) is frozen. y_ref is the reference policy's own
-response to each prompt (greedy by default, as in the paper).
+"""One online iteration's first two stages: generate the candidates of a prompt chunk with
+the current policy, then rank them (best -> chosen, worst -> rejected). The third stage
+trains on the ranked pairs (trainers/train.py: train_preference), and the trained model is
+the next iteration's policy and reference. y_ref is the reference policy's own response to
+each prompt (greedy by default, as in the paper).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 
 from harness import registry
 from harness.progress import say
-from harness.tinyworld import write_jsonl
+from harness.specs import GenerateSpec, RankSpec
+from harness.tinyworld import read_jsonl, write_jsonl
 from trainers.generation import Sampling
-from trainers.methods import assistant, train_preference, user
+from trainers.train import user
 
 
 def prompt_chunk(rows: list[dict[str, Any]], iteration: int, iterations: int) -> list[dict[str, Any]]:
@@ -39,38 +40,38 @@ def build_pairs(
     return records, pairs
 
 
-def run_iteration(cfg: Any, paths: Any, policy: Path, iteration: int, out: Path, selm: bool) -> None:
-    o = cfg.online
-    prompts = prompt_chunk(paths.world_rows("prompts"), iteration, o.iterations)
+def generate(spec: GenerateSpec, root: Path, out: Path) -> None:
+    """Writes `candidates.jsonl`: each prompt row with its `candidates` and `y_ref`."""
+    prompts = prompt_chunk(read_jsonl(Path(spec.prompts.resolve(root))), spec.chunk, spec.chunks)
+    if not prompts:
+        raise RuntimeError(f"{spec.prompts.path}: chunk {spec.chunk} of {spec.chunks} has no prompts")
     convs = [user(p["prompt"]) for p in prompts]
-    gen = registry.get("backend", o.backend)(str(policy), device=cfg.device, batch_size=cfg.eval.batch_size)
-    seed = cfg.seed * 1000 + iteration
-    ref_sampling = Sampling(n=1, temperature=0.0 if o.ref_response == "greedy" else o.temperature, top_p=o.top_p,
-                            max_new_tokens=o.max_new_tokens, seed=seed)
-    y_ref = [r[0] for r in gen.chat(convs, ref_sampling, desc=f"y_ref iter-{iteration}")]
+    gen = registry.get("backend", spec.backend)(spec.policy.resolve(root), device=spec.device, **spec.backend_options)
+    ref_sampling = Sampling(n=1, temperature=0.0 if spec.ref_response == "greedy" else spec.temperature,
+                            top_p=spec.top_p, max_new_tokens=spec.max_new_tokens, seed=spec.seed)
+    y_ref = [r[0] for r in gen.chat(convs, ref_sampling, desc=f"y_ref iter-{spec.chunk}")]
     candidates: list[list[str]] = [[] for _ in prompts]
-    if "policy" in o.candidates:
-        if o.num_samples:
-            samples = gen.chat(convs, Sampling(n=o.num_samples, temperature=o.temperature, top_p=o.top_p,
-                                               max_new_tokens=o.max_new_tokens, seed=seed),
-                               desc=f"sample iter-{iteration}")
+    if "policy" in spec.candidates:
+        if spec.num_samples:
+            samples = gen.chat(convs, Sampling(n=spec.num_samples, temperature=spec.temperature, top_p=spec.top_p,
+                                               max_new_tokens=spec.max_new_tokens, seed=spec.seed),
+                               desc=f"sample iter-{spec.chunk}")
             candidates = [c + s for c, s in zip(candidates, samples)]
         candidates = [c + [y] for c, y in zip(candidates, y_ref)]
-    if "dataset" in o.candidates:
+    if "dataset" in spec.candidates:
         candidates = [c + [p["chosen"], p["rejected"]] for c, p in zip(candidates, prompts)]
-    del gen
+    write_jsonl(out / "candidates.jsonl", [{**p, "candidates": c, "y_ref": y} for p, c, y in zip(prompts, candidates, y_ref)])
 
-    ranker = registry.get("ranker", o.ranker)()
-    scores = ranker.score(prompts, candidates)
-    records, pairs = build_pairs(prompts, candidates, scores)
-    for r, y in zip(records, y_ref):
-        r["y_ref"] = y
+
+def rank(spec: RankSpec, root: Path, out: Path) -> None:
+    """Writes `generations.jsonl`: candidates, scores, chosen (best), rejected (worst), y_ref, used."""
+    rows = read_jsonl(Path(spec.candidates.resolve(root)))
+    prompts = [{k: v for k, v in r.items() if k not in ("candidates", "y_ref")} for r in rows]
+    scores = registry.get("ranker", spec.ranker)().score(prompts, [r["candidates"] for r in rows])
+    records, pairs = build_pairs(prompts, [r["candidates"] for r in rows], scores)
+    for rec, r in zip(records, rows):
+        rec["y_ref"] = r["y_ref"]
     write_jsonl(out / "generations.jsonl", records)
     if not pairs:
-        raise RuntimeError(f"iteration {iteration}: every prompt's candidates scored the same; nothing to train on")
-    rows = [{"prompt": user(r["prompt"]), "chosen": assistant(r["chosen"]), "rejected": assistant(r["rejected"]),
-             "ref_response": assistant(r["y_ref"])} for r in pairs]
-    say(f"  iteration {iteration}: {len(pairs)}/{len(records)} prompts gave a pair")
-    train_preference(str(policy), str(policy), rows, beta=o.beta, lr=o.learning_rate, batch_size=o.batch_size,
-                     epochs=o.epochs, out=out / "model", seed=cfg.seed, device=cfg.device,
-                     alpha=o.alpha if selm else None, nll_weight=o.nll_weight, desc=f"{'selm' if selm else 'dpo'} iter-{iteration}")
+        raise RuntimeError("every prompt's candidates scored the same; nothing to train on")
+    say(f"  {len(pairs)}/{len(records)} prompts gave a pair")

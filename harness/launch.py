@@ -1,0 +1,69 @@
+"""Training stages under `accelerate launch`: the spec is written to a file and every process
+runs `python -m harness.run_stage` on it. accelerate (and DeepSpeed, FSDP, multi-node through
+its config) does the distribution; nothing here is a launcher of its own.
+
+Without a config file, N > 1 processes use accelerate's multi-process launcher
+(`--multi_gpu`, which is torch.distributed: NCCL on GPUs, gloo on a CPU-only machine; its
+`--cpu` mode would silently run one process without an MPI launcher).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.config import LaunchConfig
+from harness.specs import TrainArgs, to_json
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_command(spec_file: Path, root: Path, out: Path, launch: LaunchConfig, train: TrainArgs) -> list[str]:
+    exe = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    cmd = [exe] if exe else [sys.executable, "-m", "accelerate.commands.launch"]
+    if exe:
+        cmd.append("launch")
+    n = launch.num_processes
+    if launch.accelerate_config:
+        cmd += ["--config_file", str(Path(launch.accelerate_config).resolve()), "--num_processes", str(n)]
+    else:
+        mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[train.precision]
+        cmd += ["--num_processes", str(n), "--num_machines", "1", "--mixed_precision", mp, "--dynamo_backend", "no"]
+        if n > 1:
+            cmd += ["--multi_gpu", "--main_process_port", str(free_port())]
+        elif train.device == "cpu":
+            cmd += ["--cpu"]
+    return cmd + ["-m", "harness.run_stage", str(spec_file), "--root", str(root), "--out", str(out)]
+
+
+def launch_training(spec: Any, root: Path, out: Path, launch: LaunchConfig, log: Path) -> None:
+    """Run a training spec under accelerate; its output (both streams) goes to `log`."""
+    spec_file = out / "spec.json"
+    spec_file.write_text(to_json(spec))
+    cmd = accelerate_command(spec_file, Path(root).resolve(), Path(out).resolve(), launch, spec.train)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"accelerate launch failed (exit {proc.returncode}): {last_error(log)} (log: {log})")
+
+
+def last_error(log: Path) -> str:
+    """The last line of a worker's log that reads like an error, else its last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or line.startswith("error"):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"

@@ -1,0 +1,144 @@
+"""From a config to the run's stages: each a name, a folder in the run and a frozen spec.
+
+Devices and precisions are resolved here (`device: auto` -> cuda when present, else cpu;
+`precision: auto` -> bf16 on CUDA, fp32 elsewhere), so a spec says exactly what its stage
+does and its key changes when that changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness import registry
+from harness.config import ConfigError, ExperimentConfig, TrainConfig, validate_suite_options
+from harness.specs import EvalSpec, Ref, TinyModel, TrainArgs, WorldSpec, spec_key
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # "world", "sft", "selm/iter-1/generate", "eval selm/iter-1 tiny-world"
+    folder: str  # run-relative folder the stage writes (atomically)
+    spec: Any
+    checkpoint: str | None = None  # the checkpoint a training stage makes ("selm/iter-1")
+    method: str | None = None
+    iteration: int | None = None
+
+    @property
+    def key(self) -> str:
+        return spec_key(self.spec)
+
+    def ref(self, file: str = "") -> Ref:
+        return Ref(path=f"{self.folder}/{file}".rstrip("/"), key=self.key)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def precision(cfg: ExperimentConfig) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if resolve_device(cfg.device).startswith("cuda") else "fp32"
+
+
+def train_args(cfg: ExperimentConfig, section: str) -> TrainArgs:
+    """The section's training settings with the global batch split over processes and accumulation."""
+    t: TrainConfig = getattr(cfg, section)
+    procs, accum = cfg.launch.num_processes, t.gradient_accumulation_steps
+    if t.batch_size % (procs * accum):
+        raise ConfigError(f"{section}.batch_size: {t.batch_size} is not divisible by launch.num_processes x "
+                          f"{section}.gradient_accumulation_steps = {procs * accum}")
+    device = resolve_device(cfg.device)
+    checkpointing = cfg.gradient_checkpointing
+    return TrainArgs(
+        learning_rate=t.learning_rate, per_device_batch_size=t.batch_size // (procs * accum),
+        gradient_accumulation_steps=accum, num_processes=procs, epochs=t.epochs,
+        max_steps=getattr(t, "max_steps", -1), warmup_ratio=t.warmup_ratio, weight_decay=getattr(t, "weight_decay", 0.0),
+        max_length=t.max_length, logging_steps=t.logging_steps, seed=cfg.seed, device=device, precision=precision(cfg),
+        gradient_checkpointing=device.startswith("cuda") if checkpointing is None else checkpointing,
+    )
+
+
+def backend_options(cfg: ExperimentConfig, backend: str) -> dict[str, Any]:
+    """What a generation backend is built with: the batch, plus the engine options for vllm."""
+    opts: dict[str, Any] = {"batch_size": cfg.eval.batch_size}
+    if backend == "vllm":
+        opts.update(cfg.vllm.model_dump(mode="json"))
+    return opts
+
+
+def world_stage(cfg: ExperimentConfig) -> Stage:
+    m = cfg.model
+    tiny = None if m.pretrained else TinyModel(**m.model_dump(exclude={"pretrained"}))
+    return Stage("world", "world", WorldSpec(world=cfg.world, tiny_model=tiny, seed=cfg.seed))
+
+
+def base_model_ref(cfg: ExperimentConfig, world: Stage) -> Ref:
+    return Ref(path=cfg.model.pretrained) if cfg.model.pretrained else world.ref("base-model")
+
+
+def checkpoint_folder(name: str) -> str:
+    """A training stage's folder is its model folder (`stage.json` and `train_log.json` beside the weights)."""
+    return f"checkpoints/{name}/model"
+
+
+def plan_methods(cfg: ExperimentConfig, world: Stage) -> list[Stage]:
+    """The configured methods plus what they start from, in dependency order."""
+    order: list[str] = []
+
+    def add(name: str) -> None:
+        method = registry.get("method", name)()
+        for dep in method.needs(cfg):
+            add(dep)
+        if name not in order:
+            order.append(name)
+
+    for m in cfg.methods:
+        add(m)
+    stages: list[Stage] = []
+    made: dict[str, Stage] = {}  # checkpoint name -> its training stage
+    for m in order:
+        for st in registry.get("method", m)().plan(cfg, world, made):
+            stages.append(st)
+            if st.checkpoint:
+                made[st.checkpoint] = st
+    return stages
+
+
+def eval_spec(cfg: ExperimentConfig, model: Ref, name: str, suite: str, world: Ref | None,
+              references: dict[str, Ref]) -> EvalSpec:
+    base = registry.base_name("suite", suite)
+    raw = {**cfg.suite_options.get(base, {}), **cfg.suite_options.get(suite, {})}
+    return EvalSpec(
+        model=model, name=name, suite=suite, options=validate_suite_options(suite, raw),
+        data_dir=cfg.eval.data_dir or None, world=world, references=references, backend=cfg.eval.backend,
+        backend_options=backend_options(cfg, cfg.eval.backend), judge=cfg.eval.judge,
+        judge_base_url=cfg.eval.judge_base_url or None, device=resolve_device(cfg.device), seed=cfg.seed,
+    )
+
+
+def judge_runtime(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Judge settings that cannot change a judgment: they travel beside the spec, not in it."""
+    e = cfg.eval
+    return {"concurrency": e.judge_concurrency, "max_retries": e.judge_max_retries, "timeout": e.judge_timeout}
+
+
+def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[Stage]]:
+    """(training-side stages incl. world, eval stages) for train-and-eval."""
+    world = world_stage(cfg)
+    stages = [world, *plan_methods(cfg, world)]
+    checkpoints = [s for s in stages if s.checkpoint]
+    refs = {"sft": next(s.ref() for s in checkpoints if s.checkpoint == "sft")} if any(
+        s.checkpoint == "sft" for s in checkpoints) else {}
+    evals = [
+        Stage(f"eval {st.checkpoint} {suite}", f"evals/{st.checkpoint}/{suite}",
+              eval_spec(cfg, st.ref(), st.checkpoint, suite, world.ref("data"), refs),
+              checkpoint=None, method=st.method, iteration=st.iteration)
+        for st in checkpoints for suite in cfg.suites
+    ]
+    return stages, evals

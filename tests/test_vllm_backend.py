@@ -1,0 +1,153 @@
+"""The vllm backend: sharding helpers, the worker subprocess path (with a fake worker), and
+the real engine on a tiny model when vllm is installed (GPU-only optional extra)."""
+
+import importlib.util
+import json
+import textwrap
+
+import pytest
+
+from harness import registry
+from trainers import vllm_backend
+from trainers.generation import Sampling, render_prompt
+from trainers.vllm_backend import NOT_INSTALLED, VLLMBackend, gpu_groups, merge, shard
+
+FAKE_WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    job = json.load(open(sys.argv[1]))
+    if os.environ.get("FAKE_VLLM_FAIL"):
+        print("loading model ...", file=sys.stderr)
+        print("ValueError: fake engine failure", file=sys.stderr)
+        sys.exit(3)
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    s = job["sampling"]
+    out = [[f"  echo:{p}|{cvd}|{k}|{len(ids)}|{s['seed']}  " for k in range(s["n"])]
+           for p, ids in zip(job["prompts"], job["prompt_token_ids"])]
+    with open(sys.argv[2] + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+    """
+)
+
+
+@pytest.fixture
+def fake_worker(tmp_path):
+    path = tmp_path / "fake_vllm_worker.py"
+    path.write_text(FAKE_WORKER)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "n, d, expected",
+    [
+        (5, 2, [[0, 1, 2], [3, 4]]),
+        (6, 3, [[0, 1], [2, 3], [4, 5]]),
+        (7, 3, [[0, 1, 2], [3, 4], [5, 6]]),
+        (2, 4, [[0], [1], [], []]),
+        (0, 2, [[], []]),
+        (0, 1, [[]]),
+        (4, 1, [[0, 1, 2, 3]]),
+    ],
+)
+def test_shard_and_merge_round_trip(n, d, expected):
+    items = [f"p{i}" for i in range(n)]
+    shards = shard(items, d)
+    assert shards == expected
+    sizes = [len(s) for s in shards]
+    assert not sizes or max(sizes) - min(sizes) <= 1
+    results = [[items[i].upper() for i in idx] for idx in shards]
+    assert merge(shards, results, n) == [x.upper() for x in items]
+
+
+def test_shard_rejects_zero():
+    with pytest.raises(ValueError):
+        shard([1, 2], 0)
+
+
+def test_merge_wrong_count():
+    with pytest.raises(ValueError, match="shard 1 returned 1 results for 2 prompts"):
+        merge([[0, 1, 2], [3, 4]], [["a", "b", "c"], ["d"]], 5)
+    with pytest.raises(ValueError):
+        merge([[0], [1]], [["a"]], 2)
+
+
+def test_gpu_groups():
+    assert gpu_groups(2, 2, "4,5,6,7") == ["4,5", "6,7"]
+    assert gpu_groups(1, 1, "3") == ["3"]
+    assert gpu_groups(2, 1, "1, 3 ,5") == ["1", "3"]  # spare GPUs are left unused
+    assert gpu_groups(2, 2, None) == ["0,1", "2,3"]
+    assert gpu_groups(3, 1, None) == ["0", "1", "2"]
+    with pytest.raises(ValueError, match="needs 4 GPUs"):
+        gpu_groups(2, 2, "0,1,2")
+    with pytest.raises(ValueError):
+        gpu_groups(1, 1, "")
+
+
+def test_registered():
+    # Registered at import (without vllm); read the table directly so this does not import every plug-in.
+    entry = registry._ENTRIES["backend"]["vllm"]
+    assert entry.obj is VLLMBackend and "vLLM" in entry.help
+
+
+def test_not_installed_error(monkeypatch, tiny_model):
+    monkeypatch.setattr(vllm_backend, "_vllm_installed", lambda: False)
+    with pytest.raises(RuntimeError) as err:
+        VLLMBackend(str(tiny_model))
+    assert str(err.value) == NOT_INSTALLED
+    assert NOT_INSTALLED == "backend vllm needs the optional extra: pip install 'selm-bench[vllm]' (vllm is not installed)"
+
+
+def test_fake_worker_end_to_end(monkeypatch, tiny_model, fake_worker):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    be = VLLMBackend(str(tiny_model), tensor_parallel_size=2, data_parallel_size=2, worker_module=fake_worker)
+    convs = [[{"role": "user", "content": f"question {i}"}] for i in range(5)]
+    out = be.chat(convs, Sampling(n=2, temperature=0.7, seed=11))
+    assert len(out) == 5
+    expected_groups = ["4,5"] * 3 + ["6,7"] * 2  # shards [0,1,2] and [3,4]
+    for i, (conv, replies) in enumerate(zip(convs, out)):
+        prompt = render_prompt(be.tokenizer, conv, str(tiny_model))  # the training chat template
+        n_ids = len(be.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        assert replies == [f"echo:{prompt}|{expected_groups[i]}|{k}|{n_ids}|11" for k in range(2)]
+
+    # Greedy: one reply generated per prompt, repeated n times (as the hf backend's copies).
+    out = be.complete(["a", "b", "c"], Sampling(n=3, temperature=0.0))
+    assert [r[0].split("|")[:3] for r in out] == [["echo:a", "4,5", "0"], ["echo:b", "4,5", "0"], ["echo:c", "6,7", "0"]]
+    assert all(len(r) == 3 and len(set(r)) == 1 for r in out)
+
+    # More workers than prompts: empty shards start no worker.
+    be4 = VLLMBackend(str(tiny_model), data_parallel_size=4, worker_module=fake_worker)
+    out = be4.complete(["x", "y"], Sampling())
+    assert [r[0].split("|")[:2] for r in out] == [["echo:x", "4"], ["echo:y", "5"]]
+    assert be4.complete([], Sampling()) == []
+
+
+def test_fake_worker_failure(monkeypatch, tiny_model, fake_worker):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("FAKE_VLLM_FAIL", "1")
+    be = VLLMBackend(str(tiny_model), worker_module=fake_worker)
+    with pytest.raises(RuntimeError) as err:
+        be.complete(["a", "b"], Sampling())
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.endswith("exited with 3: ValueError: fake engine failure")
+
+
+def test_too_few_gpus_fails_before_any_worker(monkeypatch, tiny_model, fake_worker):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(ValueError, match="needs 2 GPUs"):
+        VLLMBackend(str(tiny_model), data_parallel_size=2, worker_module=fake_worker)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed (GPU-only optional extra)")
+def test_real_vllm_tiny_model(tiny_model):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("vllm needs a GPU")
+    be = VLLMBackend(str(tiny_model), gpu_memory_utilization=0.3, max_model_len=256)
+    convs = [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "what is 2+2?"}]]
+    greedy = be.chat(convs, Sampling(n=2, temperature=0.0, max_new_tokens=8))
+    assert len(greedy) == 2 and all(len(r) == 2 and r[0] == r[1] for r in greedy)
+    sampled = be.chat(convs, Sampling(n=3, temperature=1.0, top_p=0.9, max_new_tokens=8, seed=3))
+    assert len(sampled) == 2 and all(len(r) == 3 and all(isinstance(t, str) and t == t.strip() for t in r) for r in sampled)
+    json.dumps(sampled)  # plain strings, as the hf backend's records

@@ -1,0 +1,151 @@
+"""Training stages: SFT (TRL's SFTTrainer) and preference training (TRL's DPOTrainer, or
+SELMTrainer for SELM's loss). Each function takes its stage spec, the run folder (where
+the spec's relative inputs live) and the folder to write; nothing else.
+
+Under `accelerate launch` every process runs the same function; the Trainer shards the
+data, and only the main process writes files (weights gathered on save under ZeRO-3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.progress import progress
+from harness.specs import PreferenceSpec, SFTSpec, TrainArgs
+from harness.tinyworld import read_jsonl
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def check_world_size(train: TrainArgs) -> None:
+    """The launched process count must be the one the spec (and so the key) says."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != train.num_processes:
+        raise RuntimeError(f"this stage's spec is for {train.num_processes} process(es) but {launched} were launched")
+
+
+def trainer_kwargs(t: TrainArgs, out: Path) -> dict[str, Any]:
+    """transformers/TRL TrainingArguments from the spec (warmup_steps < 1 is a ratio in transformers 5)."""
+    return dict(
+        output_dir=str(out), per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs, max_steps=t.max_steps, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        lr_scheduler_type="cosine", logging_steps=t.logging_steps, save_strategy="no",
+        report_to=[], seed=t.seed, data_seed=t.seed, bf16=t.precision == "bf16", fp16=t.precision == "fp16",
+        use_cpu=t.device == "cpu", gradient_checkpointing=t.gradient_checkpointing, disable_tqdm=True,
+        dataloader_num_workers=0, max_length=t.max_length, dataset_num_proc=None,
+    )
+
+
+def _progress_callback(desc: str):
+    from transformers import TrainerCallback
+
+    class _RichSteps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self._cm = progress(desc, total=state.max_steps)
+            self._bar = self._cm.__enter__()
+
+        def on_step_end(self, args, state, control, **kw):
+            self._bar.advance(1)
+
+        def on_train_end(self, args, state, control, **kw):
+            self._cm.__exit__(None, None, None)
+
+    return _RichSteps()
+
+
+def _quiet(trainer: Any) -> Any:
+    """Drop the Trainer's log printer (it prints dicts to stdout); logs go to train_log.json."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
+    trainer.save_model(str(out))  # every process takes part (ZeRO-3 gathers); the main one writes
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
+        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+
+
+def _load_model(path: str, t: TrainArgs):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+def train_sft(spec: SFTSpec, root: Path, out: Path) -> None:
+    """Supervised fine-tuning on prompt/completion conversations (loss on completions only)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    check_world_size(spec.train)
+    base = spec.base.resolve(root)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = _load_model(base, spec.train)
+    rows = read_jsonl(Path(spec.data.resolve(root)))
+    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(**trainer_kwargs(spec.train, Path(tmp)), completion_only_loss=True)
+        trainer = _quiet(SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                    callbacks=[_progress_callback("sft")]))
+        trainer.train()
+    _save(trainer, tok, out)
+
+
+def preference_rows(rows: list[dict[str, Any]], with_ref: bool) -> list[dict[str, Any]]:
+    """Conversations for TRL from prompt/chosen/rejected(/y_ref) strings; rows marked used=false are skipped."""
+    out = []
+    for r in rows:
+        if r.get("used") is False:
+            continue
+        row = {"prompt": user(r["prompt"]), "chosen": assistant(r["chosen"]), "rejected": assistant(r["rejected"])}
+        if with_ref:
+            row["ref_response"] = assistant(r["y_ref"])
+        out.append(row)
+    return out
+
+
+def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
+    """DPO (TRL's DPOTrainer, sigmoid loss) or SELM (SELMTrainer) from `policy` against the frozen `reference`."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from trainers.selm_trainer import SELMConfig, SELMTrainer
+
+    check_world_size(spec.train)
+    policy = spec.policy.resolve(root)
+    tok = AutoTokenizer.from_pretrained(policy)
+    model = _load_model(policy, spec.train)
+    ref_model = _load_model(spec.reference.resolve(root), spec.train)
+    rows = preference_rows(read_jsonl(Path(spec.pairs.resolve(root))), with_ref=spec.loss == "selm")
+    if not rows:
+        raise RuntimeError(f"{spec.pairs.path}: no preference pairs to train on")
+    ds = Dataset.from_list(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        common = {**trainer_kwargs(spec.train, Path(tmp)), "beta": spec.beta}
+        if spec.loss == "dpo":
+            w = spec.nll_weight
+            losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, w]} if w else {}
+            args, cls = DPOConfig(**common, **losses), DPOTrainer
+        else:
+            args, cls = SELMConfig(**common, alpha=spec.alpha, nll_weight=spec.nll_weight), SELMTrainer
+        trainer = _quiet(cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
+                             callbacks=[_progress_callback(spec.loss)]))
+        trainer.train()
+    _save(trainer, tok, out)
