@@ -215,7 +215,7 @@ def eval_cmd(
         run_dir = out or Path(cfg.output_dir) / f"eval-{label.replace('/', '-')}"
         _quiet_libraries()
         from harness.leaderboard import refresh
-        from harness.pipeline import eval_context, run_suite
+        from harness.evaluate import eval_context, run_suite
         from harness.plan import eval_spec, judge_runtime
         from harness.specs import Ref
         from harness.store import RunStore
@@ -276,7 +276,7 @@ def judge_cmd(
 
         from harness import registry
         from harness.leaderboard import refresh
-        from harness.pipeline import context_from_record, write_suite_result
+        from harness.evaluate import context_from_record, write_suite_result
 
         files = sorted(directory.rglob("metrics.json")) if directory.is_dir() else []
         if not files:

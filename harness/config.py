@@ -172,6 +172,9 @@ class LaunchConfig(Section):
     accelerate_config: str = Field("", description="accelerate config file (configs/accelerate/*.yaml).",
                                    json_schema_extra=RUNTIME)
     num_processes: int = Field(1, ge=1, description="Training processes; the global batch is split across them.")
+    wrapper: str = Field("", description="Command put before `accelerate launch` on several nodes, e.g. "
+                         "`srun --nodes=2 --ntasks-per-node=1`; each node then gets --machine_rank $SLURM_NODEID.",
+                         json_schema_extra=RUNTIME)
 
     @field_validator("accelerate_config")
     @classmethod

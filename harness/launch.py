@@ -10,6 +10,7 @@ Without a config file, N > 1 processes use accelerate's multi-process launcher
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -42,7 +43,12 @@ def accelerate_command(spec_file: Path, root: Path, out: Path, launch: LaunchCon
             cmd += ["--multi_gpu", "--main_process_port", str(free_port())]
         elif train.device == "cpu":
             cmd += ["--cpu"]
-    return cmd + ["-m", "harness.run_stage", str(spec_file), "--root", str(root), "--out", str(out)]
+    cmd += ["-m", "harness.run_stage", str(spec_file), "--root", str(root), "--out", str(out)]
+    if launch.wrapper:  # one launcher per node, each with its own rank (expanded on that node)
+        at = cmd.index("-m")
+        inner = shlex.join(cmd[:at]) + ' --machine_rank "${SLURM_NODEID:-0}" ' + shlex.join(cmd[at:])
+        return [*shlex.split(launch.wrapper), "bash", "-c", inner]
+    return cmd
 
 
 def launch_training(spec: Any, root: Path, out: Path, launch: LaunchConfig, log: Path) -> None:

@@ -52,7 +52,7 @@ def _rank(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
 
 
 def _eval(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
-    from harness.pipeline import eval_context, run_suite
+    from harness.evaluate import eval_context, run_suite
 
     run_suite(eval_context(spec, root, out, runtime), spec.suite)
 

@@ -160,7 +160,7 @@ def test_eval_bad_suite_is_one_line_exit_2(tmp_path):
 
 
 def test_relocated_task_yaml_points_at_the_final_folder(tmp_path):
-    from harness.pipeline import relocate_task_files
+    from harness.evaluate import relocate_task_files
     from harness.store import atomic_dir
 
     final = tmp_path / "evals" / "m" / "brainteaser"

@@ -77,6 +77,11 @@ def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))
         (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        acc = trainer.accelerator
+        (out / "train_info.json").write_text(json.dumps({
+            "num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type),
+            "device": str(acc.device), "mixed_precision": acc.mixed_precision,
+            "gradient_checkpointing": trainer.args.gradient_checkpointing}, indent=1))
 
 
 def _load_model(path: str, t: TrainArgs):

@@ -1,0 +1,77 @@
+"""A suite's run from its spec: the EvalContext a suite gets, and the files it leaves
+(`metrics.json` with the context `selm-bench judge` rebuilds later, `items.jsonl`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from evals.base import EvalContext, SuiteResult
+from harness import registry
+from harness.specs import EvalSpec
+from harness.store import atomic_write_json, atomic_write_text
+
+
+def eval_context(spec: EvalSpec, root: Path, out: Path, runtime: dict[str, Any] | None = None,
+                 no_judge: bool = False) -> EvalContext:
+    """A suite's context from its spec: locations resolved under `root`, judge runtime beside it."""
+    judge_options = dict(runtime or {})
+    if spec.judge_base_url:
+        judge_options["base_url"] = spec.judge_base_url
+    return EvalContext(
+        model=spec.model.resolve(root), name=spec.name, suite=spec.suite, out_dir=Path(out), options=dict(spec.options),
+        preset=spec.suite.split(":", 1)[1] if ":" in spec.suite else None,
+        data_dir=Path(spec.data_dir) if spec.data_dir else None,
+        world_dir=Path(spec.world.resolve(root)) if spec.world else None, backend=spec.backend,
+        backend_options=dict(spec.backend_options), judge=spec.judge, judge_options=judge_options,
+        no_judge=no_judge, device=spec.device, seed=spec.seed,
+        references={k: Path(r.resolve(root)) for k, r in spec.references.items()},
+    )
+
+
+def context_record(ctx: EvalContext) -> dict[str, Any]:
+    """What `selm-bench judge` needs to rebuild the context later (no secrets: none are in ctx)."""
+    return {"model": ctx.model, "name": ctx.name, "preset": ctx.preset, "options": ctx.options,
+            "data_dir": str(ctx.data_dir) if ctx.data_dir else None,
+            "world_dir": str(ctx.world_dir) if ctx.world_dir else None, "backend": ctx.backend,
+            "backend_options": ctx.backend_options, "judge": ctx.judge, "judge_options": ctx.judge_options,
+            "device": ctx.device, "seed": ctx.seed,
+            "references": {k: str(v) for k, v in ctx.references.items()}}
+
+
+def context_from_record(rec: dict[str, Any], out_dir: Path) -> EvalContext:
+    return EvalContext(
+        model=rec["model"], name=rec["name"], out_dir=out_dir, options=rec.get("options") or {},
+        preset=rec.get("preset"), data_dir=Path(rec["data_dir"]) if rec.get("data_dir") else None,
+        world_dir=Path(rec["world_dir"]) if rec.get("world_dir") else None, backend=rec.get("backend", "hf"),
+        backend_options=rec.get("backend_options") or {}, judge=rec.get("judge"),
+        judge_options=rec.get("judge_options") or {}, device=rec.get("device", "cpu"),
+        seed=rec.get("seed", 0), references={k: Path(v) for k, v in (rec.get("references") or {}).items()},
+    )
+
+
+def write_suite_result(out_dir: Path, suite: str, ctx: EvalContext, result: SuiteResult,
+                       method: str | None = None) -> None:
+    payload: dict[str, Any] = {"suite": suite, "checkpoint": ctx.name}
+    if method:
+        payload["method"] = method
+    payload.update(metrics=result.metrics, info=result.info, context=context_record(ctx))
+    atomic_write_json(out_dir / "metrics.json", payload)
+    atomic_write_text(out_dir / "items.jsonl", "".join(json.dumps(i, default=str) + "\n" for i in result.items))
+
+
+def run_suite(ctx: EvalContext, suite: str, method: str | None = None) -> SuiteResult:
+    result = registry.get("suite", suite)(ctx)
+    write_suite_result(ctx.out_dir, suite, ctx, result, method)
+    return result
+
+
+def relocate_task_files(tmp: Path, final: Path) -> None:
+    """Generated files that hold absolute paths (lm-eval task YAMLs, the judge context in
+    metrics.json) point at the temp folder; point them where the folder will live."""
+    src, dst = str(Path(tmp).resolve()), str(Path(final).resolve())
+    for path in [*Path(tmp).rglob("*.yaml"), *Path(tmp).glob("metrics.json")]:
+        text = path.read_text()
+        if src in text:
+            atomic_write_text(path, text.replace(src, dst))

@@ -1,0 +1,167 @@
+"""Stage specs: JSON round trip, a subprocess run equal to the in-process one, and a walk over
+every config field: a field that can change a stage's output changes that stage's key, a
+runtime field (where results go, judge concurrency, ...) changes none."""
+
+import hashlib
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from harness.config import RUNTIME, ExperimentConfig, load_config
+from harness.plan import plan
+from harness.run_stage import run_stage
+from harness.specs import GenerateSpec, RankSpec, from_json, spec_key, to_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def keys(cfg: ExperimentConfig) -> dict[str, str]:
+    stages, evals = plan(cfg)
+    return {s.name: s.key for s in [*stages, *evals]}
+
+
+def test_spec_round_trip_and_subprocess_run_equal_in_process(tmp_path):
+    cfg = load_config(sets=["world.n_sft=16", "world.n_pref=8", "world.n_prompts=8", "world.n_dev=4", "world.n_eval=4",
+                            "world.n_two_turn=2", "world.n_mc=4", "model.hidden_size=16", "model.num_heads=2",
+                            "model.intermediate_size=32", "device=cpu"])
+    world = plan(cfg)[0][0]
+    gen = GenerateSpec(policy=world.ref("base-model"), prompts=world.ref("data/prompts.jsonl"), chunk=1, chunks=2,
+                       candidates=["policy", "dataset"], num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=4,
+                       ref_response="greedy", backend="hf", backend_options={"batch_size": 8}, device="cpu", seed=3)
+    rank = RankSpec(candidates=type(world.ref())(path="gen/candidates.jsonl", key=spec_key(gen)), ranker="oracle")
+    for spec in (world.spec, gen, rank):
+        back = from_json(to_json(spec))
+        assert back == spec and spec_key(back) == spec_key(spec) and type(back) is type(spec)
+
+    def run_all(root: Path, in_process: bool) -> None:
+        root.mkdir()
+        for name, spec in (("world", world.spec), ("gen", gen), ("rank", rank)):
+            out = root / name
+            if in_process:
+                run_stage(spec, root, out)
+            else:
+                (root / f"{name}.json").write_text(to_json(spec))  # outside the compared outputs
+                res = subprocess.run([sys.executable, "-m", "harness.run_stage", str(root / f"{name}.json"),
+                                      "--root", str(root), "--out", str(out)], capture_output=True, text=True)
+                assert res.returncode == 0, res.stderr[-2000:]
+                (root / f"{name}.json").unlink()
+
+    run_all(tmp_path / "a", in_process=True)
+    run_all(tmp_path / "b", in_process=False)
+    a, b = digest(tmp_path / "a"), digest(tmp_path / "b")
+    assert a == b and "rank/generations.jsonl" in a and "world/base-model/model.safetensors" in a
+
+
+# ---------------------------------------------------------------- the field walk
+def leaves(model: type[BaseModel], prefix: str = ""):
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from leaves(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", f
+
+
+def other_value(key: str, field, value, tmp_path: Path):
+    """A valid value that differs from `value` (and does not resolve to the same thing)."""
+    special = {
+        "device": "cuda:1", "precision": "bf16", "model.pretrained": str(tmp_path), "eval.data_dir": "/data/mirror",
+        "eval.judge": "openai:gpt-4", "eval.judge_base_url": "http://127.0.0.1:9/v1", "online.ranker": "walk-test",
+        "online.backend": "vllm", "eval.backend": "vllm", "launch.launcher": "accelerate",
+        "launch.accelerate_config": str(REPO / "configs/accelerate/zero3.yaml"), "launch.wrapper": "srun",
+        "methods": ["sft"], "suites": ["tiny-world"], "online.candidates": ["policy"], "online.start": "sft",
+        "suite_options": {"tiny-world": {"limit": 5}}, "name": "other", "output_dir": "elsewhere",
+        "online.ref_response": "sample", "vllm.dtype": "bfloat16", "vllm.max_model_len": 512,
+    }
+    if key in special:
+        return special[key]
+    if isinstance(value, list):
+        return value[:-1]
+    if isinstance(value, bool) or value is None and typing.get_origin(field.annotation) in (typing.Union, type(int | None)):
+        return not value if isinstance(value, bool) else True
+    if isinstance(value, int):
+        return {0: 1, -1: 5}.get(value, value * 2)
+    if isinstance(value, float):
+        return 0.1 if value == 0 else value * 0.5
+    raise AssertionError(f"no perturbation for {key}={value!r}")
+
+
+def test_every_field_reaches_the_keys_and_runtime_fields_do_not(tmp_path):
+    from harness.registry import register_ranker
+
+    @register_ranker("walk-test", help="a second ranker for the field walk")
+    class _Other:
+        pass
+
+    checked = 0
+    for key, field in leaves(ExperimentConfig):
+        section = key.split(".")[0]
+        # vllm's engine options only reach a spec when a stage generates with vllm
+        base = load_config(sets=["online.backend=vllm", "eval.backend=vllm"] if section == "vllm" else [])
+        data = base.to_dict()
+        node = data
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = other_value(key, field, node[last], tmp_path)
+        changed = ExperimentConfig.model_validate(data)
+        before, after = keys(base), keys(changed)
+        runtime = (field.json_schema_extra or {}) == RUNTIME
+        if runtime:
+            assert after == before, f"runtime field {key} changed a stage key"
+        else:
+            assert after != before, f"{key} can change a stage's output but no stage key changed"
+        checked += 1
+    assert checked >= 70
+
+
+def test_a_spec_is_the_only_input(tmp_path):
+    """The key changes with every field the runner reads: here, one training hyperparameter."""
+    a = plan(load_config())[0]
+    b = plan(load_config(sets=["online.max_length=128"]))[0]
+    ka, kb = {s.name: s.key for s in a}, {s.name: s.key for s in b}
+    assert ka["sft"] == kb["sft"] and ka["dpo"] == kb["dpo"]
+    assert ka["selm/iter-1/generate"] == kb["selm/iter-1/generate"]  # generation does not read max_length
+    assert ka["selm/iter-1"] != kb["selm/iter-1"] and ka["selm/iter-2/generate"] != kb["selm/iter-2/generate"]
+
+
+@pytest.mark.parametrize("module", ["harness", "trainers", "evals"])
+def test_no_import_cycles(module):
+    """Imports keep the pipeline's direction: no module of the project imports one that imports it back."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in REPO.glob("*/*.py"):
+        if path.parent.name not in ("harness", "trainers", "evals"):
+            continue
+        name = f"{path.parent.name}.{path.stem}"
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("harness", "trainers", "evals"):
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.split(".")[0] in ("harness", "trainers", "evals")}
+        graph[name] = {d for d in deps if d != name}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    for name in graph:
+        if name.startswith(module):
+            cyc = [d for d in graph[name] if name in reach(d)]
+            assert not cyc, f"{name} <-> {cyc}"
