@@ -85,11 +85,14 @@ def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
 
 
 def _load_model(path: str, t: TrainArgs):
+    """fp32 weights with bf16/fp16 autocast (the Trainer's mixed precision), except under
+    DeepSpeed, which keeps its own fp32 master copy and wants the weights in half precision."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=half if half is not None and deepspeed else torch.float32)
 
 
 def train_sft(spec: SFTSpec, root: Path, out: Path) -> None:
