@@ -17,18 +17,18 @@
 # than the 8 files the device tool brings back. With OUT set, the leaderboards (csv), the manifests
 # and the whole log go to $OUT under flat names (7 files at most: hf-, vllm-, accel-leaderboard.csv,
 # hf-, vllm-, accel-manifest.json, gpu-check.log).
-# Per-step time limits (seconds, env): T_HF (default 240), T_VLLM (180), T_ACCEL (180), each cut to
-# what is left of BUDGET (default 540 s from the start, 30 s kept for the summary), so the whole
+# Per-step time limits (seconds, env): T_HF (default 200), T_VLLM (180), T_ACCEL (260), each cut to
+# what is left of BUDGET (default 560 s from the start, 30 s kept for the summary), so the whole
 # script fits a 600 s device call.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=${RUN:-/tmp/gpu-check}
-T_HF=${T_HF:-240}
+T_HF=${T_HF:-200}
 T_VLLM=${T_VLLM:-180}
-T_ACCEL=${T_ACCEL:-180}
-BUDGET=${BUDGET:-540}
+T_ACCEL=${T_ACCEL:-260}
+BUDGET=${BUDGET:-560}
 rm -rf "$RUN"
 mkdir -p "$RUN"
 LOG=${OUT:-$RUN}/gpu-check.log
