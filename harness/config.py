@@ -232,7 +232,8 @@ def _message(err: dict[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return "unknown key"
-    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
+    if ("input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list))
+            and str(err["input"]) not in msg):
         msg += f", got {err['input']!r}"
     return msg
 
