@@ -129,6 +129,31 @@ def train_and_eval_cmd(
         _fail(e)
 
 
+@app.command("plan")
+def plan_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Experiment YAML (default: configs/tiny.yaml)."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text | json."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override any option: KEY=VALUE (dotted)."),
+) -> None:
+    """Print every stage a config would run, with inputs, outputs, hyperparameters, call counts,
+    rough GPU-hours and judge cost, and the hub artefacts it would fetch. Downloads and runs nothing.
+
+    Examples: `selm-bench plan --config configs/zephyr-7b.yaml`, `selm-bench plan -c configs/llama-3-8b-instruct.yaml -f json`
+    """
+    try:
+        from harness.config import load_config
+        from harness.describe import describe, to_text
+
+        if fmt not in ("text", "json"):
+            raise UsageError(f"--format: expected text or json, got {fmt!r}")
+        d = describe(load_config(config, sets=sets or []))
+        sys.stdout.write(json.dumps(d, indent=1) + "\n" if fmt == "json" else to_text(d))
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
 @app.command("leaderboard")
 def leaderboard_cmd(
     results: Path = typer.Option(Path("results"), "--results", "-r", help="A run directory or a folder of runs."),

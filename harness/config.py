@@ -101,6 +101,8 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
     max_length: int = Field(256, ge=8, description="Tokens kept per prompt+response sequence.")
     logging_steps: int = Field(10, ge=1, description="Steps between train_log.json entries.")
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule.")
+    optim: str | None = Field(None, description="transformers optimizer name (adamw_torch, ...); None = its default.")
 
 
 class SFTConfig(TrainConfig):
@@ -112,15 +114,31 @@ class SFTConfig(TrainConfig):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
 
 
-class DPOStageConfig(TrainConfig):
+class PreferenceTrainConfig(TrainConfig):
+    max_prompt_length: int | None = Field(None, ge=1, description="Keep the prompt's last N tokens (cut from the "
+                                          "left, as the SELM authors do); None = no separate prompt limit.")
+
+
+class DPOStageConfig(PreferenceTrainConfig):
     beta: float = Field(0.1, gt=0, description="DPO's beta (KL strength).")
+    start: Literal["sft", "base"] = Field("sft", description="Policy and reference: the sft checkpoint, or the "
+                                          "configured model itself (model.pretrained, e.g. an SFT'd hub model).")
+    chunk: int = Field(1, ge=1, description="With data.prompts: the prompt chunk whose original pairs DPO trains on.")
 
 
-class OnlineConfig(TrainConfig):
+class OnlineConfig(PreferenceTrainConfig):
     """Shared by iterative-dpo and selm (selm adds `alpha`)."""
 
     iterations: int = Field(2, ge=1, description="Online iterations; the prompt pool is cut into this many chunks.")
-    start: Literal["sft", "dpo"] = Field("dpo", description="Checkpoint iteration 1 starts from: dpo (as in the paper) or sft.")
+    start: Literal["sft", "dpo", "base"] = Field(
+        "dpo", description="Iteration 1 starts from: dpo (as in the paper), sft, or base (model.pretrained itself, "
+                           "e.g. an instruct model, with no SFT or DPO stage).")
+    learning_rate: float | list[float] = Field(
+        1e-4, description="Peak learning rate: one value for all iterations, or a list with one per iteration.")
+    chunks: list[int] | None = Field(None, description="With data.prompts: the prompt chunk of each iteration "
+                                     "(e.g. [2, 3, 4]); None = 1..iterations.")
+    keep_ties: bool = Field(False, description="Keep a prompt whose best and worst candidates tie (chosen = rejected; "
+                            "the SELM authors keep them: only the optimism term then moves the policy).")
     beta: float = Field(0.1, gt=0, description="DPO's beta in every iteration.")
     alpha: float = Field(0.001, ge=0, description="SELM's optimism weight (selm only; 0 = iterative DPO's loss).")
     nll_weight: float = Field(0.0, ge=0, description="Chosen-response NLL added to both online losses (iterative RPO).")
@@ -131,7 +149,10 @@ class OnlineConfig(TrainConfig):
     candidates: list[Literal["policy", "dataset"]] = Field(
         default_factory=lambda: ["policy", "dataset"], min_length=1,
         description="Candidate sources: policy (samples + y_ref) and/or dataset (the prompt's chosen/rejected).")
-    ranker: Annotated[str, _registered("ranker")] = Field("oracle", description="Ranker that scores the candidates.")
+    ranker: Annotated[str, _registered("ranker")] = Field(
+        "oracle", description="Ranker: oracle (tiny world), reward-model:<hub id or path>, pairrm.")
+    max_ranker_failures: float = Field(0.0, ge=0, le=1, description="Fraction of prompts the ranker may fail on "
+                                       "(counted in the manifest) before the rank stage fails.")
     backend: Annotated[str, _registered("backend")] = Field("hf", description="Generation backend (hf or vllm).")
     ref_response: Literal["greedy", "sample"] = Field("greedy", description="How y_ref is decoded from the reference policy.")
 
@@ -140,6 +161,30 @@ class OnlineConfig(TrainConfig):
         if self.num_samples < 1 and "dataset" not in self.candidates:
             raise ValueError("no candidates: num_samples is 0 and 'dataset' is not in online.candidates")
         return self
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive(cls, lr: float | list[float]) -> float | list[float]:
+        if any(v <= 0 for v in (lr if isinstance(lr, list) else [lr])) or lr == []:
+            raise ValueError(f"must be > 0 (one value, or a non-empty list of one per iteration), got {lr!r}")
+        return lr
+
+    def lr(self, iteration: int) -> float:
+        return self.learning_rate[iteration - 1] if isinstance(self.learning_rate, list) else self.learning_rate
+
+    def chunk(self, iteration: int) -> int:
+        return self.chunks[iteration - 1] if self.chunks else iteration
+
+
+class DataConfig(Section):
+    """Real prompt data (UltraFeedback-binarized's schema: prompt, chosen and rejected message lists);
+    empty `prompts` = the tiny world's prompt pool."""
+
+    prompts: str = Field("", description="Hub id or local path (parquet, jsonl, or a saved dataset) of the prompts.")
+    split: str = Field("train_prefs", description="The dataset split.")
+    chunks: int = Field(1, ge=1, description="Contiguous equal chunks the split is cut into (the remainder is dropped).")
+    expected_rows: int | None = Field(None, ge=1, description="Rows the split must have (checked when loaded; "
+                                      "lets `selm-bench plan` size the chunks offline).")
 
 
 class EvalConfig(Section):
@@ -204,6 +249,7 @@ class ExperimentConfig(Section):
     dpo: DPOStageConfig = Field(default_factory=DPOStageConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     suite_options: dict[str, dict[str, Any]] = Field(
@@ -262,9 +308,28 @@ def validate_suite_options(suite: str, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cross_checks(cfg: ExperimentConfig) -> None:
-    if cfg.world.n_prompts < cfg.online.iterations:
-        raise ConfigError(f"online.iterations: {cfg.online.iterations} iterations need at least as many prompts "
+    o, real = cfg.online, bool(cfg.data.prompts)
+    if cfg.launch.launcher == "inprocess" and cfg.launch.num_processes > 1:
+        raise ConfigError(f"launch.num_processes: {cfg.launch.num_processes} processes need --launcher accelerate")
+    if not real and cfg.world.n_prompts < o.iterations:
+        raise ConfigError(f"online.iterations: {o.iterations} iterations need at least as many prompts "
                           f"(world.n_prompts = {cfg.world.n_prompts})")
+    if isinstance(o.learning_rate, list) and len(o.learning_rate) != o.iterations:
+        raise ConfigError(f"online.learning_rate: {len(o.learning_rate)} values for {o.iterations} iterations")
+    if o.chunks is not None and (len(o.chunks) != o.iterations or not real):
+        raise ConfigError("online.chunks: needs data.prompts and one chunk per iteration")
+    for key, chunk in [("dpo.chunk", cfg.dpo.chunk), *(("online.chunks", c) for c in o.chunks or [])]:
+        if real and not 1 <= chunk <= cfg.data.chunks:
+            raise ConfigError(f"{key}: chunk {chunk} is outside 1..data.chunks ({cfg.data.chunks})")
+    if "base" in (o.start, cfg.dpo.start) and not cfg.model.pretrained:
+        raise ConfigError("model.pretrained: a `base` start needs the configured model (a hub id or local path)")
+    if real and "sft" in cfg.methods:
+        raise ConfigError("methods: sft needs the tiny world's SFT corpus; with data.prompts start from a pretrained model")
+    if real and (o.start == "sft" or ("dpo" in cfg.methods or o.start == "dpo") and cfg.dpo.start == "sft"):
+        raise ConfigError("dpo.start: with data.prompts there is no sft stage; use `base` (model.pretrained)")
+    if real and o.ranker == "oracle":
+        raise ConfigError("online.ranker: oracle needs the tiny world's gold answers; with data.prompts use "
+                          "reward-model:<model> or pairrm")
     for key, opts in cfg.suite_options.items():
         validate_suite_options(key, opts)
 

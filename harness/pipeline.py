@@ -46,7 +46,8 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
     except BaseException:
         store.record(stage.folder, key, "failed", t0)
         raise
-    store.record(stage.folder, key, "done", t0)
+    info = final / "stage_info.json"  # a stage's own counts (ranker failures, ...) go into the manifest
+    store.record(stage.folder, key, "done", t0, **(json.loads(info.read_text()) if info.is_file() else {}))
     say(f"[green]done[/green] {stage.name} in {time.time() - t0:.1f}s")
     return True
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness import registry
 from harness.config import ConfigError, ExperimentConfig, TrainConfig, validate_suite_options
-from harness.specs import EvalSpec, Ref, TinyModel, TrainArgs, WorldSpec, spec_key
+from harness.specs import DataSpec, EvalSpec, Ref, TinyModel, TrainArgs, WorldSpec, spec_key
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ def precision(cfg: ExperimentConfig) -> str:
     return "bf16" if resolve_device(cfg.device).startswith("cuda") else "fp32"
 
 
-def train_args(cfg: ExperimentConfig, section: str) -> TrainArgs:
-    """The section's training settings with the global batch split over processes and accumulation."""
+def train_args(cfg: ExperimentConfig, section: str, iteration: int | None = None) -> TrainArgs:
+    """The section's training settings with the global batch split over processes and accumulation
+    (and, for an online iteration, that iteration's learning rate)."""
     t: TrainConfig = getattr(cfg, section)
     procs, accum = cfg.launch.num_processes, t.gradient_accumulation_steps
     if t.batch_size % (procs * accum):
@@ -56,10 +57,11 @@ def train_args(cfg: ExperimentConfig, section: str) -> TrainArgs:
     device = resolve_device(cfg.device)
     checkpointing = cfg.gradient_checkpointing
     return TrainArgs(
-        learning_rate=t.learning_rate, per_device_batch_size=t.batch_size // (procs * accum),
+        learning_rate=t.lr(iteration) if iteration else t.learning_rate, per_device_batch_size=t.batch_size // (procs * accum),
         gradient_accumulation_steps=accum, num_processes=procs, epochs=t.epochs,
         max_steps=getattr(t, "max_steps", -1), warmup_ratio=t.warmup_ratio, weight_decay=getattr(t, "weight_decay", 0.0),
-        max_length=t.max_length, logging_steps=t.logging_steps, seed=cfg.seed, device=device, precision=precision(cfg),
+        max_length=t.max_length, max_prompt_length=getattr(t, "max_prompt_length", None), logging_steps=t.logging_steps,
+        lr_scheduler=t.lr_scheduler, optim=t.optim, seed=cfg.seed, device=device, precision=precision(cfg),
         gradient_checkpointing=device.startswith("cuda") if checkpointing is None else checkpointing,
     )
 
@@ -78,8 +80,48 @@ def world_stage(cfg: ExperimentConfig) -> Stage:
     return Stage("world", "world", WorldSpec(world=cfg.world, tiny_model=tiny, seed=cfg.seed))
 
 
-def base_model_ref(cfg: ExperimentConfig, world: Stage) -> Ref:
-    return Ref(path=cfg.model.pretrained) if cfg.model.pretrained else world.ref("base-model")
+@dataclass(frozen=True)
+class Sources:
+    """Where a run's data comes from: the tiny world, or real prompts (`data.prompts`) cut into chunks."""
+
+    cfg: ExperimentConfig
+    world: Stage | None
+    data: Stage | None
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig) -> "Sources":
+        if not cfg.data.prompts:
+            return cls(cfg, world_stage(cfg), None)
+        d = cfg.data
+        spec = DataSpec(source=d.prompts, split=d.split, chunks=d.chunks, expected_rows=d.expected_rows)
+        return cls(cfg, None, Stage("data", "data", spec))
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [s for s in (self.world, self.data) if s is not None]
+
+    def base_model(self) -> Ref:
+        """SFT's (or a `base` start's) model: model.pretrained, else the tiny Llama."""
+        if self.cfg.model.pretrained:
+            return Ref(path=self.cfg.model.pretrained)
+        assert self.world is not None
+        return self.world.ref("base-model")
+
+    def sft_data(self) -> Ref:
+        assert self.world is not None  # config checks: no sft stage with real data
+        return self.world.ref("data/sft.jsonl")
+
+    def offline_pairs(self) -> Ref:
+        if self.data is not None:
+            return self.data.ref(f"chunk-{self.cfg.dpo.chunk}.jsonl")
+        return self.world.ref("data/pref.jsonl")
+
+    def prompts(self, iteration: int) -> tuple[Ref, int, int]:
+        """(prompt file, chunk, chunks) of an online iteration."""
+        o = self.cfg.online
+        if self.data is not None:
+            return self.data.ref(f"chunk-{o.chunk(iteration)}.jsonl"), 1, 1
+        return self.world.ref("data/prompts.jsonl"), iteration, o.iterations
 
 
 def checkpoint_folder(name: str) -> str:
@@ -87,7 +129,7 @@ def checkpoint_folder(name: str) -> str:
     return f"checkpoints/{name}/model"
 
 
-def plan_methods(cfg: ExperimentConfig, world: Stage) -> list[Stage]:
+def plan_methods(cfg: ExperimentConfig, sources: "Sources") -> list[Stage]:
     """The configured methods plus what they start from, in dependency order."""
     order: list[str] = []
 
@@ -102,9 +144,11 @@ def plan_methods(cfg: ExperimentConfig, world: Stage) -> list[Stage]:
         add(m)
     stages: list[Stage] = []
     made: dict[str, Stage] = {}  # checkpoint name -> its training stage
+    shared: dict[str, Stage] = {}  # stage key -> the first stage planned with it (one run, one folder)
     for m in order:
-        for st in registry.get("method", m)().plan(cfg, world, made):
-            stages.append(st)
+        for st in registry.get("method", m)().plan(cfg, sources, made, shared):
+            if st.folder not in {s.folder for s in stages}:
+                stages.append(st)
             if st.checkpoint:
                 made[st.checkpoint] = st
     return stages
@@ -130,14 +174,15 @@ def judge_runtime(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[Stage]]:
     """(training-side stages incl. world, eval stages) for train-and-eval."""
-    world = world_stage(cfg)
-    stages = [world, *plan_methods(cfg, world)]
+    sources = Sources.of(cfg)
+    stages = [*sources.stages, *plan_methods(cfg, sources)]
     checkpoints = [s for s in stages if s.checkpoint]
     refs = {"sft": next(s.ref() for s in checkpoints if s.checkpoint == "sft")} if any(
         s.checkpoint == "sft" for s in checkpoints) else {}
+    world = sources.world.ref("data") if sources.world else None  # None: the suites' real mode
     evals = [
         Stage(f"eval {st.checkpoint} {suite}", f"evals/{st.checkpoint}/{suite}",
-              eval_spec(cfg, st.ref(), st.checkpoint, suite, world.ref("data"), refs),
+              eval_spec(cfg, st.ref(), st.checkpoint, suite, world, refs),
               checkpoint=None, method=st.method, iteration=st.iteration)
         for st in checkpoints for suite in cfg.suites
     ]

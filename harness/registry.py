@@ -29,7 +29,7 @@ class RegistryError(KeyError):
 
 
 _ENTRIES: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
-_PREFIX_KINDS = ("judge",)  # judges may be parameterised: "openai:gpt-4" -> entry "openai"
+_PREFIX_KINDS = ("judge", "ranker")  # parameterised: "openai:gpt-4" -> entry "openai", "reward-model:PATH"
 _loaded = False
 
 

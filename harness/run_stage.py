@@ -27,6 +27,12 @@ def _world(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
     atomic_write_json(out / "counts.json", counts)
 
 
+def _data(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
+    from harness.prompt_data import prepare
+
+    prepare(spec, root, out)
+
+
 def _sft(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
     from trainers.train import train_sft
 
@@ -58,7 +64,7 @@ def _eval(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
 
 
 RUNNERS: dict[str, Callable[..., None]] = {
-    "world": _world, "sft": _sft, "preference": _preference, "generate": _generate, "rank": _rank, "eval": _eval,
+    "world": _world, "data": _data, "sft": _sft, "preference": _preference, "generate": _generate, "rank": _rank, "eval": _eval,
 }
 
 

@@ -58,7 +58,10 @@ class TrainArgs(Frozen):
     warmup_ratio: float
     weight_decay: float = 0.0
     max_length: int
+    max_prompt_length: int | None = None  # preference stages: keep the prompt's last N tokens
     logging_steps: int
+    lr_scheduler: str = "cosine"
+    optim: str | None = None
     seed: int
     device: str  # resolved: cpu, cuda, cuda:N, mps
     precision: Literal["fp32", "bf16", "fp16"]
@@ -93,6 +96,16 @@ class PreferenceSpec(Frozen):
     train: TrainArgs
 
 
+class DataSpec(Frozen):
+    """Real prompts (UltraFeedback-binarized's schema) cut into contiguous chunks: `chunk-<k>.jsonl`."""
+
+    kind: Literal["data"] = "data"
+    source: str  # hub id or local path
+    split: str
+    chunks: int
+    expected_rows: int | None
+
+
 class GenerateSpec(Frozen):
     """The online candidates of one prompt chunk: K policy samples, the reference's y_ref, the dataset pair."""
 
@@ -117,6 +130,10 @@ class RankSpec(Frozen):
     kind: Literal["rank"] = "rank"
     candidates: Ref
     ranker: str
+    keep_ties: bool = False
+    max_failures: float = 0.0  # fraction of prompts the ranker may fail on before the stage fails
+    device: str = "cpu"
+    batch_size: int = 16
 
 
 class EvalSpec(Frozen):
@@ -136,7 +153,8 @@ class EvalSpec(Frozen):
     seed: int
 
 
-Spec = Annotated[Union[WorldSpec, SFTSpec, PreferenceSpec, GenerateSpec, RankSpec, EvalSpec], Field(discriminator="kind")]
+Spec = Annotated[Union[WorldSpec, DataSpec, SFTSpec, PreferenceSpec, GenerateSpec, RankSpec, EvalSpec],
+                 Field(discriminator="kind")]
 _ADAPTER: TypeAdapter = TypeAdapter(Spec)
 
 

@@ -81,6 +81,10 @@ def other_value(key: str, field, value, tmp_path: Path):
         "methods": ["sft"], "suites": ["tiny-world"], "online.candidates": ["policy"], "online.start": "sft",
         "suite_options": {"tiny-world": {"limit": 5}}, "name": "other", "output_dir": "elsewhere",
         "online.ref_response": "sample", "vllm.dtype": "bfloat16", "vllm.max_model_len": 512,
+        "data.prompts": "other/prompts", "data.split": "test_prefs", "online.chunks": [2, 3], "dpo.start": "base",
+        **{f"{sec}.optim": "adamw_torch" for sec in ("sft", "dpo", "online")},
+        **{f"{sec}.lr_scheduler": "linear" for sec in ("sft", "dpo", "online")},
+        **{f"{sec}.max_prompt_length": 64 for sec in ("dpo", "online")},
     }
     if key in special:
         return special[key]
@@ -102,11 +106,16 @@ def test_every_field_reaches_the_keys_and_runtime_fields_do_not(tmp_path):
     class _Other:
         pass
 
+    real = ["data.prompts=HuggingFaceH4/ultrafeedback_binarized", f"model.pretrained={tmp_path}", "methods=[dpo, selm]",
+            "dpo.start=base", "online.ranker=reward-model:rm", "data.chunks=4", "data.expected_rows=100"]
+    bases = {  # a field only reaches a spec where the config uses it
+        "vllm": ["online.backend=vllm", "eval.backend=vllm"],  # vllm's engine options: when a stage uses vllm
+        "data": real, "dpo.chunk": real, "online.chunks": real,  # real prompt data
+        "dpo.start": [f"model.pretrained={tmp_path}"],
+    }
     checked = 0
     for key, field in leaves(ExperimentConfig):
-        section = key.split(".")[0]
-        # vllm's engine options only reach a spec when a stage generates with vllm
-        base = load_config(sets=["online.backend=vllm", "eval.backend=vllm"] if section == "vllm" else [])
+        base = load_config(sets=bases.get(key, bases.get(key.split(".")[0], [])))
         data = base.to_dict()
         node = data
         *path, last = key.split(".")
@@ -130,7 +139,7 @@ def test_a_spec_is_the_only_input(tmp_path):
     b = plan(load_config(sets=["online.max_length=128"]))[0]
     ka, kb = {s.name: s.key for s in a}, {s.name: s.key for s in b}
     assert ka["sft"] == kb["sft"] and ka["dpo"] == kb["dpo"]
-    assert ka["selm/iter-1/generate"] == kb["selm/iter-1/generate"]  # generation does not read max_length
+    assert ka["iterative-dpo/iter-1/generate"] == kb["iterative-dpo/iter-1/generate"]  # generation does not read max_length
     assert ka["selm/iter-1"] != kb["selm/iter-1"] and ka["selm/iter-2/generate"] != kb["selm/iter-2/generate"]
 
 

@@ -1,18 +1,20 @@
 """Methods (registry entries): sft, dpo, iterative-dpo, selm.
 
 A method plans its stages as specs (harness/specs.py); it runs nothing itself. `needs(cfg)`
-names the methods it starts from; `plan(cfg, world, made)` gets the world stage and the
-training stages planned so far (checkpoint name -> stage) and returns its own stages.
+names the methods it starts from; `plan(cfg, sources, made, shared)` gets where the data
+lives (harness/plan.py: Sources), the training stages planned so far (checkpoint name ->
+stage) and the stages planned so far by key, and returns its own stages. A stage whose key
+another method already planned is that stage: iteration 1 of `selm` and `iterative-dpo`,
+from the same checkpoint with the same generation settings, share one generation and one
+ranking, so their pairs are identical and they differ only by α.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.config import ExperimentConfig
-from harness.plan import Stage, backend_options, base_model_ref, checkpoint_folder, resolve_device, train_args
+from harness.plan import Sources, Stage, backend_options, checkpoint_folder, resolve_device, train_args
 from harness.registry import register_method
-from harness.specs import GenerateSpec, PreferenceSpec, RankSpec, SFTSpec
+from harness.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
 
 
 @register_method("sft", help="supervised fine-tuning (TRL SFTTrainer); the starting policy")
@@ -20,19 +22,19 @@ class SFTMethod:
     def needs(self, cfg: ExperimentConfig) -> tuple[str, ...]:
         return ()
 
-    def plan(self, cfg: ExperimentConfig, world: Stage, made: dict[str, Stage]) -> list[Stage]:
-        spec = SFTSpec(base=base_model_ref(cfg, world), data=world.ref("data/sft.jsonl"), train=train_args(cfg, "sft"))
+    def plan(self, cfg: ExperimentConfig, sources: Sources, made: dict[str, Stage], shared: dict[str, Stage]) -> list[Stage]:
+        spec = SFTSpec(base=sources.base_model(), data=sources.sft_data(), train=train_args(cfg, "sft"))
         return [Stage("sft", checkpoint_folder("sft"), spec, checkpoint="sft", method="sft")]
 
 
 @register_method("dpo", help="offline DPO on the fixed preference set (TRL DPOTrainer, sigmoid)")
 class DPOMethod:
     def needs(self, cfg: ExperimentConfig) -> tuple[str, ...]:
-        return ("sft",)
+        return ("sft",) if cfg.dpo.start == "sft" else ()
 
-    def plan(self, cfg: ExperimentConfig, world: Stage, made: dict[str, Stage]) -> list[Stage]:
-        sft = made["sft"].ref()
-        spec = PreferenceSpec(policy=sft, reference=sft, pairs=world.ref("data/pref.jsonl"), loss="dpo",
+    def plan(self, cfg: ExperimentConfig, sources: Sources, made: dict[str, Stage], shared: dict[str, Stage]) -> list[Stage]:
+        start = made["sft"].ref() if cfg.dpo.start == "sft" else sources.base_model()
+        spec = PreferenceSpec(policy=start, reference=start, pairs=sources.offline_pairs(), loss="dpo",
                               beta=cfg.dpo.beta, alpha=None, nll_weight=0.0, train=train_args(cfg, "dpo"))
         return [Stage("dpo", checkpoint_folder("dpo"), spec, checkpoint="dpo", method="dpo")]
 
@@ -44,31 +46,37 @@ class _OnlineMethod:
     loss = "dpo"
 
     def needs(self, cfg: ExperimentConfig) -> tuple[str, ...]:
-        return (cfg.online.start,)  # dpo in the paper; sft to skip the offline stage
+        return () if cfg.online.start == "base" else (cfg.online.start,)
 
-    def plan(self, cfg: ExperimentConfig, world: Stage, made: dict[str, Stage]) -> list[Stage]:
+    def plan(self, cfg: ExperimentConfig, sources: Sources, made: dict[str, Stage], shared: dict[str, Stage]) -> list[Stage]:
         o = cfg.online
         stages: list[Stage] = []
-        prev = made[o.start]
+        policy: Ref = sources.base_model() if o.start == "base" else made[o.start].ref()
         for t in range(1, o.iterations + 1):
             ckpt = f"{self.name}/iter-{t}"
+            prompts, chunk, chunks = sources.prompts(t)
             gen = GenerateSpec(
-                policy=prev.ref(), prompts=world.ref("data/prompts.jsonl"), chunk=t, chunks=o.iterations,
+                policy=policy, prompts=prompts, chunk=chunk, chunks=chunks,
                 candidates=list(o.candidates), num_samples=o.num_samples, temperature=o.temperature, top_p=o.top_p,
                 max_new_tokens=o.max_new_tokens, ref_response=o.ref_response, backend=o.backend,
                 backend_options=backend_options(cfg, o.backend), device=resolve_device(cfg.device),
                 seed=cfg.seed * 1000 + t,
             )
             g = Stage(f"{ckpt}/generate", f"checkpoints/{ckpt}/generate", gen, method=self.name, iteration=t)
-            r = Stage(f"{ckpt}/rank", f"checkpoints/{ckpt}/rank",
-                      RankSpec(candidates=g.ref("candidates.jsonl"), ranker=o.ranker), method=self.name, iteration=t)
+            g = shared.setdefault(g.key, g)
+            rank = RankSpec(candidates=g.ref("candidates.jsonl"), ranker=o.ranker, keep_ties=o.keep_ties,
+                            max_failures=o.max_ranker_failures, device=resolve_device(cfg.device),
+                            batch_size=cfg.eval.batch_size)
+            r = Stage(f"{ckpt}/rank", f"checkpoints/{ckpt}/rank", rank, method=self.name, iteration=t)
+            r = shared.setdefault(r.key, r)
             train = PreferenceSpec(
-                policy=prev.ref(), reference=prev.ref(), pairs=r.ref("generations.jsonl"), loss=self.loss,
+                policy=policy, reference=policy, pairs=r.ref("generations.jsonl"), loss=self.loss,
                 beta=o.beta, alpha=o.alpha if self.loss == "selm" else None, nll_weight=o.nll_weight,
-                train=train_args(cfg, "online"),
+                train=train_args(cfg, "online", t),
             )
-            prev = Stage(ckpt, checkpoint_folder(ckpt), train, checkpoint=ckpt, method=self.name, iteration=t)
-            stages += [g, r, prev]
+            trained = Stage(ckpt, checkpoint_folder(ckpt), train, checkpoint=ckpt, method=self.name, iteration=t)
+            stages += [g, r, trained]
+            policy = trained.ref()
         return stages
 
 

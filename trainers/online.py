@@ -25,14 +25,21 @@ def prompt_chunk(rows: list[dict[str, Any]], iteration: int, iterations: int) ->
 
 
 def build_pairs(
-    prompts: list[dict[str, Any]], candidates: list[list[str]], scores: list[list[float]]
+    prompts: list[dict[str, Any]], candidates: list[list[str]], scores: list[list[float] | None],
+    keep_ties: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(records of everything, training pairs) with chosen = best and rejected = worst."""
+    """(records of everything, training pairs) with chosen = the best candidate and rejected =
+    the worst (the first of equals). A prompt whose best and worst tie (same score or same
+    text) is a pair only with `keep_ties`, as the SELM authors do; a prompt the ranker failed
+    on (scores None) never is."""
     records, pairs = [], []
     for p, cands, sc in zip(prompts, candidates, scores):
+        if sc is None:
+            records.append({**p, "candidates": cands, "scores": None, "chosen": None, "rejected": None, "used": False})
+            continue
         best = max(range(len(cands)), key=lambda i: sc[i])
         worst = min(range(len(cands)), key=lambda i: sc[i])
-        usable = sc[best] > sc[worst] and cands[best] != cands[worst]
+        usable = keep_ties or (sc[best] > sc[worst] and cands[best] != cands[worst])
         records.append({**p, "candidates": cands, "scores": sc, "chosen": cands[best], "rejected": cands[worst],
                         "used": usable})
         if usable:
@@ -64,14 +71,28 @@ def generate(spec: GenerateSpec, root: Path, out: Path) -> None:
 
 
 def rank(spec: RankSpec, root: Path, out: Path) -> None:
-    """Writes `generations.jsonl`: candidates, scores, chosen (best), rejected (worst), y_ref, used."""
+    """Writes `generations.jsonl` (candidates, scores, chosen = best, rejected = worst, y_ref, used)
+    and `stage_info.json` (prompts, pairs, ranker failures; the pipeline copies it into the manifest).
+    A ranker returns None for a prompt it failed on; past `max_failures` of the prompts the stage fails."""
     rows = read_jsonl(Path(spec.candidates.resolve(root)))
     prompts = [{k: v for k, v in r.items() if k not in ("candidates", "y_ref")} for r in rows]
-    scores = registry.get("ranker", spec.ranker)().score(prompts, [r["candidates"] for r in rows])
-    records, pairs = build_pairs(prompts, [r["candidates"] for r in rows], scores)
+    ranker = registry.get("ranker", spec.ranker)(name=spec.ranker, device=spec.device, batch_size=spec.batch_size)
+    scores = ranker.score(prompts, [r["candidates"] for r in rows])
+    if len(scores) != len(rows):
+        raise RuntimeError(f"ranker {spec.ranker}: {len(scores)} score lists for {len(rows)} prompts")
+    failed = sum(s is None for s in scores)
+    info = {"prompts": len(rows), "ranker": spec.ranker, "ranker_failures": failed,
+            "ranker_failure_fraction": failed / max(1, len(rows)), "ranker_errors": getattr(ranker, "errors", [])[:5]}
+    if failed / max(1, len(rows)) > spec.max_failures:
+        raise RuntimeError(f"ranker {spec.ranker} failed on {failed}/{len(rows)} prompts, more than "
+                           f"online.max_ranker_failures = {spec.max_failures}")
+    records, pairs = build_pairs(prompts, [r["candidates"] for r in rows], scores, keep_ties=spec.keep_ties)
     for rec, r in zip(records, rows):
         rec["y_ref"] = r["y_ref"]
     write_jsonl(out / "generations.jsonl", records)
+    from harness.store import atomic_write_json
+
+    atomic_write_json(out / "stage_info.json", {**info, "pairs": len(pairs)})
     if not pairs:
         raise RuntimeError("every prompt's candidates scored the same; nothing to train on")
-    say(f"  {len(pairs)}/{len(records)} prompts gave a pair")
+    say(f"  {len(pairs)}/{len(records)} prompts gave a pair" + (f" ({failed} ranker failures)" if failed else ""))

@@ -20,9 +20,37 @@ from trainers.losses import selm_loss
 
 
 @dataclass
-class SELMConfig(DPOConfig):
+class PromptCutDPOConfig(DPOConfig):
+    max_prompt_length: int | None = field(default=None, metadata={
+        "help": "Keep each prompt's last N tokens (cut from the left, as the SELM authors do); None = no cut."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be >= 1, got {self.max_prompt_length}")
+
+
+@dataclass
+class SELMConfig(PromptCutDPOConfig):
     alpha: float = field(default=0.001, metadata={"help": "Weight of the optimism term (0 = DPO)."})
     nll_weight: float = field(default=0.0, metadata={"help": "Weight of the chosen-response NLL (TRL's 'sft' loss term)."})
+
+
+def cut_prompts(dataset, max_prompt_length: int | None):
+    """Keep each tokenized prompt's last `max_prompt_length` tokens (the responses are untouched;
+    `max_length` then cuts the whole sequence from the end)."""
+    if max_prompt_length is None:
+        return dataset
+    return dataset.map(lambda ex: {"prompt_ids": ex["prompt_ids"][-max_prompt_length:]},
+                       desc="Cutting prompts from the left")
+
+
+class PromptCutDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer, with prompts cut from the left to `args.max_prompt_length` tokens."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        return cut_prompts(prepared, getattr(args, "max_prompt_length", None))
 
 
 @dataclass
@@ -91,7 +119,7 @@ class SELMTrainer(DPOTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         if "ref_response_ids" in prepared.column_names:
-            return prepared
+            return cut_prompts(prepared, args.max_prompt_length)
         tok = processing_class
 
         def add_ref(example):
@@ -103,7 +131,8 @@ class SELMTrainer(DPOTrainer):
                 raise ValueError("tokenized prompt is not a prefix of prompt + y_ref; check the chat template")
             return {"ref_response_ids": f_ids[len(example["prompt_ids"]) :]}
 
-        return prepared.map(add_ref, desc=f"Tokenizing y_ref for {dataset_name}")
+        # y_ref's ids are cut off the full prompt first, then every prompt is cut from the left
+        return cut_prompts(prepared.map(add_ref, desc=f"Tokenizing y_ref for {dataset_name}"), args.max_prompt_length)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

@@ -40,7 +40,7 @@ def trainer_kwargs(t: TrainArgs, out: Path) -> dict[str, Any]:
         output_dir=str(out), per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
         num_train_epochs=t.epochs, max_steps=t.max_steps, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
-        lr_scheduler_type="cosine", logging_steps=t.logging_steps, save_strategy="no",
+        lr_scheduler_type=t.lr_scheduler, **({"optim": t.optim} if t.optim else {}), logging_steps=t.logging_steps, save_strategy="no",
         report_to=[], seed=t.seed, data_seed=t.seed, bf16=t.precision == "bf16", fp16=t.precision == "fp16",
         use_cpu=t.device == "cpu", gradient_checkpointing=t.gradient_checkpointing, disable_tqdm=True,
         dataloader_num_workers=0, max_length=t.max_length, dataset_num_proc=None,
@@ -81,6 +81,9 @@ def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
         (out / "train_info.json").write_text(json.dumps({
             "num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type),
             "device": str(acc.device), "mixed_precision": acc.mixed_precision,
+            "learning_rate": trainer.args.learning_rate, "lr_scheduler": str(trainer.args.lr_scheduler_type),
+            "optim": str(trainer.args.optim), "global_batch": trainer.args.per_device_train_batch_size
+            * trainer.args.gradient_accumulation_steps * acc.num_processes,
             "gradient_checkpointing": trainer.args.gradient_checkpointing}, indent=1))
 
 
@@ -134,7 +137,7 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from trainers.selm_trainer import SELMConfig, SELMTrainer
+    from trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer, SELMConfig, SELMTrainer
 
     check_world_size(spec.train)
     policy = spec.policy.resolve(root)
@@ -147,12 +150,16 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
     ds = Dataset.from_list(rows)
     with tempfile.TemporaryDirectory() as tmp:
         common = {**trainer_kwargs(spec.train, Path(tmp)), "beta": spec.beta}
+        cut = spec.train.max_prompt_length
         if spec.loss == "dpo":
             w = spec.nll_weight
             losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, w]} if w else {}
-            args, cls = DPOConfig(**common, **losses), DPOTrainer
+            if cut is None:  # TRL's DPOTrainer as it is
+                args, cls = DPOConfig(**common, **losses), DPOTrainer
+            else:
+                args, cls = PromptCutDPOConfig(**common, **losses, max_prompt_length=cut), PromptCutDPOTrainer
         else:
-            args, cls = SELMConfig(**common, alpha=spec.alpha, nll_weight=spec.nll_weight), SELMTrainer
+            args, cls = SELMConfig(**common, alpha=spec.alpha, nll_weight=spec.nll_weight, max_prompt_length=cut), SELMTrainer
         trainer = _quiet(cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
                              callbacks=[_progress_callback(spec.loss)]))
         trainer.train()

@@ -1,0 +1,230 @@
+"""The paper's knobs: chunks, the authors' pairing rule with ties, per-iteration learning rates,
+prompts cut from the left, `online.start: base`, the reward-model ranker, real prompt data in
+UltraFeedback-binarized's schema, and iteration 1 shared by selm and iterative-dpo."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import ConfigError, load_config
+
+
+def test_chunk_arithmetic():
+    from harness.prompt_data import chunk_bounds
+
+    four = chunk_bounds(61135, 4)
+    assert [e - s for s, e in four] == [15283] * 4 and four[0] == (0, 15283) and four[3] == (45849, 61132)
+    assert [e - s for s, e in chunk_bounds(61135, 3)] == [20378] * 3
+
+
+def test_authors_pairing_rule_with_ties():
+    from trainers.online import build_pairs
+
+    prompts = [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}, {"prompt": "d"}]
+    cands = [["g", "c", "r"], ["g", "c", "r"], ["g", "c", "r"], ["same", "same", "x"]]
+    scores = [[0.5, 0.9, 0.1], [0.3, 0.3, 0.3], None, [0.7, 0.7, 0.2]]
+    records, pairs = build_pairs(prompts, cands, scores)
+    assert [(r["chosen"], r["rejected"], r["used"]) for r in records] == [
+        ("c", "r", True),        # best -> chosen, worst -> rejected
+        ("g", "g", False),       # all tied: the first is both best and worst; dropped by default
+        (None, None, False),     # the ranker failed on this prompt
+        ("same", "x", True)]     # a tie for best: the first of equals
+    _, kept = build_pairs(prompts, cands, scores, keep_ties=True)
+    assert [p["prompt"] for p in kept] == ["a", "b", "d"]  # ties kept, failures never
+
+
+def test_schedule_config_errors(tmp_path):
+    for sets, key in [(["online.learning_rate=[1e-4]"], "online.learning_rate: 1 values for 2 iterations"),
+                      (["online.learning_rate=[1e-4, -1]"], "online.learning_rate"),
+                      (["online.start=base"], "model.pretrained: a `base` start"),
+                      (["online.chunks=[1, 2]"], "online.chunks")]:
+        with pytest.raises(ConfigError) as err:
+            load_config(sets=sets)
+        assert str(err.value).startswith(key), str(err.value)
+    cfg = load_config(sets=["online.learning_rate=[5e-7, 5e-7, 1e-7]", "online.iterations=3"])
+    from harness.plan import train_args
+
+    assert [train_args(cfg, "online", t).learning_rate for t in (1, 2, 3)] == [5e-7, 5e-7, 1e-7]
+
+
+def test_prompts_cut_from_the_left(tiny_model):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    long_prompt = "add 12 and 34 then reverse abc and count a in banana " * 3
+    rows = [{"prompt": [{"role": "user", "content": long_prompt}], "chosen": [{"role": "assistant", "content": "46"}],
+             "rejected": [{"role": "assistant", "content": "22"}]}]
+    full = tok.apply_chat_template(rows[0]["prompt"], tokenize=False, add_generation_prompt=True)
+    full_ids = tok(full, add_special_tokens=False)["input_ids"]
+    assert len(full_ids) > 12
+    args = PromptCutDPOConfig(output_dir="/tmp/unused", max_prompt_length=12, report_to=[], use_cpu=True, bf16=False)
+    trainer = PromptCutDPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
+                                  processing_class=tok)
+    example = trainer.train_dataset[0]
+    assert example["prompt_ids"] == full_ids[-12:]  # the prompt's last 12 tokens, response untouched
+    assert tok.decode(example["chosen_ids"], skip_special_tokens=True).strip() == "46"
+
+
+def _reward_model(tiny_model: Path, out: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, num_labels=1, pad_token_id=tok.pad_token_id)
+    LlamaForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_reward_model_ranker_equals_unbatched_forward(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from harness import registry
+
+    path = _reward_model(tiny_model, tmp_path / "rm")
+    ranker = registry.get("ranker", f"reward-model:{path}")(name=f"reward-model:{path}", batch_size=4)
+    prompts = [{"prompt": "add 3 and 4"}, {"prompt": "reverse abcd"}]
+    cands = [["7", "8", "seven is the answer"], ["dcba", "abcd"]]
+    scores = ranker.score(prompts, cands)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    for p, cs, got in zip(prompts, cands, scores):
+        for c, s in zip(cs, got):  # one sequence, no padding: the reference
+            text = tok.apply_chat_template([{"role": "user", "content": p["prompt"]},
+                                            {"role": "assistant", "content": c}], tokenize=False)
+            with torch.no_grad():
+                ref = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+            assert abs(s - ref) < 1e-5
+    with pytest.raises(ValueError, match="reward-model needs a model"):
+        registry.get("ranker", "reward-model")(name="reward-model")
+
+
+def test_real_prompt_data_and_schema_errors(tmp_path):
+    from datasets import Dataset
+
+    from harness.prompt_data import DataError, prepare
+    from harness.specs import DataSpec
+
+    rows = [{"prompt": f"q{i}", "prompt_id": f"id{i}",
+             "chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"good {i}"}],
+             "rejected": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"bad {i}"}],
+             "score_chosen": 8.0, "score_rejected": 2.0} for i in range(10)]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "uf.parquet"))
+    out = tmp_path / "data"
+    prepare(DataSpec(source=str(tmp_path / "uf.parquet"), split="train_prefs", chunks=3, expected_rows=10), tmp_path, out)
+    chunk2 = [json.loads(line) for line in (out / "chunk-2.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in chunk2] == ["q3", "q4", "q5"] and chunk2[0]["chosen"] == "good 3"
+    assert chunk2[0]["rejected"] == "bad 3" and chunk2[0]["id"] == "id3"
+    assert json.loads((out / "counts.json").read_text())["chunks"] == {"chunk-1": 3, "chunk-2": 3, "chunk-3": 3}
+    Dataset.from_list([{k: v for k, v in r.items() if k != "rejected"} for r in rows]).to_json(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(DataError, match=r"missing column 'rejected'"):
+        prepare(DataSpec(source=str(tmp_path / "bad.jsonl"), split="x", chunks=1, expected_rows=None), tmp_path, out)
+    with pytest.raises(DataError, match="10 rows, the config expects 11"):
+        prepare(DataSpec(source=str(tmp_path / "uf.parquet"), split="x", chunks=1, expected_rows=11), tmp_path, out)
+
+
+def test_iteration_1_shared_by_selm_and_iterative_dpo():
+    from harness.plan import plan
+
+    stages, _ = plan(load_config(sets=["methods=[iterative-dpo, selm]"]))
+    by = {s.name: s for s in stages}
+    assert "selm/iter-1/generate" not in by and "selm/iter-1/rank" not in by
+    selm1 = next(s for s in stages if s.checkpoint == "selm/iter-1")
+    idpo1 = next(s for s in stages if s.checkpoint == "iterative-dpo/iter-1")
+    assert selm1.spec.pairs == idpo1.spec.pairs  # identical pairs, by key
+    assert selm1.spec.loss == "selm" and idpo1.spec.loss == "dpo"
+    assert by["selm/iter-2/generate"].spec.policy == selm1.ref()  # later iterations: their own policy
+
+
+def test_micro_run_from_base_with_lr_schedule_and_reward_model(tiny_model, tmp_path):
+    """Done-when: the micro config end to end with online.start: base, per-iteration learning
+    rates and the reward-model ranker; each iteration's trainer got its own learning rate."""
+    rm = _reward_model(tiny_model, tmp_path / "rm")
+    micro = {
+        "name": "micro-base", "seed": 0, "device": "cpu", "methods": ["selm"], "suites": ["tiny-world"],
+        "world": {"n_sft": 16, "n_pref": 8, "n_prompts": 32, "n_dev": 4, "n_eval": 8, "n_two_turn": 2, "n_mc": 4},
+        "model": {"pretrained": str(tiny_model)},
+        "online": {"start": "base", "iterations": 2, "learning_rate": [1e-4, 5e-5], "batch_size": 8,
+                   "num_samples": 2, "max_new_tokens": 6, "ranker": f"reward-model:{rm}", "keep_ties": True,
+                   "max_prompt_length": 64},
+        "suite_options": {"tiny-world": {"max_new_tokens": 6}},
+    }
+    cfg = tmp_path / "micro.yaml"
+    cfg.write_text(yaml.safe_dump(micro))
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-and-eval", "--config", str(cfg), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (out / "checkpoints" / "sft").exists() and not (out / "checkpoints" / "dpo").exists()
+    lrs = [json.loads((out / f"checkpoints/selm/iter-{t}/model/train_info.json").read_text())["learning_rate"]
+           for t in (1, 2)]
+    assert lrs == [1e-4, 5e-5]
+    spec = json.loads((out / "checkpoints/selm/iter-1/model/spec.json").read_text())
+    assert spec["policy"] == {"path": str(tiny_model), "key": ""}
+    manifest = json.loads((out / "manifest.json").read_text())
+    rank = manifest["stages"]["checkpoints/selm/iter-1/rank"]
+    assert rank["ranker_failures"] == 0 and rank["pairs"] == rank["prompts"] == 16  # keep_ties: every prompt
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert [r["checkpoint"] for r in rows] == ["selm/iter-1", "selm/iter-2"]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _plan(recipe: str) -> dict:
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "plan", "--config", str(REPO / "configs" / recipe),
+                          "--format", "json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout)
+
+
+def test_plan_zephyr_recipe_offline():
+    d = _plan("zephyr-7b.yaml")
+    by = {s["name"]: s for s in d["stages"]}
+    assert by["data"]["rows"] == 61135 and by["data"]["chunk_rows"] == 15283
+    dpo = by["dpo"]
+    assert dpo["model"] == dpo["reference"] == "HuggingFaceH4/mistral-7b-sft-beta"
+    assert dpo["inputs"][-1] == "data/chunk-1.jsonl" and dpo["rows"] == 15283
+    assert (dpo["beta"], dpo["learning_rate"], dpo["global_batch"]) == (0.01, 5e-7, "256 = 8 x 8 x 4")
+    for method, alpha in (("iterative-dpo", 0.0), ("selm", 0.001)):
+        iters = [by[f"{method}/iter-{t}"] for t in (1, 2, 3)]
+        assert [s["learning_rate"] for s in iters] == [5e-7, 5e-7, 1e-7]
+        assert {(s["beta"], s["alpha"], s["global_batch"], s["max_length"], s["max_prompt_length"], s["nll_weight"])
+                for s in iters} == {(0.01, alpha, "256 = 8 x 8 x 4", 1024, 512, 0.0)}
+        assert [s["model"] for s in iters] == ["checkpoints/dpo/model"] + [f"checkpoints/{method}/iter-{t}/model" for t in (1, 2)]
+        assert all(s["model"] == s["reference"] and s["rows"] == 15283 for s in iters)
+    gens = [by[f"iterative-dpo/iter-{t}/generate"] for t in (1, 2, 3)]
+    assert [g["inputs"][1] for g in gens] == ["data/chunk-2.jsonl", "data/chunk-3.jsonl", "data/chunk-4.jsonl"]
+    assert gens[0]["generations"] == 15283 and by["iterative-dpo/iter-1/rank"]["ranker"] == "pairrm"
+    assert "selm/iter-1/generate" not in by  # shared with iterative-dpo
+    evals = [s for s in d["stages"] if s["kind"] == "eval"]
+    assert {s["suite"] for s in evals} == {"mt-bench", "alpaca-eval", "lm-eval:openllm"} and len(evals) == 7 * 3
+    mt = next(s for s in evals if s["suite"] == "mt-bench")
+    assert (mt["generations"], mt["judge_calls"], mt["judge"]) == (160, 160, "openai:gpt-4")
+    assert {a["name"] for a in d["artefacts"]} >= {"HuggingFaceH4/mistral-7b-sft-beta",
+                                                   "HuggingFaceH4/ultrafeedback_binarized", "llm-blender/PairRM"}
+    assert d["totals"]["gpu_hours"] > 0 and d["totals"]["judge_usd"] > 0
+
+
+def test_plan_llama3_recipe_offline():
+    d = _plan("llama-3-8b-instruct.yaml")
+    by = {s["name"]: s for s in d["stages"]}
+    assert by["data"]["chunk_rows"] == 20378 and "dpo" not in by and "sft" not in by
+    iters = [by[f"selm/iter-{t}"] for t in (1, 2, 3)]
+    assert [s["learning_rate"] for s in iters] == [5e-7, 3e-7, 1e-7]
+    assert {(s["alpha"], s["global_batch"]) for s in iters} == {(0.0001, "128 = 8 x 4 x 4")}
+    assert iters[0]["model"] == "meta-llama/Meta-Llama-3-8B-Instruct" and iters[0]["rows"] == 20378
+    assert [by[f"iterative-dpo/iter-{t}/generate"]["inputs"][1] for t in (1, 2, 3)] == [
+        "data/chunk-1.jsonl", "data/chunk-2.jsonl", "data/chunk-3.jsonl"]
+    assert {by[f"iterative-dpo/iter-{t}"]["alpha"] for t in (1, 2, 3)} == {0.0}
