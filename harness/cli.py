@@ -129,6 +129,37 @@ def train_and_eval_cmd(
         _fail(e)
 
 
+data_app = typer.Typer(help="The real suites' data: `selm-bench data pull`.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("pull")
+def data_pull_cmd(
+    suites: Optional[List[str]] = typer.Option(None, "--suites", help="Comma list (default: mt-bench,alpaca-eval)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder (default: $SELM_BENCH_DATA or ~/.cache/selm-bench/data)."),
+) -> None:
+    """Download the real suites' data from their canonical sources (pinned commits, SHA-256
+    checked) to where the suites find it without --data-dir.
+
+    Examples: `selm-bench data pull`, `selm-bench data pull --suites mt-bench --to /data/mirror`
+    """
+    try:
+        from harness.datapull import DataPullError, default_dir, pull
+
+        names = _split(suites) or ["mt-bench", "alpaca-eval"]
+        try:
+            done = pull(names, to)
+        except DataPullError as e:
+            raise UsageError(str(e)) if "not a suite" in str(e) else e from None
+        for dest, how in done.items():
+            typer.echo(f"{how:10s} {dest}", err=True)
+        typer.echo(f"data in {to or default_dir()}", err=True)
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
 @app.command("plan")
 def plan_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Experiment YAML (default: configs/tiny.yaml)."),

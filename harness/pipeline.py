@@ -58,11 +58,11 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
     stages, evals = plan(cfg)  # a bad combination (batch vs processes) fails here, before anything is written
     store = RunStore(out, force=force)
     store.start(cfg.to_dict(), cfg.seed, command)
+    runtime = judge_runtime(cfg)  # judges (evals, judge: rankers): settings that cannot change a judgment
     for st in stages:
-        execute(store, st, cfg)
+        execute(store, st, cfg, runtime)
     # The leaderboard shows exactly this plan's results, not leftovers of earlier plans.
     store.manifest["results"] = [ev.folder for ev in evals]
-    runtime = judge_runtime(cfg)
     for ev in evals:
         execute(store, ev, cfg, runtime)
         _say_metrics(store.root / ev.folder)

@@ -158,9 +158,14 @@ def eval_spec(cfg: ExperimentConfig, model: Ref, name: str, suite: str, world: R
               references: dict[str, Ref]) -> EvalSpec:
     base = registry.base_name("suite", suite)
     raw = {**cfg.suite_options.get(base, {}), **cfg.suite_options.get(suite, {})}
+    data_dir = cfg.eval.data_dir or None
+    if data_dir is None and world is None:  # real mode: what `selm-bench data pull` fetched
+        from harness.datapull import pulled_dir
+
+        data_dir = str(pulled_dir()) if pulled_dir() else None
     return EvalSpec(
         model=model, name=name, suite=suite, options=validate_suite_options(suite, raw),
-        data_dir=cfg.eval.data_dir or None, world=world, references=references, backend=cfg.eval.backend,
+        data_dir=data_dir, world=world, references=references, backend=cfg.eval.backend,
         backend_options=backend_options(cfg, cfg.eval.backend), judge=cfg.eval.judge,
         judge_base_url=cfg.eval.judge_base_url or None, device=resolve_device(cfg.device), seed=cfg.seed,
     )

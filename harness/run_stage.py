@@ -54,7 +54,7 @@ def _generate(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
 def _rank(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
     from trainers.online import rank
 
-    rank(spec, root, out)
+    rank(spec, root, out, runtime)
 
 
 def _eval(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:

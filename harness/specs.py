@@ -134,6 +134,7 @@ class RankSpec(Frozen):
     max_failures: float = 0.0  # fraction of prompts the ranker may fail on before the stage fails
     device: str = "cpu"
     batch_size: int = 16
+    judge_base_url: str | None = None  # judge:<model> rankers: the endpoint (the key only from OPENAI_API_KEY)
 
 
 class EvalSpec(Frozen):

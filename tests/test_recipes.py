@@ -228,3 +228,55 @@ def test_plan_llama3_recipe_offline():
     assert [by[f"iterative-dpo/iter-{t}/generate"]["inputs"][1] for t in (1, 2, 3)] == [
         "data/chunk-1.jsonl", "data/chunk-2.jsonl", "data/chunk-3.jsonl"]
     assert {by[f"iterative-dpo/iter-{t}"]["alpha"] for t in (1, 2, 3)} == {0.0}
+
+
+def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
+    """Pairwise wins from a fake OpenAI-compatible judge that prefers the response saying 'good';
+    a rerun is served from the cache; a prompt whose comparison fails is None (counted)."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import send_json
+    from harness import registry
+
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            text = body["messages"][-1]["content"]
+            calls.append(text)
+            a = text.split("[Response A]\n", 1)[1].split("\n[End of response A]", 1)[0]
+            b = text.split("[Response B]\n", 1)[1].split("\n[End of response B]", 1)[0]
+            if "broken" in text:
+                return send_json(self, 500, {"error": {"message": "injected"}})
+            verdict = "[[C]]" if ("good" in a) == ("good" in b) else ("[[A]]" if "good" in a else "[[B]]")
+            send_json(self, 200, {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "m",
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": f"Verdict: {verdict}"}}],
+                                  "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    try:
+        kw = dict(name="judge:fake-judge", cache_dir=str(tmp_path / "cache"),
+                  base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=0, concurrency=2)
+        prompts = [{"prompt": "p1"}, {"prompt": "p2 broken"}]
+        cands = [["bad one", "good one", "also bad"], ["good", "bad"]]
+        ranker = registry.get("ranker", "judge:fake-judge")(**kw)
+        scores = ranker.score(prompts, cands)
+        assert scores[0] == [0.5, 2.0, 0.5]  # by hand: good beats both; the two bad ones tie
+        assert scores[1] is None and ranker.errors == ["prompt 1: call failed"]
+        first = len(calls)
+        assert first == 3 + 1
+        again = registry.get("ranker", "judge:fake-judge")(**kw).score(prompts[:1], cands[:1])
+        assert again == [[0.5, 2.0, 0.5]] and len(calls) == first  # all three from the cache
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -66,7 +66,8 @@ class _OnlineMethod:
             g = shared.setdefault(g.key, g)
             rank = RankSpec(candidates=g.ref("candidates.jsonl"), ranker=o.ranker, keep_ties=o.keep_ties,
                             max_failures=o.max_ranker_failures, device=resolve_device(cfg.device),
-                            batch_size=cfg.eval.batch_size)
+                            batch_size=cfg.eval.batch_size,
+                            judge_base_url=(cfg.eval.judge_base_url or None) if o.ranker.startswith("judge:") else None)
             r = Stage(f"{ckpt}/rank", f"checkpoints/{ckpt}/rank", rank, method=self.name, iteration=t)
             r = shared.setdefault(r.key, r)
             train = PreferenceSpec(

@@ -70,18 +70,21 @@ def generate(spec: GenerateSpec, root: Path, out: Path) -> None:
     write_jsonl(out / "candidates.jsonl", [{**p, "candidates": c, "y_ref": y} for p, c, y in zip(prompts, candidates, y_ref)])
 
 
-def rank(spec: RankSpec, root: Path, out: Path) -> None:
+def rank(spec: RankSpec, root: Path, out: Path, runtime: dict[str, Any] | None = None) -> None:
     """Writes `generations.jsonl` (candidates, scores, chosen = best, rejected = worst, y_ref, used)
     and `stage_info.json` (prompts, pairs, ranker failures; the pipeline copies it into the manifest).
     A ranker returns None for a prompt it failed on; past `max_failures` of the prompts the stage fails."""
     rows = read_jsonl(Path(spec.candidates.resolve(root)))
     prompts = [{k: v for k, v in r.items() if k not in ("candidates", "y_ref")} for r in rows]
-    ranker = registry.get("ranker", spec.ranker)(name=spec.ranker, device=spec.device, batch_size=spec.batch_size)
+    judge = {"base_url": spec.judge_base_url, "cache_dir": str(Path(out).parent / "judge-cache"), **(runtime or {})}
+    ranker = registry.get("ranker", spec.ranker)(name=spec.ranker, device=spec.device, batch_size=spec.batch_size,
+                                                 **judge)
     scores = ranker.score(prompts, [r["candidates"] for r in rows])
     if len(scores) != len(rows):
         raise RuntimeError(f"ranker {spec.ranker}: {len(scores)} score lists for {len(rows)} prompts")
     failed = sum(s is None for s in scores)
     info = {"prompts": len(rows), "ranker": spec.ranker, "ranker_failures": failed,
+            "ranker_calls": getattr(ranker, "accounting", dict)(),
             "ranker_failure_fraction": failed / max(1, len(rows)), "ranker_errors": getattr(ranker, "errors", [])[:5]}
     if failed / max(1, len(rows)) > spec.max_failures:
         raise RuntimeError(f"ranker {spec.ranker} failed on {failed}/{len(rows)} prompts, more than "

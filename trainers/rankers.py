@@ -93,3 +93,71 @@ class PairRMRanker:
         ranks = self.blender.rank([p["prompt"] for p in prompts], candidates, return_scores=False,
                                   batch_size=self.batch_size)
         return [[-float(r) for r in row] for row in ranks]
+
+
+PAIRWISE_SYSTEM = (
+    "You compare two assistant responses to the same user request. Judge which response is more "
+    "helpful, correct and clear; ignore its length and the order in which the responses appear. "
+    "Finish with exactly one verdict: [[A]] if A is better, [[B]] if B is better, [[C]] for a tie."
+)
+
+
+def pairwise_messages(prompt: str, first: str, second: str) -> list[dict[str, str]]:
+    user = (f"[User request]\n{prompt}\n\n[Response A]\n{first}\n[End of response A]\n\n"
+            f"[Response B]\n{second}\n[End of response B]")
+    return [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_verdict(text: str | None) -> float | None:
+    """A's share of the win: 1 ([[A]]), 0 ([[B]]), 0.5 ([[C]]); None when no single verdict is given."""
+    if text is None:
+        return None
+    found = {v for v in ("A", "B", "C") if f"[[{v}]]" in text}
+    return {"A": 1.0, "B": 0.0, "C": 0.5}[found.pop()] if len(found) == 1 else None
+
+
+@register_ranker("judge", help="judge:<model>: pairwise preference of an OpenAI-compatible LLM, cached")
+class JudgeRanker:
+    """Every pair of a prompt's candidates is compared once by the LLM judge (`openai:<model>` client:
+    disk cache, bounded concurrency and retries); the pair's order is fixed by a hash of the two
+    texts, so a position bias does not always favour the same slot and reruns ask the same
+    question (cache hits). A candidate's score is its wins (a tie counts a half). A prompt with
+    a failed or unparsable comparison gets None (counted by the rank stage)."""
+
+    def __init__(self, name: str = "", device: str = "cpu", batch_size: int = 16, cache_dir: str | None = None,
+                 base_url: str | None = None, concurrency: int = 8, max_retries: int = 5, timeout: float = 60, **_: Any):
+        from evals.openai_judge import OpenAIJudge
+
+        model = _parameter(name, "judge")
+        self.judge = OpenAIJudge(spec=f"openai:{model}", cache_dir=cache_dir, base_url=base_url,
+                                 concurrency=concurrency, max_retries=max_retries, timeout=timeout)
+        self.judge.check()  # the key is there before any call
+        self.errors: list[str] = []
+
+    def score(self, prompts: list[dict[str, Any]], candidates: list[list[str]]) -> list[list[float] | None]:
+        import hashlib
+
+        pairs, requests = [], []
+        for p_i, (p, cands) in enumerate(zip(prompts, candidates)):
+            for i in range(len(cands)):
+                for j in range(i + 1, len(cands)):
+                    swap = hashlib.sha256(f"{cands[i]}\0{cands[j]}".encode()).digest()[0] % 2 == 1
+                    a, b = (j, i) if swap else (i, j)
+                    pairs.append((p_i, a, b))
+                    requests.append(pairwise_messages(p["prompt"], cands[a], cands[b]))
+        verdicts = self.judge.chat_many(requests, temperature=0.0, max_tokens=1024)
+        scores: list[list[float] | None] = [[0.0] * len(c) for c in candidates]
+        for (p_i, a, b), text in zip(pairs, verdicts):
+            share = parse_verdict(text)
+            if scores[p_i] is None:
+                continue
+            if share is None:
+                self.errors.append(f"prompt {p_i}: " + ("call failed" if text is None else "no single [[A]]/[[B]]/[[C]] verdict"))
+                scores[p_i] = None
+                continue
+            scores[p_i][a] += share
+            scores[p_i][b] += 1.0 - share
+        return scores
+
+    def accounting(self) -> dict[str, int]:
+        return self.judge.accounting()

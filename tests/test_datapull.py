@@ -1,0 +1,102 @@
+"""`selm-bench data pull` against a loopback HTTP server: pinned checksums, the cache, one-line
+errors for a bad or unreachable source, and the suites finding the data without --data-dir."""
+
+import functools
+import hashlib
+import socket
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA, shared_data
+from harness.datapull import ARTEFACTS, Artefact, DataPullError, pull
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    servers = []
+
+    def start(folder: Path) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("SELM_BENCH_DATA_URL", url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        return url
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def test_pull_the_real_files_from_a_mirror_of_shared_data(serve, tmp_path):
+    shared_data("mt_bench", "question.jsonl")
+    serve(SHARED_DATA)
+    done = pull(["mt-bench", "alpaca-eval"], tmp_path / "data")
+    assert done == {a.dest: "downloaded" for a in ARTEFACTS}
+    for a in ARTEFACTS:
+        assert (tmp_path / "data" / a.dest).read_bytes() == (SHARED_DATA / a.dest).read_bytes()
+    assert set(pull(["mt-bench"], tmp_path / "data").values()) == {"cached"}
+
+
+def test_checksums_cache_and_one_line_errors(serve, tmp_path):
+    site = tmp_path / "site"
+    (site / "d").mkdir(parents=True)
+    body = b'{"question_id": 81}\n'
+    (site / "d" / "q.jsonl").write_bytes(body)
+    good = Artefact("mt-bench", "d/q.jsonl", "https://example.invalid/q.jsonl", hashlib.sha256(body).hexdigest(), len(body))
+    serve(site)
+    to = tmp_path / "cache"
+    assert pull(["mt-bench"], to, artefacts=(good,)) == {"d/q.jsonl": "downloaded"}
+    assert (to / "d" / "q.jsonl").read_bytes() == body and (to / "pulled.json").is_file()
+    assert pull(["mt-bench"], to, artefacts=(good,)) == {"d/q.jsonl": "cached"}
+
+    bad = Artefact("mt-bench", "d/q.jsonl", good.url, "0" * 64, len(body))
+    with pytest.raises(DataPullError, match=r"^mt-bench: d/q.jsonl from .* does not match its pinned SHA-256"):
+        pull(["mt-bench"], tmp_path / "other", artefacts=(bad,))
+    assert not list((tmp_path / "other").rglob("q.jsonl*"))  # nothing partial written
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    import os
+
+    os.environ["SELM_BENCH_DATA_URL"] = f"http://127.0.0.1:{closed}"
+    with pytest.raises(DataPullError) as err:
+        pull(["mt-bench"], tmp_path / "third", artefacts=(good,))
+    assert "cannot fetch d/q.jsonl" in str(err.value) and "--data-dir" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_brainteaser_is_one_line_exit_1(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "data", "pull", "--suites", "brainteaser",
+                          "--to", str(tmp_path / "x")], capture_output=True, text=True)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert res.stderr.startswith("error: brainteaser: no automatic download") and "--data-dir" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "data", "pull", "--suites", "nope"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("error: nope: not a suite")
+
+
+def test_real_mode_evals_find_pulled_data(tmp_path, monkeypatch):
+    from harness.config import load_config
+    from harness.plan import eval_spec
+    from harness.specs import Ref
+
+    monkeypatch.setenv("SELM_BENCH_DATA", str(tmp_path))
+    cfg = load_config()
+    assert eval_spec(cfg, Ref(path="m"), "m", "mt-bench", None, {}).data_dir is None
+    (tmp_path / "pulled.json").write_text("{}")
+    assert eval_spec(cfg, Ref(path="m"), "m", "mt-bench", None, {}).data_dir == str(tmp_path)
+    assert eval_spec(cfg, Ref(path="m"), "m", "mt-bench", Ref(path="world/data"), {}).data_dir is None  # tiny mode
