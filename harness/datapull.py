@@ -6,8 +6,12 @@ to a commit and checked against a SHA-256, cached where the suites look when no
 - alpaca-eval: alpaca_eval's `results/gpt4_1106_preview/model_outputs.json` (the AlpacaEval 2.0
   evaluation set and its reference outputs). `df_gamed.csv` (length-controlled win rate) has
   no pinned checksum here and is not pulled: without it LC stays null, as documented.
-- brainteaser: not pullable. Upstream ships an encrypted zip of pickled numpy arrays; this
-  tool neither decrypts nor unpickles downloads. Its error line says how to use --data-dir.
+- brainteaser: the authors' `data/BTDATA.zip` (1171-jpg/BrainTeaser, pinned commit), an AES zip
+  whose password the authors publish in their README (against crawlers), of numpy object
+  arrays. The arrays are read with a restricted unpickler that accepts numpy's array
+  reconstruction and nothing else, and written as `brainteaser/{SP,WP}_{train,test}.jsonl`;
+  `demonstration.jsonl` comes from `Prompting/demonstration.npy`. The test answer keys in the
+  zip are not extracted.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from harness.store import atomic_write_json
 
 FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d/fastchat/llm_judge/data"
 ALPACA_EVAL = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/cd543a149df89434d8a54582c0151c0b945c3d20"
+BRAINTEASER = "https://raw.githubusercontent.com/1171-jpg/BrainTeaser/4d164df75ba95682758248727bfc9d2746e598b7"
+BT_PASSWORD = b"brainteaser"  # published in the authors' README
+BT_MEMBERS = {"SP_train.npy": "SP_train.jsonl", "WP_train.npy": "WP_train.jsonl", "SP_test.npy": "SP_test.jsonl",
+              "WP_test.npy": "WP_test.jsonl"}
 
 
 class DataPullError(RuntimeError):
@@ -49,10 +57,13 @@ ARTEFACTS = (
     Artefact("alpaca-eval", "alpaca_eval/results/gpt4_1106_preview/model_outputs.json",
              f"{ALPACA_EVAL}/results/gpt4_1106_preview/model_outputs.json",
              "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4", 1899765),
+    Artefact("brainteaser", "brainteaser/raw/BTDATA.zip", f"{BRAINTEASER}/data/BTDATA.zip",
+             "3982996c23ab8c2b278e88792071c440a6c2f9af1ffc92b2d43a0152c425a6f5", 243885),
+    Artefact("brainteaser", "brainteaser/raw/demonstration.npy", f"{BRAINTEASER}/Prompting/demonstration.npy",
+             "27b68f6ecf721036ad25c2af7378f81ba2e147e0b899ba6e04faa31e5dc4094c", 2329),
 )
-PULLABLE = ("mt-bench", "alpaca-eval")
-NOT_PULLABLE = {"brainteaser": "upstream ships an encrypted zip of pickled numpy arrays, which this tool does not "
-                               "decrypt or unpickle; put {SP,WP}_<split>.jsonl under DIR/brainteaser and pass --data-dir DIR"}
+PULLABLE = ("mt-bench", "alpaca-eval", "brainteaser")
+NOT_PULLABLE: dict[str, str] = {}
 
 
 def default_dir() -> Path:
@@ -110,6 +121,68 @@ def pull(suites: list[str], to: Path | None = None, artefacts: tuple[Artefact, .
         if s not in PULLABLE:
             raise DataPullError(f"{s}: not a suite with data to pull (pullable: {', '.join(PULLABLE)})")
     done = {a.dest: fetch(a, to) for a in artefacts if a.suite in suites}
+    if "brainteaser" in suites and any(a.suite == "brainteaser" for a in artefacts):
+        convert_brainteaser(to / "brainteaser")
     manifest = {a.dest: {"url": a.url, "sha256": a.sha256} for a in artefacts if (to / a.dest).is_file()}
     atomic_write_json(to / "pulled.json", manifest)
     return done
+
+
+# ---------------------------------------------------------------- brainteaser
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+def load_object_npy(data: bytes) -> list:
+    """A .npy object array as a list, unpickled with numpy's reconstruction functions only."""
+    import io
+    import pickle
+
+    import numpy as np
+    from numpy.lib import format as npformat
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if (module, name) not in _NUMPY_GLOBALS:
+                raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a downloaded file")
+            return getattr(__import__(module, fromlist=[name]), name)
+
+    f = io.BytesIO(data)
+    version = npformat.read_magic(f)
+    read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    if dtype != np.dtype(object):
+        return np.frombuffer(f.read(), dtype=dtype).reshape(shape).tolist()
+    return [_plain(x) for x in Restricted(f).load()]
+
+
+def _plain(x):
+    """numpy scalars and arrays inside the records as JSON values."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist"):
+        return _plain(x.tolist())
+    return x
+
+
+def convert_brainteaser(folder: Path) -> None:
+    """`raw/BTDATA.zip` + `raw/demonstration.npy` -> the `{SP,WP}_{train,test}.jsonl` and
+    `demonstration.jsonl` the brainteaser suite reads."""
+    import json
+
+    import pyzipper
+
+    from harness.store import atomic_write_text
+
+    with pyzipper.AESZipFile(folder / "raw" / "BTDATA.zip") as z:
+        z.setpassword(BT_PASSWORD)
+        for member, out in BT_MEMBERS.items():
+            rows = load_object_npy(z.read(member))
+            atomic_write_text(folder / out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    demos = load_object_npy((folder / "raw" / "demonstration.npy").read_bytes())
+    atomic_write_text(folder / "demonstration.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demos))

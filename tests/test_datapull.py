@@ -44,8 +44,9 @@ def test_pull_the_real_files_from_a_mirror_of_shared_data(serve, tmp_path):
     shared_data("mt_bench", "question.jsonl")
     serve(SHARED_DATA)
     done = pull(["mt-bench", "alpaca-eval"], tmp_path / "data")
-    assert done == {a.dest: "downloaded" for a in ARTEFACTS}
-    for a in ARTEFACTS:
+    real = [a for a in ARTEFACTS if a.suite in ("mt-bench", "alpaca-eval")]  # brainteaser's zip is not in shared/
+    assert done == {a.dest: "downloaded" for a in real}
+    for a in real:
         assert (tmp_path / "data" / a.dest).read_bytes() == (SHARED_DATA / a.dest).read_bytes()
     assert set(pull(["mt-bench"], tmp_path / "data").values()) == {"cached"}
 
@@ -79,14 +80,56 @@ def test_checksums_cache_and_one_line_errors(serve, tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_cli_brainteaser_is_one_line_exit_1(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "data", "pull", "--suites", "brainteaser",
+def test_brainteaser_from_an_aes_zip_of_object_arrays(serve, tmp_path):
+    """A zip like the authors' (AES, published password, numpy object arrays of dicts) becomes
+    the suite's jsonl files; a pickle that reaches for anything but numpy is refused."""
+    import io
+    import json
+
+    import numpy as np
+    import pyzipper
+
+    from harness.datapull import BT_MEMBERS, BT_PASSWORD, load_object_npy
+
+    def npy(rows) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, np.array(rows, dtype=object), allow_pickle=True)
+        return buf.getvalue()
+
+    site = tmp_path / "site" / "brainteaser" / "raw"
+    site.mkdir(parents=True)
+    train = [{"id": "SP-0", "question": "q?", "label": np.int64(1), "choice_list": ["a", "b", "c", "None of above."]}]
+    with pyzipper.AESZipFile(site / "BTDATA.zip", "w", compression=pyzipper.ZIP_DEFLATED,
+                             encryption=pyzipper.WZ_AES) as z:
+        z.setpassword(BT_PASSWORD)
+        for member in BT_MEMBERS:
+            z.writestr(member, npy(train))
+    (site / "demonstration.npy").write_bytes(npy([{"Question": "d?", "Answer": "x"}]))
+    arts = tuple(Artefact("brainteaser", f"brainteaser/raw/{f}", "https://example.invalid/" + f,
+                          hashlib.sha256((site / f).read_bytes()).hexdigest(), (site / f).stat().st_size)
+                 for f in ("BTDATA.zip", "demonstration.npy"))
+    serve(tmp_path / "site")
+    pull(["brainteaser"], tmp_path / "data", artefacts=arts)
+    rows = [json.loads(line) for line in (tmp_path / "data/brainteaser/SP_train.jsonl").read_text().splitlines()]
+    assert rows == [{"id": "SP-0", "question": "q?", "label": 1, "choice_list": ["a", "b", "c", "None of above."]}]
+    assert (tmp_path / "data/brainteaser/WP_test.jsonl").is_file()
+    assert json.loads((tmp_path / "data/brainteaser/demonstration.jsonl").read_text()) == {"Question": "d?", "Answer": "x"}
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+        load_object_npy(npy([Evil()]))
+
+
+def test_cli_unknown_suite_is_exit_2(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "data", "pull", "--suites", "nope",
                           "--to", str(tmp_path / "x")], capture_output=True, text=True)
-    assert res.returncode == 1 and res.stderr.count("\n") == 1
-    assert res.stderr.startswith("error: brainteaser: no automatic download") and "--data-dir" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "data", "pull", "--suites", "nope"],
-                         capture_output=True, text=True)
-    assert res.returncode == 2 and res.stderr.startswith("error: nope: not a suite")
+    assert res.returncode == 2 and res.stderr.startswith("error: nope: not a suite") and res.stderr.count("\n") == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_real_mode_evals_find_pulled_data(tmp_path, monkeypatch):
