@@ -280,3 +280,30 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_ranker_failures_are_counted_and_fail_the_stage_past_the_fraction(tmp_path):
+    from harness import registry
+    from harness.specs import RankSpec, Ref
+    from harness.tinyworld import write_jsonl
+    from trainers.online import rank
+
+    @registry.register_ranker("flaky-test", help="fails on prompts containing 'x'")
+    class Flaky:
+        def __init__(self, **_):
+            self.errors = ["injected"]
+
+        def score(self, prompts, candidates):
+            return [None if "x" in p["prompt"] else [float(len(c)) for c in cands] for p, cands in zip(prompts, candidates)]
+
+    rows = [{"prompt": p, "candidates": ["a", "bbb"], "y_ref": "a"} for p in ("p1", "p2", "x3", "p4")]
+    write_jsonl(tmp_path / "c.jsonl", rows)
+    ok = RankSpec(candidates=Ref(path=str(tmp_path / "c.jsonl")), ranker="flaky-test", max_failures=0.25)
+    rank(ok, tmp_path, tmp_path / "ok")
+    info = json.loads((tmp_path / "ok" / "stage_info.json").read_text())
+    assert (info["prompts"], info["ranker_failures"], info["pairs"]) == (4, 1, 3)
+    failed = [json.loads(line) for line in (tmp_path / "ok" / "generations.jsonl").read_text().splitlines()][2]
+    assert failed["used"] is False and failed["scores"] is None
+    strict = ok.model_copy(update={"max_failures": 0.2})
+    with pytest.raises(RuntimeError, match=r"failed on 1/4 prompts, more than online.max_ranker_failures = 0.2"):
+        rank(strict, tmp_path, tmp_path / "strict")
