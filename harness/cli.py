@@ -64,7 +64,9 @@ def _fail(exc: BaseException) -> None:
 
     if _state["debug"]:
         traceback.print_exception(exc)
-    code = 2 if isinstance(exc, (ConfigError, UsageError, RegistryError)) else 1
+    from harness.staleness import StaleError
+
+    code = 2 if isinstance(exc, (ConfigError, UsageError, RegistryError, StaleError)) else 1
     msg = str(exc) or type(exc).__name__
     typer.echo(f"error: {msg.splitlines()[0] if msg else type(exc).__name__}", err=True)
     raise typer.Exit(code)
@@ -93,6 +95,7 @@ def train_and_eval_cmd(
     launcher: Optional[str] = typer.Option(None, "--launcher", help="inprocess (default) or accelerate: each training stage under `accelerate launch`."),
     accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="accelerate config file, e.g. configs/accelerate/zero3.yaml."),
     num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Training processes (GPUs); the global batch is split across them."),
+    keep_stale: bool = typer.Option(False, "--keep-stale", help="Keep finished stages whose code or libraries changed since they ran."),
 ) -> None:
     """Train every configured method and evaluate every checkpoint on every suite.
 
@@ -120,7 +123,7 @@ def train_and_eval_cmd(
         from harness.leaderboard import print_table
         from harness.pipeline import train_and_eval
 
-        rows = train_and_eval(cfg, run_dir, force=force, command=sys.argv)
+        rows = train_and_eval(cfg, run_dir, force=force, command=sys.argv, keep_stale=keep_stale)
         print_table(rows, title=f"leaderboard: {run_dir}")
         typer.echo(f"wrote {run_dir / 'leaderboard.csv'} and leaderboard.json", err=True)
     except typer.Exit:

@@ -20,7 +20,7 @@ from harness.plan import Stage, judge_runtime, plan
 from harness.progress import say
 from harness.run_stage import run_stage
 from harness.specs import TRAINING_KINDS, to_json
-from harness.store import RunStore, atomic_dir, atomic_write_text
+from harness.store import RunStore, atomic_dir, atomic_write_text, read_json
 
 
 def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[str, Any] | None = None) -> bool:
@@ -47,17 +47,44 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
         store.record(stage.folder, key, "failed", t0)
         raise
     info = final / "stage_info.json"  # a stage's own counts (ranker failures, ...) go into the manifest
-    store.record(stage.folder, key, "done", t0, **(json.loads(info.read_text()) if info.is_file() else {}))
+    from harness.staleness import stage_env
+
+    store.record(stage.folder, key, "done", t0, env=stage_env(stage.spec),
+                 **(json.loads(info.read_text()) if info.is_file() else {}))
     say(f"[green]done[/green] {stage.name} in {time.time() - t0:.1f}s")
     return True
 
 
-def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str]) -> list[dict[str, Any]]:
+def stale_stages(store: RunStore, stages: list[Stage]) -> list[tuple[Stage, list[str]]]:
+    """Finished stages (same key) whose recorded env differs from this installation's."""
+    from harness.staleness import differences, stage_env
+
+    out = []
+    for st in stages:
+        rec = read_json(store.root / st.folder / "stage.json")
+        if rec and rec.get("status") == "done" and rec.get("key") == st.key:
+            diff = differences(rec.get("env"), stage_env(st.spec))
+            if diff:
+                out.append((st, diff))
+    return out
+
+
+def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str],
+                   keep_stale: bool = False) -> list[dict[str, Any]]:
     from harness.leaderboard import collect_rows, write_leaderboard
 
     stages, evals = plan(cfg)  # a bad combination (batch vs processes) fails here, before anything is written
     store = RunStore(out, force=force)
+    from harness.staleness import StaleError
+
+    stale = [] if force else stale_stages(store, [*stages, *evals])
+    if stale and not keep_stale:
+        (first, diff), more = stale[0], len(stale) - 1
+        raise StaleError(f"stage {first.name} is stale ({'; '.join(diff)})" + (f" and {more} more" if more else "")
+                         + ": rerun with --force to redo, or --keep-stale to keep the old results")
     store.start(cfg.to_dict(), cfg.seed, command)
+    if stale:
+        store.manifest["kept_stale"] = {st.folder: diff for st, diff in stale}
     runtime = judge_runtime(cfg)  # judges (evals, judge: rankers): settings that cannot change a judgment
     for st in stages:
         execute(store, st, cfg, runtime)

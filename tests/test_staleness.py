@@ -1,0 +1,68 @@
+"""No stale stages: a change of the code a stage runs or of a library it uses is detected on
+rerun (stop with one line, or --force / --keep-stale); a comment or docstring change is not."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from harness.staleness import code_hash, differences
+
+MICRO = {
+    "name": "micro-stale", "seed": 0, "device": "cpu", "methods": ["sft"], "suites": ["tiny-world"],
+    "world": {"n_sft": 32, "n_pref": 8, "n_prompts": 8, "n_dev": 4, "n_eval": 8, "n_two_turn": 2, "n_mc": 4},
+    "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32},
+    "sft": {"epochs": 1, "batch_size": 16},
+    "suite_options": {"tiny-world": {"max_new_tokens": 4}},
+}
+
+
+def test_code_hash_ignores_comments_and_docstrings(tmp_path):
+    a = tmp_path / "m.py"
+    a.write_text('"""Doc."""\nimport os\n\ndef f(x):\n    """Say."""\n    return x + 1  # add\n')
+    base = code_hash([a])
+    a.write_text('"""Other doc."""\nimport os\n\n\ndef f(x):\n    # a comment\n    return x + 1\n')
+    assert code_hash([a]) == base
+    a.write_text('"""Doc."""\nimport os\n\ndef f(x):\n    return x + 2\n')
+    assert code_hash([a]) != base
+
+
+def test_differences_in_words():
+    now = {"code": "c1", "packages": {"torch": "2.13.0", "transformers": "5.24.0"}}
+    assert differences(None, now) == [] and differences(now, now) == []
+    old = {"code": "c0", "packages": {"torch": "2.13.0", "transformers": "5.17.0"}}
+    assert differences(old, now) == ["the project's code it runs", "transformers 5.17.0 -> 5.24.0"]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True)
+
+
+def test_rerun_after_a_library_change_stops_then_force_or_keep(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(MICRO))
+    out = tmp_path / "run"
+    first = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = out / "checkpoints/sft/model/stage.json"
+    rec = json.loads(record.read_text())
+    assert rec["env"]["packages"]["trl"] and rec["env"]["code"]
+    rec["env"]["packages"]["transformers"] = "4.0.0"  # as if made under another installation
+    record.write_text(json.dumps(rec))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    stale = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
+    assert stale.returncode == 2 and stale.stderr.count("\n") == 1, stale.stderr
+    assert stale.stderr.startswith("error: stage sft is stale (transformers 4.0.0 -> ") and "--keep-stale" in stale.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing written
+
+    kept = cli("train-and-eval", "--config", str(cfg), "--out", str(out), "--keep-stale")
+    assert kept.returncode == 0 and "skip sft" in kept.stderr
+    assert "checkpoints/sft/model" in json.loads((out / "manifest.json").read_text())["kept_stale"]
+
+    redo = cli("train-and-eval", "--config", str(cfg), "--out", str(out), "--force")
+    assert redo.returncode == 0 and "done sft" in redo.stderr
+    assert json.loads(record.read_text())["env"]["packages"]["transformers"] != "4.0.0"
+    again = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
+    assert again.returncode == 0 and "skip sft" in again.stderr  # an unchanged rerun keeps everything
