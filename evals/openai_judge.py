@@ -49,6 +49,7 @@ class OpenAIJudge(Judge):
         self._client = None
         self._lock = threading.Lock()
         self._acct = dict(calls=0, cached=0, failures=0, retries=0, prompt_tokens=0, completion_tokens=0)
+        self._reasons: dict[str, int] = {}  # why attempts failed (HTTP 429, APITimeoutError, malformed body, ...)
 
     # ------------------------------------------------------------ public interface
     def chat_many(self, requests: list[list[dict[str, str]]], temperature: float = 0.0,
@@ -73,10 +74,11 @@ class OpenAIJudge(Judge):
                 out.update(done)
         return [out[k] for k in keys]
 
-    def accounting(self) -> dict[str, int]:
-        """calls: requests sent (retries included); cached: served from disk; failures: None results."""
+    def accounting(self) -> dict[str, Any]:
+        """calls: requests sent (retries included); cached: served from disk; failures: None results;
+        failure_reasons: every failed attempt by reason."""
         with self._lock:
-            return dict(self._acct)
+            return {**self._acct, "failure_reasons": dict(self._reasons)}
 
     # ------------------------------------------------------------ internals
     def check(self) -> None:
@@ -108,6 +110,7 @@ class OpenAIJudge(Judge):
                 self._acct[k] += v
 
     def _complete(self, client: Any, key: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str | None:
+        import httpx
         import openai
 
         for attempt in range(self.max_retries + 1):
@@ -122,10 +125,15 @@ class OpenAIJudge(Judge):
                 reason = f"HTTP {e.status_code}"
             except openai.APIConnectionError as e:  # includes APITimeoutError
                 retriable, reason = True, type(e).__name__
+            except (ValueError, openai.APIResponseValidationError, httpx.HTTPError) as e:
+                # A body that is not JSON, is cut off, or lacks the fields (json's ValueError, the
+                # client's validation error, httpx's protocol errors): the endpoint misbehaved; retry.
+                retriable, reason = True, f"malformed response ({type(e).__name__})"
             else:
-                content = resp.choices[0].message.content if resp.choices else None
-                if content is None:
-                    retriable, reason = False, "empty response"
+                choices = getattr(resp, "choices", None)
+                content = choices[0].message.content if choices else None
+                if not isinstance(content, str):
+                    retriable, reason = True, "response without a message"
                 else:
                     usage = resp.usage
                     self._count(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
@@ -133,6 +141,8 @@ class OpenAIJudge(Judge):
                     if self.cache_dir is not None:
                         atomic_write_json(self.cache_dir / f"{key}.json", {"model": self.model, "content": content})
                     return content
+            with self._lock:
+                self._reasons[reason] = self._reasons.get(reason, 0) + 1
             if not retriable or attempt == self.max_retries:
                 log.warning("openai judge: request failed (%s) after %d attempt(s)", reason, attempt + 1)
                 break

@@ -23,9 +23,43 @@ from harness.specs import TRAINING_KINDS, to_json
 from harness.store import RunStore, atomic_dir, atomic_write_text, read_json
 
 
+def judge_failures(folder: Path) -> int:
+    """Judgments an eval stage could not get (its suite's judge accounting in metrics.json)."""
+    data = read_json(folder / "metrics.json") or {}
+    judge = (data.get("info") or {}).get("judge") or {}
+    return int(judge.get("failures") or 0) if isinstance(judge, dict) else 0
+
+
+def rejudge(store: RunStore, stage: Stage, runtime: dict[str, Any] | None) -> bool:
+    """An eval stage finished with failed judgments: judge its saved answers again (successes
+    come from the judge cache, so only the failed ones are sent); answers are not regenerated."""
+    import importlib
+
+    from harness import registry
+    from harness.evaluate import context_from_record, write_suite_result
+
+    folder = store.root / stage.folder
+    rec = read_json(folder / "stage.json")
+    if not (stage.spec.kind == "eval" and rec and rec.get("key") == stage.key and rec.get("judge_failures")
+            and not store.force):
+        return False
+    data = json.loads((folder / "metrics.json").read_text())
+    module = importlib.import_module(registry.get("suite", data["suite"]).__module__)
+    t0 = time.time()
+    ctx = context_from_record(data["context"], folder)
+    ctx.judge_options.update(runtime or {})
+    write_suite_result(folder, data["suite"], ctx, module.judge_saved(ctx), data.get("method"))
+    left = judge_failures(folder)
+    store.record(stage.folder, stage.key, "done", t0, env=rec.get("env"), judge_failures=left)
+    say(f"[yellow]rejudged[/yellow] {stage.name}: {rec['judge_failures']} failed judgments before, {left} now")
+    return True
+
+
 def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[str, Any] | None = None) -> bool:
     """Run one stage unless done with this key; returns True if it ran."""
     key = stage.key
+    if rejudge(store, stage, runtime):
+        return True
     if store.is_done(stage.folder, key):
         say(f"[dim]skip[/dim] {stage.name} (done)")
         return False
@@ -49,8 +83,10 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
     info = final / "stage_info.json"  # a stage's own counts (ranker failures, ...) go into the manifest
     from harness.staleness import stage_env
 
-    store.record(stage.folder, key, "done", t0, env=stage_env(stage.spec),
-                 **(json.loads(info.read_text()) if info.is_file() else {}))
+    extra = json.loads(info.read_text()) if info.is_file() else {}
+    if stage.spec.kind == "eval" and judge_failures(final):  # a rerun judges the failed ones again
+        extra["judge_failures"] = judge_failures(final)
+    store.record(stage.folder, key, "done", t0, env=stage_env(stage.spec), **extra)
     say(f"[green]done[/green] {stage.name} in {time.time() - t0:.1f}s")
     return True
 

@@ -56,3 +56,41 @@ def send_json(handler, status: int, obj: dict) -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def write_mt_bench_fixture(data_dir: Path) -> Path:
+    """A small MT-Bench-layout mirror written here (our own text, FastChat's file formats and
+    judge-prompt names and placeholders), so real-mode tests run without ../shared."""
+    import json
+
+    mt = data_dir / "mt_bench"
+    (mt / "reference_answer").mkdir(parents=True, exist_ok=True)
+    questions = [
+        {"question_id": 81, "category": "writing", "turns": ["Write a two-line poem about rain.", "Now make it rhyme."]},
+        {"question_id": 111, "category": "math", "turns": ["What is 12 + 30?", "And doubled?"]},
+        {"question_id": 121, "category": "reasoning", "turns": ["Is every square a rectangle?", "Is every rectangle a square?"]},
+    ]
+    refs = [{"question_id": 111, "answer_id": "r111", "model_id": "gpt-4", "tstamp": 0,
+             "choices": [{"index": 0, "turns": ["42", "84"]}]},
+            {"question_id": 121, "answer_id": "r121", "model_id": "gpt-4", "tstamp": 0,
+             "choices": [{"index": 0, "turns": ["Yes.", "No."]}]}]
+    rate = "Rate the reply from 1 to 10 and end with the rating in double brackets, e.g. [[6]]."
+    prompts = [
+        {"name": "single-v1", "type": "single", "category": "general", "output_format": "[[rating]]",
+         "description": "fixture", "system_prompt": "You grade one assistant reply. " + rate,
+         "prompt_template": "Question:\n{question}\n\nReply:\n{answer}"},
+        {"name": "single-v1-multi-turn", "type": "single", "category": "general", "output_format": "[[rating]]",
+         "description": "fixture", "system_prompt": "You grade the assistant's second reply. " + rate,
+         "prompt_template": "Q1: {question_1}\nA1: {answer_1}\nQ2: {question_2}\nA2: {answer_2}"},
+        {"name": "single-math-v1", "type": "single", "category": "math", "output_format": "[[rating]]",
+         "description": "fixture", "system_prompt": "You grade one reply against a reference. " + rate,
+         "prompt_template": "Question:\n{question}\n\nReference:\n{ref_answer_1}\n\nReply:\n{answer}"},
+        {"name": "single-math-v1-multi-turn", "type": "single", "category": "math", "output_format": "[[rating]]",
+         "description": "fixture", "system_prompt": "You grade the second reply against references. " + rate,
+         "prompt_template": "Q1: {question_1}\nRef1: {ref_answer_1}\nA1: {answer_1}\n"
+                            "Q2: {question_2}\nRef2: {ref_answer_2}\nA2: {answer_2}"},
+    ]
+    for path, rows in ((mt / "question.jsonl", questions), (mt / "reference_answer" / "gpt-4.jsonl", refs),
+                       (mt / "judge_prompts.jsonl", prompts)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data_dir

@@ -77,7 +77,8 @@ def test_retries_429_and_500_then_succeeds(fake_openai, tmp_path):
     out = judge.chat_many([_msgs("a"), _msgs("b")], temperature=0, max_tokens=16)
     assert out == ["Rating: [[7]]", "Rating: [[7]]"]
     assert judge.accounting() == {"calls": 4, "cached": 0, "failures": 0, "retries": 2,
-                                  "prompt_tokens": 22, "completion_tokens": 6}
+                                  "prompt_tokens": 22, "completion_tokens": 6,
+                                  "failure_reasons": {"HTTP 429": 1, "HTTP 500": 1}}
     assert fake_openai.requests[0]["model"] == "gpt-4o-mini" and fake_openai.requests[0]["max_tokens"] == 16
     assert set(fake_openai.auth) == {f"Bearer {KEY}"}
 
