@@ -197,7 +197,10 @@ def _data_file(ctx: EvalContext, *parts: str) -> Path:
         raise SuiteError("mt-bench needs a data dir holding mt_bench/ (from FastChat's fastchat/llm_judge/data/)")
     path = Path(ctx.data_dir, "mt_bench", *parts)
     if not path.exists():
-        raise SuiteError(f"mt-bench: missing {path} (it normally comes from FastChat's fastchat/llm_judge/data/)")
+        raise SuiteError(f"mt-bench: missing {path} (it normally comes from FastChat's fastchat/llm_judge/data/; "
+                         f"`selm-bench data pull` fetches it)")
+    for f in ([path] if path.is_file() else sorted(path.glob("*.jsonl"))):
+        read_jsonl(f)  # FastChat's loaders would fail on a broken line without naming the file
     return path
 
 

@@ -58,15 +58,48 @@ def _set_value(sets: Optional[List[str]], key: str) -> Optional[str]:
     return found
 
 
+def check_run_folder(run_dir: Path, name: str) -> None:
+    """`--out` must be new, empty, or a run of the same config name (its stages are reused by key)."""
+    import yaml
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir}: exists and is not a directory")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not (run_dir / "manifest.json").is_file() or not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"--out {run_dir}: not empty and not a selm-bench run folder; choose another --out")
+    try:
+        previous = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("name")
+    except yaml.YAMLError:
+        raise UsageError(f"--out {run_dir}: its config.yaml is corrupt; choose another --out") from None
+    if previous is not None and previous != name:
+        raise UsageError(f"--out {run_dir}: a run of config {previous!r}, not {name!r}; choose another --out")
+
+
+def check_checkpoint(path: Path) -> None:
+    """A local checkpoint folder that cannot load is bad input: say which file, before anything is written."""
+    if path.is_file() or not (path / "config.json").is_file():
+        raise UsageError(f"--model {path}: not a checkpoint folder (no config.json)")
+    from safetensors import safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as e:  # noqa: BLE001 - any unreadable weights file is the same message
+            raise UsageError(f"--model {path}: {f.name} is truncated or corrupt ({str(e).splitlines()[0]})") from None
+
+
 def _fail(exc: BaseException) -> None:
     from harness.config import ConfigError
     from harness.registry import RegistryError
+    from harness.tinyworld import DataFileError
 
     if _state["debug"]:
         traceback.print_exception(exc)
     from harness.staleness import StaleError
 
-    code = 2 if isinstance(exc, (ConfigError, UsageError, RegistryError, StaleError)) else 1
+    code = 2 if isinstance(exc, (ConfigError, UsageError, RegistryError, StaleError, DataFileError)) else 1
     msg = str(exc) or type(exc).__name__
     typer.echo(f"error: {msg.splitlines()[0] if msg else type(exc).__name__}", err=True)
     raise typer.Exit(code)
@@ -117,8 +150,7 @@ def train_and_eval_cmd(
         cfg = load_config(config, overrides={"seed": seed, "methods": _split(methods), "suites": _split_suites(suites)},
                           sets=[*(sets or []), *launch])
         run_dir = out or Path(cfg.output_dir) / cfg.name
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UsageError(f"--out {run_dir}: exists and is not a directory")
+        check_run_folder(run_dir, cfg.name)
         _quiet_libraries()
         from harness.leaderboard import print_table
         from harness.pipeline import train_and_eval
@@ -285,6 +317,8 @@ def eval_cmd(
             from transformers import AutoConfig
 
             AutoConfig.from_pretrained(model)  # a hub id: fail here, before anything is written
+        else:
+            check_checkpoint(Path(model))
         refs = {}
         if world_dir is not None and (world_dir.parent.parent / "checkpoints" / "sft" / "model").is_dir():
             refs["sft"] = Ref(path=str(world_dir.parent.parent / "checkpoints" / "sft" / "model"))
@@ -295,9 +329,11 @@ def eval_cmd(
         world_ref = Ref(path=str(world_dir)) if world_dir else None
         specs = [eval_spec(cfg, model_ref, label, suite, world_ref, refs).model_copy(update={"judge": chosen_judge})
                  for suite in suite_list]  # bad suite options fail here, before anything is written
+        created = not run_dir.exists()  # a failure before any suite finishes leaves nothing behind
         store = RunStore(run_dir)
         store.manifest["results"] = suite_list
         store.start({"model": model, "suites": suite_list, "config": cfg.to_dict()}, cfg.seed, sys.argv)
+        finished = 0
         for suite, spec in zip(suite_list, specs):
             ctx = eval_context(spec, run_dir, run_dir / suite, judge_runtime(cfg), no_judge=no_judge)
             import time
@@ -307,8 +343,14 @@ def eval_cmd(
             try:
                 result = run_suite(ctx, suite, method="external")
             except BaseException:
-                store.record(suite, "eval", "failed", t0)
+                if created and not finished:
+                    import shutil
+
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                else:
+                    store.record(suite, "eval", "failed", t0)
                 raise
+            finished += 1
             store.record(suite, "eval", "done", t0)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.leaderboard_metrics().items())[:4])
             typer.echo(f"done {suite} in {time.time() - t0:.1f}s: {shown}", err=True)

@@ -291,6 +291,18 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+class DataFileError(ValueError):
+    """A data file that is not what it should be: one line naming the file and the line."""
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataFileError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+    return rows
