@@ -53,6 +53,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Build a directory in a temp sibling, then swap it in whole (checkpoints, data)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed run (kill -9 skips cleanup)
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp

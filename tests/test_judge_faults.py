@@ -150,3 +150,8 @@ def test_train_and_eval_judged_mt_bench_survives_faults_and_a_rerun_rejudges(fla
     assert json.loads((out / "evals/sft/mt-bench/stage.json").read_text())["judge_failures"] == 0
     rows = json.loads((out / "leaderboard.json").read_text())
     assert rows[0]["mt-bench/score"] == 5.0
+    # Secrets: the key (from the environment only) is in no file written, no output, no manifest.
+    key = "sk-test-FAULTS"
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if key.encode() in p.read_bytes()]
+    assert key not in first.stderr + first.stdout + second.stderr + second.stdout
