@@ -58,6 +58,14 @@ def send_json(handler, status: int, obj: dict) -> None:
     handler.wfile.write(data)
 
 
+def mt_bench_mirror(tmp_path: Path) -> Path:
+    """The real MT-Bench files from ../shared/data when present, else the fixture mirror (same
+    formats, question ids 81 writing, 111 math, 121 reasoning): real-mode tests never skip."""
+    if (SHARED_DATA / "mt_bench" / "question.jsonl").is_file():
+        return SHARED_DATA
+    return write_mt_bench_fixture(tmp_path / "mt-bench-fixture")
+
+
 def write_mt_bench_fixture(data_dir: Path) -> Path:
     """A small MT-Bench-layout mirror written here (our own text, FastChat's file formats and
     judge-prompt names and placeholders), so real-mode tests run without ../shared."""

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import shared_data
+from conftest import mt_bench_mirror
 from evals.base import EvalContext, SuiteError
 from evals.judges import Judge
 from evals.mt_bench import _judge_llm, judge_saved, metrics_from_judgments, parse_rating, run
@@ -104,7 +104,7 @@ def test_judge_messages_match_fastchat_run_judge_single(tmp_path, monkeypatch):
     """Our judge requests equal what fastchat's run_judge_single would send to the API."""
     import fastchat.llm_judge.common as fc
 
-    data = shared_data("mt_bench", "question.jsonl").parent.parent
+    data = mt_bench_mirror(tmp_path)
     questions = [q for q in fc.load_questions(str(data / "mt_bench" / "question.jsonl"), None, None)
                  if q["question_id"] in (81, 111)]
     saved = {q["question_id"]: {"question_id": q["question_id"], "model_id": "m",

@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import send_json, shared_data
+from conftest import mt_bench_mirror, send_json
 from evals.base import EvalContext, SuiteError
 from evals.judges import make_judge
 from evals.mt_bench import judge_saved, run
@@ -96,8 +96,8 @@ def test_gives_up_after_max_retries_and_on_client_errors(fake_openai, tmp_path):
 
 
 def _data_subset(tmp_path, ids=(81, 111)):
-    """A data dir with a few MT-Bench questions (one writing, one math) linked from shared/data."""
-    src = shared_data("mt_bench", "question.jsonl").parent
+    """A data dir with a few MT-Bench questions (one writing, one math) linked from the mirror."""
+    src = mt_bench_mirror(tmp_path) / "mt_bench"
     dst = tmp_path / "data" / "mt_bench"
     dst.mkdir(parents=True)
     rows = [line for line in (src / "question.jsonl").read_text().splitlines() if json.loads(line)["question_id"] in ids]
