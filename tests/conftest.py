@@ -102,3 +102,41 @@ def write_mt_bench_fixture(data_dir: Path) -> Path:
                        (mt / "judge_prompts.jsonl", prompts)):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return data_dir
+
+
+def brainteaser_mirror(tmp_path: Path) -> Path:
+    """The real BrainTeaser files from ../shared/data when present, else a fixture in the same
+    schema (our own puzzles): 2 groups of 3 (original, _SR, _CR) per puzzle type, 6 test rows
+    without ids or labels, 8 demonstrations."""
+    if all((SHARED_DATA / "brainteaser" / f).is_file() for f in
+           ("SP_train.jsonl", "WP_train.jsonl", "SP_test.jsonl", "demonstration.jsonl")):
+        return SHARED_DATA
+    import json
+
+    bt = tmp_path / "brainteaser-fixture" / "brainteaser"
+    bt.mkdir(parents=True, exist_ok=True)
+
+    def row(pid: str, q: str, answer: str, wrong: list[str], label: int) -> dict:
+        choices = list(wrong)
+        choices.insert(label, answer)
+        return {"id": pid, "question": q, "answer": answer, "distractor1": wrong[0], "distractor2": wrong[1],
+                "distractor(unsure)": wrong[2], "label": label, "choice_list": choices,
+                "choice_order": list(range(4))}
+
+    for puzzle in ("SP", "WP"):
+        rows = []
+        for g in range(2):
+            q = f"{puzzle} riddle {g}: what has keys but opens no locks?"
+            wrong = ["A door.", "A bird.", "None of above."]
+            rows += [row(f"{puzzle}-{g}", q, "A piano.", wrong, 1),
+                     row(f"{puzzle}-{g}_SR", q.replace("what has", "which thing has"), "A piano.", wrong, 2),
+                     row(f"{puzzle}-{g}_CR", f"{puzzle} riddle {g}: what has a spine but no bones?", "A book.", wrong, 0)]
+        (bt / f"{puzzle}_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        test = [{"question": f"{puzzle} test {i}: what gets wetter as it dries?",
+                 "choice_list": ["A towel.", "A fish.", "A stone.", "None of above."]} for i in range(6)]
+        (bt / f"{puzzle}_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    demos = [{"Question": f"Demo {i}: what can you catch but not throw?", "Answer": "A cold.", "Choice1": "A ball.",
+              "Choice2": "A fish.", "Choice3": "None of above.", "label": 0,
+              "choice_list": ["A cold.", "A ball.", "A fish.", "None of above."]} for i in range(8)]
+    (bt / "demonstration.jsonl").write_text("".join(json.dumps(d) + "\n" for d in demos))
+    return bt.parent

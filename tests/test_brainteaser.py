@@ -3,7 +3,7 @@ import json
 import pytest
 import yaml
 
-from conftest import shared_data
+from conftest import brainteaser_mirror
 from evals import brainteaser as B
 from evals.base import EvalContext, SuiteError
 from harness import registry
@@ -84,8 +84,7 @@ def test_generate_mode_scores_parsed_letters(tmp_path):
 
 
 def test_end_to_end_train_slice(tmp_path, tiny_model):
-    data_dir = shared_data("brainteaser", "SP_train.jsonl").parent.parent
-    shared_data("brainteaser", "WP_train.jsonl")
+    data_dir = brainteaser_mirror(tmp_path)
     ctx = EvalContext(model=str(tiny_model), name="m", out_dir=tmp_path / "bt", data_dir=data_dir,
                       options={"limit": 2, "batch_size": 8})
     res = registry.get("suite", "brainteaser")(ctx)
@@ -106,8 +105,7 @@ def test_end_to_end_train_slice(tmp_path, tiny_model):
 
 
 def test_test_split_writes_predictions_only(tmp_path, tiny_model):
-    data_dir = shared_data("brainteaser", "SP_test.jsonl").parent.parent
-    shared_data("brainteaser", "demonstration.jsonl")
+    data_dir = brainteaser_mirror(tmp_path)
     ctx = EvalContext(model=str(tiny_model), name="m", out_dir=tmp_path / "bt", data_dir=data_dir,
                       options={"split": "test", "limit": 1, "num_fewshot": 2, "puzzles": ["SP"]})
     res = B.run(ctx)
