@@ -179,13 +179,13 @@ def data_pull_cmd(
     Examples: `selm-bench data pull`, `selm-bench data pull --suites mt-bench --to /data/mirror`
     """
     try:
-        from harness.datapull import DataPullError, default_dir, pull
+        from harness.datapull import PULLABLE, default_dir, pull
 
         names = _split(suites) or ["mt-bench", "alpaca-eval"]
-        try:
-            done = pull(names, to)
-        except DataPullError as e:
-            raise UsageError(str(e)) if "not a suite" in str(e) else e from None
+        for name in names:
+            if name not in PULLABLE:
+                raise UsageError(f"{name}: not a suite with data to pull (pullable: {', '.join(PULLABLE)})")
+        done = pull(names, to)
         for dest, how in done.items():
             typer.echo(f"{how:10s} {dest}", err=True)
         typer.echo(f"data in {to or default_dir()}", err=True)

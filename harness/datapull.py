@@ -63,7 +63,6 @@ ARTEFACTS = (
              "27b68f6ecf721036ad25c2af7378f81ba2e147e0b899ba6e04faa31e5dc4094c", 2329),
 )
 PULLABLE = ("mt-bench", "alpaca-eval", "brainteaser")
-NOT_PULLABLE: dict[str, str] = {}
 
 
 def default_dir() -> Path:
@@ -116,8 +115,6 @@ def pull(suites: list[str], to: Path | None = None, artefacts: tuple[Artefact, .
     """Fetch every artefact of `suites`; {dest: 'cached' | 'downloaded'}. Writes `pulled.json` last."""
     to = Path(to) if to else default_dir()
     for s in suites:
-        if s in NOT_PULLABLE:
-            raise DataPullError(f"{s}: no automatic download: {NOT_PULLABLE[s]}")
         if s not in PULLABLE:
             raise DataPullError(f"{s}: not a suite with data to pull (pullable: {', '.join(PULLABLE)})")
     done = {a.dest: fetch(a, to) for a in artefacts if a.suite in suites}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ExperimentConfig
-from harness.plan import Stage, plan
+from harness.plan import Stage, plan, resolve_device
 from harness.specs import DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, SFTSpec, WorldSpec
 
 PEAK_FLOPS = 989e12
@@ -189,7 +189,7 @@ def describe(cfg: ExperimentConfig) -> dict[str, Any]:
         return None if any(v is None for v in vals) else round(sum(vals), 2)
 
     return {
-        "name": cfg.name, "device": stages[0].spec.model_dump().get("device", cfg.device), "stages": rows,
+        "name": cfg.name, "device": resolve_device(cfg.device), "stages": rows,
         "totals": {"stages": len(rows), "generations": total("generations"), "ranker_calls": total("ranker_calls"),
                    "judge_calls": total("judge_calls"), "judge_usd": total("judge_usd"), "gpu_hours": total("gpu_hours")},
         "assumptions": __doc__.split("\n\n")[2].replace("\n", " ").strip(),

@@ -162,7 +162,8 @@ def eval_spec(cfg: ExperimentConfig, model: Ref, name: str, suite: str, world: R
     if data_dir is None and world is None:  # real mode: what `selm-bench data pull` fetched
         from harness.datapull import pulled_dir
 
-        data_dir = str(pulled_dir()) if pulled_dir() else None
+        pulled = pulled_dir()
+        data_dir = str(pulled) if pulled else None
     return EvalSpec(
         model=model, name=name, suite=suite, options=validate_suite_options(suite, raw),
         data_dir=data_dir, world=world, references=references, backend=cfg.eval.backend,
