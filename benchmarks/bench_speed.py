@@ -49,9 +49,9 @@ def bench_step(batch_size: int, repeats: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from harness.config import ModelConfig, WorldConfig
-    from harness.tinyworld import build_base_model, build_tokenizer, build_world, read_jsonl
-    from trainers.selm_trainer import SELMConfig, SELMTrainer
+    from selm_bench.harness.config import ModelConfig, WorldConfig
+    from selm_bench.harness.tinyworld import build_base_model, build_tokenizer, build_world, read_jsonl
+    from selm_bench.trainers.selm_trainer import SELMConfig, SELMTrainer
 
     tmp = Path(tempfile.mkdtemp())
     build_world(WorldConfig(n_sft=8, n_pref=batch_size, n_prompts=8, n_dev=8, n_eval=8, n_two_turn=4, n_mc=4), 0, tmp / "w")
@@ -98,7 +98,7 @@ def bench_step(batch_size: int, repeats: int) -> None:
 
 def bench_e2e() -> None:
     out = Path(tempfile.mkdtemp()) / "tiny"
-    cmd = [sys.executable, "-m", "harness.cli", "train-and-eval", "--out", str(out)]
+    cmd = [sys.executable, "-m", "selm_bench.harness.cli", "train-and-eval", "--out", str(out)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     first = time.perf_counter() - t

@@ -76,7 +76,7 @@ if not torch.cuda.is_available():
     sys.exit("CUDA NOT AVAILABLE: torch.cuda.is_available() is False; this check needs a GPU")
 print("device 0:", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
 EOF
-SB="python3 -m harness.cli"
+SB="python3 -m selm_bench.harness.cli"
 if ! python3 -c "import harness.cli, harness.registry as r; r.load_all(); import trl, datasets; from trl import DPOTrainer, SFTTrainer"; then
     step_failed 0 "imports"
 fi

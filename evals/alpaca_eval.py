@@ -37,9 +37,9 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.base import EvalContext, SuiteError, SuiteResult
-from harness.registry import register_suite
-from harness.store import atomic_write_json, atomic_write_text
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
+from selm_bench.harness.registry import register_suite
+from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 SUITE = "alpaca-eval"
@@ -201,7 +201,7 @@ def max_new_tokens(ctx: EvalContext) -> int:
 
 
 def _sampling(ctx: EvalContext):
-    from trainers.generation import Sampling
+    from selm_bench.trainers.generation import Sampling
 
     return Sampling(
         temperature=float(ctx.option("temperature")), top_p=float(ctx.option("top_p")),
@@ -354,8 +354,8 @@ def _number(v: Any) -> float | None:
 
 # ---------------------------------------------------------------- tiny mode
 def _run_tiny(ctx: EvalContext, limit: int | None) -> SuiteResult:
-    from evals.judges import make_judge
-    from harness.tinyworld import read_jsonl
+    from selm_bench.evals.judges import make_judge
+    from selm_bench.harness.tinyworld import read_jsonl
 
     ref_model = ctx.references.get("sft")
     if ref_model is None:
@@ -408,7 +408,7 @@ def _reference_outputs(ctx: EvalContext, model: Path, prompts: list[str], sampli
     path = model.parent / "eval-cache" / f"alpaca-eval-outputs-{key}.json"
     if path.exists():
         return json.loads(path.read_text())["outputs"], path
-    from harness import registry
+    from selm_bench.harness import registry
 
     backend = registry.get("backend", ctx.backend)(str(model), device=ctx.device, **ctx.backend_options)
     outputs = _generate(backend, prompts, sampling)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import registry
+from selm_bench.harness import registry
 
 
 class SuiteError(RuntimeError):
@@ -69,7 +69,7 @@ class EvalContext:
         return self._generator
 
     def make_judge(self):
-        from evals.judges import make_judge
+        from selm_bench.evals.judges import make_judge
 
         if not self.judge:
             raise SuiteError("this suite needs a judge: pass --judge NAME or set `judge` in the config")

@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evals.base import EvalContext, SuiteError, SuiteResult
-from evals.lm_eval_suite import run_local_task, write_task_yaml
-from harness.registry import register_suite
-from harness.store import atomic_write_text
-from harness.tinyworld import read_jsonl, write_jsonl
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
+from selm_bench.evals.lm_eval_suite import run_local_task, write_task_yaml
+from selm_bench.harness.registry import register_suite
+from selm_bench.harness.store import atomic_write_text
+from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
 
 PUZZLES = {"SP": "answer_sen.txt", "WP": "answer_word.txt"}  # puzzle type -> submission file
 SUFFIX_KIND = {"_SR": "semantic", "_CR": "context"}
@@ -193,7 +193,7 @@ def parse_choice(reply: str, choices: list[str]) -> int | None:
 
 def score_generate(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]], labelled: bool,
                    num_fewshot: int) -> list[dict[str, Any]]:
-    from trainers.generation import Sampling
+    from selm_bench.trainers.generation import Sampling
 
     shots: list[dict[str, str]] = []
     for d in load_demos(ctx.data_dir, num_fewshot)[:num_fewshot]:

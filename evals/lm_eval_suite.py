@@ -38,9 +38,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evals.base import EvalContext, SuiteError, SuiteResult
-from harness.registry import register_suite
-from harness.store import atomic_write_text
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
+from selm_bench.harness.registry import register_suite
+from selm_bench.harness.store import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,11 @@ from fastchat.llm_judge.common import (
 from fastchat.model.model_adapter import get_conversation_template
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.base import EvalContext, SuiteError, SuiteResult
-from evals.judges import Judge, make_judge
-from harness.registry import register_suite
-from harness.tinyworld import read_jsonl, write_jsonl
-from trainers.generation import Sampling
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
+from selm_bench.evals.judges import Judge, make_judge
+from selm_bench.harness.registry import register_suite
+from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
+from selm_bench.trainers.generation import Sampling
 
 DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing from temperature_config
 REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from evals.base import SuiteError
-from evals.judges import Judge
-from harness.registry import register_judge
-from harness.store import atomic_write_json, read_json
+from selm_bench.evals.base import SuiteError
+from selm_bench.evals.judges import Judge
+from selm_bench.harness.registry import register_judge
+from selm_bench.harness.store import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.base import EvalContext, SuiteError, SuiteResult, mean_and_stderr
-from harness.registry import register_suite
-from harness.tinyworld import read_jsonl, verify
-from trainers.generation import Sampling
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, mean_and_stderr
+from selm_bench.harness.registry import register_suite
+from selm_bench.harness.tinyworld import read_jsonl, verify
+from selm_bench.trainers.generation import Sampling
 
 
 class TinyWorldOptions(BaseModel):

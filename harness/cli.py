@@ -34,7 +34,7 @@ def _split(values: Optional[List[str]]) -> Optional[List[str]]:
 def _split_suites(values: Optional[List[str]]) -> Optional[List[str]]:
     """Like `_split`, but `lm-eval:hellaswag,arc_easy` keeps its task list: after a
     `suite:arg` item, names that are not suites continue that item's argument."""
-    from harness import registry
+    from selm_bench.harness import registry
 
     items = _split(values)
     if not items:
@@ -91,13 +91,13 @@ def check_checkpoint(path: Path) -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    from harness.config import ConfigError
-    from harness.registry import RegistryError
-    from harness.tinyworld import DataFileError
+    from selm_bench.harness.config import ConfigError
+    from selm_bench.harness.registry import RegistryError
+    from selm_bench.harness.tinyworld import DataFileError
 
     if _state["debug"]:
         traceback.print_exception(exc)
-    from harness.staleness import StaleError
+    from selm_bench.harness.staleness import StaleError
 
     code = 2 if isinstance(exc, (ConfigError, UsageError, RegistryError, StaleError, DataFileError)) else 1
     msg = str(exc) or type(exc).__name__
@@ -106,7 +106,7 @@ def _fail(exc: BaseException) -> None:
 
 
 def _quiet_libraries() -> None:
-    from harness.progress import quiet_libraries
+    from selm_bench.harness.progress import quiet_libraries
 
     quiet_libraries()
 
@@ -141,7 +141,7 @@ def train_and_eval_cmd(
     Rerunning the same command resumes: finished stages are skipped.
     """
     try:
-        from harness.config import load_config
+        from selm_bench.harness.config import load_config
 
         launch = [f"launch.{k}={v}" for k, v in (("launcher", launcher), ("accelerate_config", accelerate_config),
                                                   ("num_processes", num_processes)) if v is not None]
@@ -152,8 +152,8 @@ def train_and_eval_cmd(
         run_dir = out or Path(cfg.output_dir) / cfg.name
         check_run_folder(run_dir, cfg.name)
         _quiet_libraries()
-        from harness.leaderboard import print_table
-        from harness.pipeline import train_and_eval
+        from selm_bench.harness.leaderboard import print_table
+        from selm_bench.harness.pipeline import train_and_eval
 
         rows = train_and_eval(cfg, run_dir, force=force, command=sys.argv, keep_stale=keep_stale)
         print_table(rows, title=f"leaderboard: {run_dir}")
@@ -179,7 +179,7 @@ def data_pull_cmd(
     Examples: `selm-bench data pull`, `selm-bench data pull --suites mt-bench --to /data/mirror`
     """
     try:
-        from harness.datapull import PULLABLE, default_dir, pull
+        from selm_bench.harness.datapull import PULLABLE, default_dir, pull
 
         names = _split(suites) or ["mt-bench", "alpaca-eval"]
         for name in names:
@@ -207,8 +207,8 @@ def plan_cmd(
     Examples: `selm-bench plan --config configs/zephyr-7b.yaml`, `selm-bench plan -c configs/llama-3-8b-instruct.yaml -f json`
     """
     try:
-        from harness.config import load_config
-        from harness.describe import describe, to_text
+        from selm_bench.harness.config import load_config
+        from selm_bench.harness.describe import describe, to_text
 
         if fmt not in ("text", "json"):
             raise UsageError(f"--format: expected text or json, got {fmt!r}")
@@ -230,7 +230,7 @@ def leaderboard_cmd(
     Examples: `selm-bench leaderboard --results results/tiny`, `selm-bench leaderboard --format json`
     """
     try:
-        from harness.leaderboard import collect_rows, print_table, to_csv, to_json, to_markdown
+        from selm_bench.harness.leaderboard import collect_rows, print_table, to_csv, to_json, to_markdown
 
         if fmt not in ("table", "markdown", "csv", "json"):
             raise UsageError(f"--format: expected table, markdown, csv or json, got {fmt!r}")
@@ -285,8 +285,8 @@ def eval_cmd(
     * `selm-bench eval --model HuggingFaceH4/zephyr-7b-beta --suites mt-bench,alpaca-eval --data-dir ../shared/data --judge openai:gpt-4`
     """
     try:
-        from harness.config import load_config
-        from harness import registry
+        from selm_bench.harness.config import load_config
+        from selm_bench.harness import registry
 
         suite_list = _split_suites(suites) or []
         for s in suite_list:
@@ -305,11 +305,11 @@ def eval_cmd(
         label = name or _model_name(model)
         run_dir = out or Path(cfg.output_dir) / f"eval-{label.replace('/', '-')}"
         _quiet_libraries()
-        from harness.leaderboard import refresh
-        from harness.evaluate import eval_context, run_suite
-        from harness.plan import eval_spec, judge_runtime
-        from harness.specs import Ref
-        from harness.store import RunStore
+        from selm_bench.harness.leaderboard import refresh
+        from selm_bench.harness.evaluate import eval_context, run_suite
+        from selm_bench.harness.plan import eval_spec, judge_runtime
+        from selm_bench.harness.specs import Ref
+        from selm_bench.harness.store import RunStore
 
         if not Path(model).exists():
             if model.startswith((".", "/", "~")) or model.count("/") > 1:
@@ -375,9 +375,9 @@ def judge_cmd(
         import importlib
         import json as _json
 
-        from harness import registry
-        from harness.leaderboard import refresh
-        from harness.evaluate import context_from_record, write_suite_result
+        from selm_bench.harness import registry
+        from selm_bench.harness.leaderboard import refresh
+        from selm_bench.harness.evaluate import context_from_record, write_suite_result
 
         files = sorted(directory.rglob("metrics.json")) if directory.is_dir() else []
         if not files:
@@ -425,8 +425,8 @@ def import_cmd(
     * `selm-bench import --suite mt-bench gpt-4_single.jsonl --data-dir ../shared/data`
     """
     try:
-        from harness.leaderboard import refresh
-        from harness.store import atomic_write_json
+        from selm_bench.harness.leaderboard import refresh
+        from selm_bench.harness.store import atomic_write_json
 
         if not file.is_file():
             raise UsageError(f"{file}: file not found")
@@ -435,8 +435,8 @@ def import_cmd(
         if suite == "alpaca-eval":
             if not model:
                 raise UsageError("--model is required with --suite alpaca-eval")
-            from evals.alpaca_eval import metrics_from_annotations
-            from evals.base import SuiteError
+            from selm_bench.evals.alpaca_eval import metrics_from_annotations
+            from selm_bench.evals.base import SuiteError
 
             try:
                 found[model] = metrics_from_annotations(file, data_dir)
@@ -446,7 +446,7 @@ def import_cmd(
                 raise UsageError(f"{file}: not an alpaca_eval annotations.json (records with instruction, "
                                  f"output_1, output_2, preference): {type(e).__name__}: {e}") from None
         elif suite == "mt-bench":
-            from evals.mt_bench import metrics_from_judgments
+            from selm_bench.evals.mt_bench import metrics_from_judgments
 
             questions = data_dir / "mt_bench" / "question.jsonl" if data_dir else None
             try:
@@ -481,7 +481,7 @@ def list_cmd() -> None:
 
     Example: `selm-bench list` (a new suite or ranker module under evals/ or trainers/ shows up here)
     """
-    from harness import registry
+    from selm_bench.harness import registry
 
     for e in registry.entries():
         typer.echo(f"{e.kind:8s} {e.name:16s} {e.help}")

@@ -33,7 +33,7 @@ class Section(BaseModel):
 
 def _registered(kind: str):
     def check(name: str) -> str:
-        from harness import registry
+        from selm_bench.harness import registry
 
         if not registry.has(kind, name):
             raise ValueError(f"unknown {kind} {name!r} (known: {', '.join(registry.names(kind))})")
@@ -43,7 +43,7 @@ def _registered(kind: str):
 
 
 def _category(name: str) -> str:
-    from harness.tinyworld import CATEGORIES
+    from selm_bench.harness.tinyworld import CATEGORIES
 
     if name not in CATEGORIES:
         raise ValueError(f"unknown category {name!r} (known: {', '.join(CATEGORIES)})")
@@ -295,7 +295,7 @@ def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 def validate_suite_options(suite: str, raw: dict[str, Any]) -> dict[str, Any]:
     """A suite's options with every default filled in (its typed model validates them)."""
-    from harness import registry
+    from selm_bench.harness import registry
 
     model = registry.suite_options(suite)
     if model is None:

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.store import atomic_write_json
+from selm_bench.harness.store import atomic_write_json
 
 FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d/fastchat/llm_judge/data"
 ALPACA_EVAL = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/cd543a149df89434d8a54582c0151c0b945c3d20"
@@ -174,7 +174,7 @@ def convert_brainteaser(folder: Path) -> None:
 
     import pyzipper
 
-    from harness.store import atomic_write_text
+    from selm_bench.harness.store import atomic_write_text
 
     with pyzipper.AESZipFile(folder / "raw" / "BTDATA.zip") as z:
         z.setpassword(BT_PASSWORD)

@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.config import ExperimentConfig
-from harness.plan import Stage, plan, resolve_device
-from harness.specs import DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, SFTSpec, WorldSpec
+from selm_bench.harness.config import ExperimentConfig
+from selm_bench.harness.plan import Stage, plan, resolve_device
+from selm_bench.harness.specs import DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, SFTSpec, WorldSpec
 
 PEAK_FLOPS = 989e12
 TRAIN_MFU, GEN_MFU = 0.40, 0.10

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evals.base import EvalContext, SuiteResult
-from harness import registry
-from harness.specs import EvalSpec
-from harness.store import atomic_write_json, atomic_write_text
+from selm_bench.evals.base import EvalContext, SuiteResult
+from selm_bench.harness import registry
+from selm_bench.harness.specs import EvalSpec
+from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
 
 def eval_context(spec: EvalSpec, root: Path, out: Path, runtime: dict[str, Any] | None = None,

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.store import atomic_write_json, atomic_write_text
+from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
 METHOD_ORDER = ["sft", "dpo", "iterative-dpo", "selm"]
 ID_COLUMNS = ["run", "checkpoint", "method", "iteration"]
@@ -143,7 +143,7 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard") -> None:
     shown as ± beside it). Too wide for the terminal, it is split into one table per suite."""
     from rich.table import Table
 
-    from harness.progress import console
+    from selm_bench.harness.progress import console
 
     if not rows:
         console.print(f"{title}: no results yet")

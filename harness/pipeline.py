@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.config import ExperimentConfig
-from harness.evaluate import relocate_task_files
-from harness.plan import Stage, judge_runtime, plan
-from harness.progress import say
-from harness.run_stage import run_stage
-from harness.specs import TRAINING_KINDS, to_json
-from harness.store import RunStore, atomic_dir, atomic_write_text, read_json
+from selm_bench.harness.config import ExperimentConfig
+from selm_bench.harness.evaluate import relocate_task_files
+from selm_bench.harness.plan import Stage, judge_runtime, plan
+from selm_bench.harness.progress import say
+from selm_bench.harness.run_stage import run_stage
+from selm_bench.harness.specs import TRAINING_KINDS, to_json
+from selm_bench.harness.store import RunStore, atomic_dir, atomic_write_text, read_json
 
 
 def judge_failures(folder: Path) -> int:
@@ -35,8 +35,8 @@ def rejudge(store: RunStore, stage: Stage, runtime: dict[str, Any] | None) -> bo
     come from the judge cache, so only the failed ones are sent); answers are not regenerated."""
     import importlib
 
-    from harness import registry
-    from harness.evaluate import context_from_record, write_suite_result
+    from selm_bench.harness import registry
+    from selm_bench.harness.evaluate import context_from_record, write_suite_result
 
     folder = store.root / stage.folder
     rec = read_json(folder / "stage.json")
@@ -69,7 +69,7 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
     try:
         with atomic_dir(final) as tmp:
             if cfg.launch.launcher == "accelerate" and stage.spec.kind in TRAINING_KINDS:
-                from harness.launch import launch_training
+                from selm_bench.harness.launch import launch_training
 
                 launch_training(stage.spec, store.root, tmp, cfg.launch,
                                 log=store.root / "logs" / f"{stage.name.replace('/', '-')}.log")
@@ -81,7 +81,7 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
         store.record(stage.folder, key, "failed", t0)
         raise
     info = final / "stage_info.json"  # a stage's own counts (ranker failures, ...) go into the manifest
-    from harness.staleness import stage_env
+    from selm_bench.harness.staleness import stage_env
 
     extra = json.loads(info.read_text()) if info.is_file() else {}
     if stage.spec.kind == "eval" and judge_failures(final):  # a rerun judges the failed ones again
@@ -93,7 +93,7 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
 
 def stale_stages(store: RunStore, stages: list[Stage]) -> list[tuple[Stage, list[str]]]:
     """Finished stages (same key) whose recorded env differs from this installation's."""
-    from harness.staleness import differences, stage_env
+    from selm_bench.harness.staleness import differences, stage_env
 
     out = []
     for st in stages:
@@ -107,11 +107,11 @@ def stale_stages(store: RunStore, stages: list[Stage]) -> list[tuple[Stage, list
 
 def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str],
                    keep_stale: bool = False) -> list[dict[str, Any]]:
-    from harness.leaderboard import collect_rows, write_leaderboard
+    from selm_bench.harness.leaderboard import collect_rows, write_leaderboard
 
     stages, evals = plan(cfg)  # a bad combination (batch vs processes) fails here, before anything is written
     store = RunStore(out, force=force)
-    from harness.staleness import StaleError
+    from selm_bench.harness.staleness import StaleError
 
     stale = [] if force else stale_stages(store, [*stages, *evals])
     if stale and not keep_stale:

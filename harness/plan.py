@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness import registry
-from harness.config import ConfigError, ExperimentConfig, TrainConfig, validate_suite_options
-from harness.specs import DataSpec, EvalSpec, Ref, TinyModel, TrainArgs, WorldSpec, spec_key
+from selm_bench.harness import registry
+from selm_bench.harness.config import ConfigError, ExperimentConfig, TrainConfig, validate_suite_options
+from selm_bench.harness.specs import DataSpec, EvalSpec, Ref, TinyModel, TrainArgs, WorldSpec, spec_key
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def eval_spec(cfg: ExperimentConfig, model: Ref, name: str, suite: str, world: R
     raw = {**cfg.suite_options.get(base, {}), **cfg.suite_options.get(suite, {})}
     data_dir = cfg.eval.data_dir or None
     if data_dir is None and world is None:  # real mode: what `selm-bench data pull` fetched
-        from harness.datapull import pulled_dir
+        from selm_bench.harness.datapull import pulled_dir
 
         pulled = pulled_dir()
         data_dir = str(pulled) if pulled else None

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.specs import DataSpec
-from harness.store import atomic_write_json
-from harness.tinyworld import write_jsonl
+from selm_bench.harness.specs import DataSpec
+from selm_bench.harness.store import atomic_write_json
+from selm_bench.harness.tinyworld import write_jsonl
 
 REQUIRED = ("prompt", "chosen", "rejected")
 

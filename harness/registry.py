@@ -78,7 +78,7 @@ def load_all() -> None:
     global _loaded
     if _loaded:
         return
-    for pkg_name in ("trainers", "evals"):
+    for pkg_name in ("selm_bench.trainers", "selm_bench.evals"):
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):

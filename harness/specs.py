@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from harness.config import WorldConfig
-from harness.store import stable_hash
+from selm_bench.harness.config import WorldConfig
+from selm_bench.harness.store import stable_hash
 
 
 class Frozen(BaseModel):

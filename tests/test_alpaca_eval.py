@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import send_json as _send_json, shared_data
-from evals.alpaca_eval import METRIC_KEYS, judge_saved, metrics_from_annotations, run
-from evals.base import EvalContext, SuiteError
+from selm_bench.evals.alpaca_eval import METRIC_KEYS, judge_saved, metrics_from_annotations, run
+from selm_bench.evals.base import EvalContext, SuiteError
 
 
 def _alpaca_eval_dir() -> Path:
@@ -115,7 +115,7 @@ def test_lc_uses_local_df_gamed_without_writing_site_packages(tmp_path, monkeypa
 
 
 def test_degenerate_lc_fit_is_flagged(monkeypatch):
-    import evals.alpaca_eval as suite
+    import selm_bench.evals.alpaca_eval as suite
 
     monkeypatch.setattr(suite, "_length_controlled", lambda df, d: ({"length_controlled_winrate": 50.0, "lc_standard_error": 0.0}, None))
     metrics, info = metrics_from_annotations(_annotations([1.5, 1.5, 1.5]), data_dir="unused")

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import write_mt_bench_fixture
-from harness.cli import app
+from selm_bench.harness.cli import app
 
 
 @pytest.fixture(scope="module")

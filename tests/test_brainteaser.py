@@ -4,10 +4,10 @@ import pytest
 import yaml
 
 from conftest import brainteaser_mirror
-from evals import brainteaser as B
-from evals.base import EvalContext, SuiteError
-from harness import registry
-from harness.tinyworld import write_jsonl
+from selm_bench.evals import brainteaser as B
+from selm_bench.evals.base import EvalContext, SuiteError
+from selm_bench.harness import registry
+from selm_bench.harness.tinyworld import write_jsonl
 
 KEYS = ("original", "semantic", "context", "ori_sem", "ori_sem_con", "overall")
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from harness.config import ConfigError, load_config
+from selm_bench.harness.config import ConfigError, load_config
 
 BAD = [
     ({"online": {"beta": 0}}, "online.beta"),
@@ -67,7 +67,7 @@ def test_set_overrides_and_suite_options():
 ])
 def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-and-eval", "--out", str(out), *args],
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "train-and-eval", "--out", str(out), *args],
                          capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
@@ -78,7 +78,7 @@ def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
 
 
 def test_online_methods_can_start_from_sft():
-    from harness.plan import plan
+    from selm_bench.harness.plan import plan
 
     cfg = load_config(sets=["online.start=sft", "methods=[selm]"])
     stages, _ = plan(cfg)

@@ -22,7 +22,7 @@ MICRO = {
 
 
 def command(cfg, out):
-    return [sys.executable, "-m", "harness.cli", "train-and-eval", "--config", str(cfg), "--out", str(out)]
+    return [sys.executable, "-m", "selm_bench.harness.cli", "train-and-eval", "--config", str(cfg), "--out", str(out)]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, shared_data
-from harness.datapull import ARTEFACTS, Artefact, DataPullError, pull
+from selm_bench.harness.datapull import ARTEFACTS, Artefact, DataPullError, pull
 
 
 class Quiet(SimpleHTTPRequestHandler):
@@ -89,7 +89,7 @@ def test_brainteaser_from_an_aes_zip_of_object_arrays(serve, tmp_path):
     import numpy as np
     import pyzipper
 
-    from harness.datapull import BT_MEMBERS, BT_PASSWORD, load_object_npy
+    from selm_bench.harness.datapull import BT_MEMBERS, BT_PASSWORD, load_object_npy
 
     def npy(rows) -> bytes:
         buf = io.BytesIO()
@@ -126,16 +126,16 @@ def test_brainteaser_from_an_aes_zip_of_object_arrays(serve, tmp_path):
 
 
 def test_cli_unknown_suite_is_exit_2(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "data", "pull", "--suites", "nope",
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "data", "pull", "--suites", "nope",
                           "--to", str(tmp_path / "x")], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith("error: nope: not a suite") and res.stderr.count("\n") == 1
     assert not (tmp_path / "x").exists()
 
 
 def test_real_mode_evals_find_pulled_data(tmp_path, monkeypatch):
-    from harness.config import load_config
-    from harness.plan import eval_spec
-    from harness.specs import Ref
+    from selm_bench.harness.config import load_config
+    from selm_bench.harness.plan import eval_spec
+    from selm_bench.harness.specs import Ref
 
     monkeypatch.setenv("SELM_BENCH_DATA", str(tmp_path))
     cfg = load_config()

@@ -12,11 +12,11 @@ from conftest import shared_data
 def test_import_alpaca_eval_openhermes(tmp_path):
     ann = shared_data("alpaca_eval", "results", "OpenHermes-2.5-Mistral-7B", "weighted_alpaca_eval_gpt4_turbo",
                       "annotations.json")
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "import", "--suite", "alpaca-eval", "--model",
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "import", "--suite", "alpaca-eval", "--model",
                           "OpenHermes-2.5-Mistral-7B", str(ann), "--results", str(tmp_path)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", "--results", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "leaderboard", "--results", str(tmp_path),
                           "--format", "json"], capture_output=True, text=True)
     (row,) = json.loads(out.stdout)
     assert row["checkpoint"] == "OpenHermes-2.5-Mistral-7B" and row["method"] == "reference"
@@ -35,7 +35,7 @@ def test_import_mt_bench_judgments(tmp_path):
                          "user_prompt": "", "judgment": f"[[{s}]]", "score": s, "turn": 1 + i % 2, "tstamp": 0})
     f = tmp_path / "gpt-4_single.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "import", "--suite", "mt-bench", str(f),
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "import", "--suite", "mt-bench", str(f),
                           "--results", str(tmp_path / "res")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     got = {json.loads(p.read_text())["checkpoint"]: json.loads(p.read_text())["metrics"]
@@ -46,7 +46,7 @@ def test_import_mt_bench_judgments(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", *args], capture_output=True, text=True)
 
 
 def test_import_into_a_run_directory_adds_reference_rows_to_its_leaderboard(tmp_path):

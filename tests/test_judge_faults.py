@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import send_json
-from evals.judges import make_judge
+from selm_bench.evals.judges import make_judge
 
 FAULTS = ["429", "500", "hang", "drop", "malformed", "truncated"]
 
@@ -129,7 +129,7 @@ def test_train_and_eval_judged_mt_bench_survives_faults_and_a_rerun_rejudges(fla
     env = {**__import__("os").environ}
 
     def run(*extra):
-        return subprocess.run([sys.executable, "-m", "harness.cli", "train-and-eval", "--config", str(cfg),
+        return subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "train-and-eval", "--config", str(cfg),
                                "--out", str(out), *extra], capture_output=True, text=True, env=env)
 
     first = run()

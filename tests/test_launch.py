@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import load_config
-from harness.launch import accelerate_command
+from selm_bench.harness.config import load_config
+from selm_bench.harness.launch import accelerate_command
 
 MICRO = {
     "name": "micro-launch",
@@ -33,7 +33,7 @@ RTOL = 1e-4
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", *args], capture_output=True, text=True)
 
 
 def losses(run: Path, ckpt: str) -> list[float]:
@@ -83,30 +83,30 @@ def test_spec_rejects_a_launch_of_another_size(runs, tmp_path):
     """The worker checks the launched world size against the spec (which is in the key)."""
     _, two, _ = runs
     spec = two / "checkpoints" / "dpo" / "model" / "spec.json"
-    res = subprocess.run([sys.executable, "-m", "harness.run_stage", str(spec), "--root", str(two),
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.run_stage", str(spec), "--root", str(two),
                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert res.returncode != 0 and "spec is for 2 process(es) but 1 were launched" in res.stderr
 
 
 def test_accelerate_commands(tmp_path):
     cfg = load_config(sets=["device=cpu", "launch.launcher=accelerate", "launch.num_processes=2"])
-    from harness.plan import train_args
+    from selm_bench.harness.plan import train_args
 
     t = train_args(cfg, "sft")
     cmd = accelerate_command(Path("s.json"), Path("/r"), Path("/o"), cfg.launch, t)
     assert cmd[1] == "launch" and "--multi_gpu" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
-    assert cmd[-7:] == ["-m", "harness.run_stage", "s.json", "--root", "/r", "--out", "/o"]
+    assert cmd[-7:] == ["-m", "selm_bench.harness.run_stage", "s.json", "--root", "/r", "--out", "/o"]
     zero3 = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "zero3.yaml"
     cfg = load_config(sets=["launch.launcher=accelerate", f"launch.accelerate_config={zero3}", "launch.num_processes=8",
                             "launch.wrapper=srun --nodes=2 --ntasks-per-node=1", "sft.batch_size=64"])
     cmd = accelerate_command(Path("s.json"), Path("/r"), Path("/o"), cfg.launch, train_args(cfg, "sft"))
     assert cmd[:5] == ["srun", "--nodes=2", "--ntasks-per-node=1", "bash", "-c"]
-    assert f"--config_file {zero3} --num_processes 8 --machine_rank \"${{SLURM_NODEID:-0}}\" -m harness.run_stage" in cmd[5]
+    assert f"--config_file {zero3} --num_processes 8 --machine_rank \"${{SLURM_NODEID:-0}}\" -m selm_bench.harness.run_stage" in cmd[5]
 
 
 def test_global_batch_must_split_evenly():
-    from harness.config import ConfigError
-    from harness.plan import plan
+    from selm_bench.harness.config import ConfigError
+    from selm_bench.harness.plan import plan
 
     cfg = load_config(sets=["launch.launcher=accelerate", "launch.num_processes=3"])
     with pytest.raises(ConfigError, match=r"^sft.batch_size: 64 is not divisible"):

@@ -3,9 +3,9 @@ import json
 import pytest
 import yaml
 
-from evals import lm_eval_suite as L
-from evals.base import EvalContext, SuiteError
-from harness import registry
+from selm_bench.evals import lm_eval_suite as L
+from selm_bench.evals.base import EvalContext, SuiteError
+from selm_bench.harness import registry
 
 
 def _ctx(tmp_path, **kw):

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from trainers.losses import dpo_loss, selm_loss
+from selm_bench.trainers.losses import dpo_loss, selm_loss
 
 
 def t(*xs):

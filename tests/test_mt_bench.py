@@ -3,9 +3,9 @@ import json
 import pytest
 
 from conftest import mt_bench_mirror
-from evals.base import EvalContext, SuiteError
-from evals.judges import Judge
-from evals.mt_bench import _judge_llm, judge_saved, metrics_from_judgments, parse_rating, run
+from selm_bench.evals.base import EvalContext, SuiteError
+from selm_bench.evals.judges import Judge
+from selm_bench.evals.mt_bench import _judge_llm, judge_saved, metrics_from_judgments, parse_rating, run
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import mt_bench_mirror, send_json
-from evals.base import EvalContext, SuiteError
-from evals.judges import make_judge
-from evals.mt_bench import judge_saved, run
+from selm_bench.evals.base import EvalContext, SuiteError
+from selm_bench.evals.judges import make_judge
+from selm_bench.evals.mt_bench import judge_saved, run
 
 KEY = "sk-test-SECRET123"
 

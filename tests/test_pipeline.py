@@ -26,7 +26,7 @@ MICRO = {
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -162,8 +162,8 @@ def test_eval_bad_suite_is_one_line_exit_2(tmp_path):
 
 
 def test_relocated_task_yaml_points_at_the_final_folder(tmp_path):
-    from harness.evaluate import relocate_task_files
-    from harness.store import atomic_dir
+    from selm_bench.harness.evaluate import relocate_task_files
+    from selm_bench.harness.store import atomic_dir
 
     final = tmp_path / "evals" / "m" / "brainteaser"
     with atomic_dir(final) as tmp:
@@ -176,8 +176,8 @@ def test_relocated_task_yaml_points_at_the_final_folder(tmp_path):
 
 
 def test_suite_lists_keep_lm_eval_task_lists_and_columns_use_the_base_name():
-    from harness.cli import _split_suites
-    from harness.leaderboard import suite_column
+    from selm_bench.harness.cli import _split_suites
+    from selm_bench.harness.leaderboard import suite_column
 
     assert _split_suites(["lm-eval:hellaswag,arc_easy,mt-bench", "tiny-world"]) == [
         "lm-eval:hellaswag,arc_easy", "mt-bench", "tiny-world"]

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import ConfigError, load_config
+from selm_bench.harness.config import ConfigError, load_config
 
 
 def test_chunk_arithmetic():
-    from harness.prompt_data import chunk_bounds
+    from selm_bench.harness.prompt_data import chunk_bounds
 
     four = chunk_bounds(61135, 4)
     assert [e - s for s, e in four] == [15283] * 4 and four[0] == (0, 15283) and four[3] == (45849, 61132)
@@ -22,7 +22,7 @@ def test_chunk_arithmetic():
 
 
 def test_authors_pairing_rule_with_ties():
-    from trainers.online import build_pairs
+    from selm_bench.trainers.online import build_pairs
 
     prompts = [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}, {"prompt": "d"}]
     cands = [["g", "c", "r"], ["g", "c", "r"], ["g", "c", "r"], ["same", "same", "x"]]
@@ -46,7 +46,7 @@ def test_schedule_config_errors(tmp_path):
             load_config(sets=sets)
         assert str(err.value).startswith(key), str(err.value)
     cfg = load_config(sets=["online.learning_rate=[5e-7, 5e-7, 1e-7]", "online.iterations=3"])
-    from harness.plan import train_args
+    from selm_bench.harness.plan import train_args
 
     assert [train_args(cfg, "online", t).learning_rate for t in (1, 2, 3)] == [5e-7, 5e-7, 1e-7]
 
@@ -55,7 +55,7 @@ def test_prompts_cut_from_the_left(tiny_model):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer
+    from selm_bench.trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
@@ -90,7 +90,7 @@ def test_reward_model_ranker_equals_unbatched_forward(tiny_model, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from harness import registry
+    from selm_bench.harness import registry
 
     path = _reward_model(tiny_model, tmp_path / "rm")
     ranker = registry.get("ranker", f"reward-model:{path}")(name=f"reward-model:{path}", batch_size=4)
@@ -113,8 +113,8 @@ def test_reward_model_ranker_equals_unbatched_forward(tiny_model, tmp_path):
 def test_real_prompt_data_and_schema_errors(tmp_path):
     from datasets import Dataset
 
-    from harness.prompt_data import DataError, prepare
-    from harness.specs import DataSpec
+    from selm_bench.harness.prompt_data import DataError, prepare
+    from selm_bench.harness.specs import DataSpec
 
     rows = [{"prompt": f"q{i}", "prompt_id": f"id{i}",
              "chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"good {i}"}],
@@ -135,7 +135,7 @@ def test_real_prompt_data_and_schema_errors(tmp_path):
 
 
 def test_iteration_1_shared_by_selm_and_iterative_dpo():
-    from harness.plan import plan
+    from selm_bench.harness.plan import plan
 
     stages, _ = plan(load_config(sets=["methods=[iterative-dpo, selm]"]))
     by = {s.name: s for s in stages}
@@ -163,7 +163,7 @@ def test_micro_run_from_base_with_lr_schedule_and_reward_model(tiny_model, tmp_p
     cfg = tmp_path / "micro.yaml"
     cfg.write_text(yaml.safe_dump(micro))
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-and-eval", "--config", str(cfg), "--out", str(out)],
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "train-and-eval", "--config", str(cfg), "--out", str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (out / "checkpoints" / "sft").exists() and not (out / "checkpoints" / "dpo").exists()
@@ -183,7 +183,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _plan(recipe: str) -> dict:
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "plan", "--config", str(REPO / "configs" / recipe),
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "plan", "--config", str(REPO / "configs" / recipe),
                           "--format", "json"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout)
@@ -238,7 +238,7 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from conftest import send_json
-    from harness import registry
+    from selm_bench.harness import registry
 
     calls = []
 
@@ -283,10 +283,10 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
 
 
 def test_ranker_failures_are_counted_and_fail_the_stage_past_the_fraction(tmp_path):
-    from harness import registry
-    from harness.specs import RankSpec, Ref
-    from harness.tinyworld import write_jsonl
-    from trainers.online import rank
+    from selm_bench.harness import registry
+    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.harness.tinyworld import write_jsonl
+    from selm_bench.trainers.online import rank
 
     @registry.register_ranker("flaky-test", help="fails on prompts containing 'x'")
     class Flaky:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainers.losses import selm_loss
+from selm_bench.trainers.losses import selm_loss
 
 
 def _rows():
@@ -19,7 +19,7 @@ def _trainers(tiny_model, tmp_path, alpha, nll=0.0):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from trainers.selm_trainer import SELMConfig, SELMTrainer
+    from selm_bench.trainers.selm_trainer import SELMConfig, SELMTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     common = dict(output_dir=str(tmp_path), per_device_train_batch_size=3, bf16=False, use_cpu=True, report_to=[],

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from harness.config import RUNTIME, ExperimentConfig, load_config
-from harness.plan import plan
-from harness.run_stage import run_stage
-from harness.specs import GenerateSpec, RankSpec, from_json, spec_key, to_json
+from selm_bench.harness.config import RUNTIME, ExperimentConfig, load_config
+from selm_bench.harness.plan import plan
+from selm_bench.harness.run_stage import run_stage
+from selm_bench.harness.specs import GenerateSpec, RankSpec, from_json, spec_key, to_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def test_spec_round_trip_and_subprocess_run_equal_in_process(tmp_path):
                 run_stage(spec, root, out)
             else:
                 (root / f"{name}.json").write_text(to_json(spec))  # outside the compared outputs
-                res = subprocess.run([sys.executable, "-m", "harness.run_stage", str(root / f"{name}.json"),
+                res = subprocess.run([sys.executable, "-m", "selm_bench.harness.run_stage", str(root / f"{name}.json"),
                                       "--root", str(root), "--out", str(out)], capture_output=True, text=True)
                 assert res.returncode == 0, res.stderr[-2000:]
                 (root / f"{name}.json").unlink()
@@ -100,7 +100,7 @@ def other_value(key: str, field, value, tmp_path: Path):
 
 
 def test_every_field_reaches_the_keys_and_runtime_fields_do_not(tmp_path):
-    from harness.registry import register_ranker
+    from selm_bench.harness.registry import register_ranker
 
     @register_ranker("walk-test", help="a second ranker for the field walk")
     class _Other:
@@ -152,13 +152,13 @@ def test_no_import_cycles(module):
     for path in REPO.glob("*/*.py"):
         if path.parent.name not in ("harness", "trainers", "evals"):
             continue
-        name = f"{path.parent.name}.{path.stem}"
+        name = f"selm_bench.{path.parent.name}.{path.stem}"
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("harness", "trainers", "evals"):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("selm_bench."):
                 deps.add(node.module)
             elif isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names if a.name.split(".")[0] in ("harness", "trainers", "evals")}
+                deps |= {a.name for a in node.names if a.name.startswith("selm_bench.")}
         graph[name] = {d for d in deps if d != name}
 
     def reach(start: str) -> set[str]:
@@ -171,6 +171,6 @@ def test_no_import_cycles(module):
         return seen
 
     for name in graph:
-        if name.startswith(module):
+        if name.startswith(f"selm_bench.{module}"):
             cyc = [d for d in graph[name] if name in reach(d)]
             assert not cyc, f"{name} <-> {cyc}"

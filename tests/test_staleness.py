@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from harness.staleness import code_hash, differences
+from selm_bench.harness.staleness import code_hash, differences
 
 MICRO = {
     "name": "micro-stale", "seed": 0, "device": "cpu", "methods": ["sft"], "suites": ["tiny-world"],
@@ -36,7 +36,7 @@ def test_differences_in_words():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", *args], capture_output=True, text=True)
 
 
 def test_rerun_after_a_library_change_stops_then_force_or_keep(tmp_path):

@@ -3,8 +3,8 @@
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from evals.base import EvalContext, SuiteError, validated_options
-from harness import registry
+from selm_bench.evals.base import EvalContext, SuiteError, validated_options
+from selm_bench.harness import registry
 
 # Written by hand from the defaults the suites used before options were typed.
 EXPECTED_DEFAULTS = {
@@ -124,7 +124,7 @@ def test_context_option_reads_full_or_partial_dicts(tmp_path):
 
 
 def test_mode_dependent_max_new_tokens(tmp_path):
-    from evals import alpaca_eval, mt_bench
+    from selm_bench.evals import alpaca_eval, mt_bench
 
     def ctx(suite, **kw):
         return EvalContext(model="m", name="m", out_dir=tmp_path, suite=suite, **kw)
@@ -139,7 +139,7 @@ def test_mode_dependent_max_new_tokens(tmp_path):
 
 
 def test_mt_bench_question_limit_wins_over_limit(tmp_path, tiny_world):
-    from evals import mt_bench
+    from selm_bench.evals import mt_bench
 
     def n(options):
         ctx = EvalContext(model="m", name="m", out_dir=tmp_path, world_dir=tiny_world, options=options)

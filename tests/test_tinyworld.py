@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from harness.config import WorldConfig
-from harness.tinyworld import CATEGORIES, GENERATORS, build_world, read_jsonl, verify
+from selm_bench.harness.config import WorldConfig
+from selm_bench.harness.tinyworld import CATEGORIES, GENERATORS, build_world, read_jsonl, verify
 
 
 def test_verifier_exact_partial_and_empty():

@@ -7,10 +7,10 @@ import textwrap
 
 import pytest
 
-from harness import registry
-from trainers import vllm_backend
-from trainers.generation import Sampling, render_prompt
-from trainers.vllm_backend import NOT_INSTALLED, VLLMBackend, gpu_groups, merge, shard
+from selm_bench.harness import registry
+from selm_bench.trainers import vllm_backend
+from selm_bench.trainers.generation import Sampling, render_prompt
+from selm_bench.trainers.vllm_backend import NOT_INSTALLED, VLLMBackend, gpu_groups, merge, shard
 
 FAKE_WORKER = textwrap.dedent(
     """

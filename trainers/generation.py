@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from harness.registry import register_backend
-from harness.progress import progress
+from selm_bench.harness.registry import register_backend
+from selm_bench.harness.progress import progress
 
 
 @dataclass
@@ -99,6 +99,6 @@ class HFBackend:
 
 
 def make_backend(name: str, model: str, device: str = "cpu", **options: Any):
-    from harness import registry
+    from selm_bench.harness import registry
 
     return registry.get("backend", name)(model, device=device, **options)

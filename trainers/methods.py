@@ -11,10 +11,10 @@ ranking, so their pairs are identical and they differ only by α.
 
 from __future__ import annotations
 
-from harness.config import ExperimentConfig
-from harness.plan import Sources, Stage, backend_options, checkpoint_folder, resolve_device, train_args
-from harness.registry import register_method
-from harness.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
+from selm_bench.harness.config import ExperimentConfig
+from selm_bench.harness.plan import Sources, Stage, backend_options, checkpoint_folder, resolve_device, train_args
+from selm_bench.harness.registry import register_method
+from selm_bench.harness.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
 
 
 @register_method("sft", help="supervised fine-tuning (TRL SFTTrainer); the starting policy")

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import registry
-from harness.progress import say
-from harness.specs import GenerateSpec, RankSpec
-from harness.tinyworld import read_jsonl, write_jsonl
-from trainers.generation import Sampling
-from trainers.train import user
+from selm_bench.harness import registry
+from selm_bench.harness.progress import say
+from selm_bench.harness.specs import GenerateSpec, RankSpec
+from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
+from selm_bench.trainers.generation import Sampling
+from selm_bench.trainers.train import user
 
 
 def prompt_chunk(rows: list[dict[str, Any]], iteration: int, iterations: int) -> list[dict[str, Any]]:
@@ -93,7 +93,7 @@ def rank(spec: RankSpec, root: Path, out: Path, runtime: dict[str, Any] | None =
     for rec, r in zip(records, rows):
         rec["y_ref"] = r["y_ref"]
     write_jsonl(out / "generations.jsonl", records)
-    from harness.store import atomic_write_json
+    from selm_bench.harness.store import atomic_write_json
 
     atomic_write_json(out / "stage_info.json", {**info, "pairs": len(pairs)})
     if not pairs:

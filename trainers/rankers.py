@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.registry import register_ranker
+from selm_bench.harness.registry import register_ranker
 
 
 def _parameter(name: str, kind: str) -> str:
@@ -30,7 +30,7 @@ class OracleRanker:
         pass
 
     def score(self, prompts: list[dict[str, Any]], candidates: list[list[str]]) -> list[list[float]]:
-        from harness.tinyworld import verify
+        from selm_bench.harness.tinyworld import verify
 
         return [[verify(p["category"], p["answer"], c) for c in cands] for p, cands in zip(prompts, candidates)]
 
@@ -126,7 +126,7 @@ class JudgeRanker:
 
     def __init__(self, name: str = "", device: str = "cpu", batch_size: int = 16, cache_dir: str | None = None,
                  base_url: str | None = None, concurrency: int = 8, max_retries: int = 5, timeout: float = 60, **_: Any):
-        from evals.openai_judge import OpenAIJudge
+        from selm_bench.evals.openai_judge import OpenAIJudge
 
         model = _parameter(name, "judge")
         self.judge = OpenAIJudge(spec=f"openai:{model}", cache_dir=cache_dir, base_url=base_url,

@@ -16,7 +16,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from trainers.losses import selm_loss
+from selm_bench.trainers.losses import selm_loss
 
 
 @dataclass

@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.progress import progress
-from harness.specs import PreferenceSpec, SFTSpec, TrainArgs
-from harness.tinyworld import read_jsonl
+from selm_bench.harness.progress import progress
+from selm_bench.harness.specs import PreferenceSpec, SFTSpec, TrainArgs
+from selm_bench.harness.tinyworld import read_jsonl
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -137,7 +137,7 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer, SELMConfig, SELMTrainer
+    from selm_bench.trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer, SELMConfig, SELMTrainer
 
     check_world_size(spec.train)
     policy = spec.policy.resolve(root)

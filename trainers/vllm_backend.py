@@ -1,7 +1,7 @@
 """The `vllm` generation backend: vLLM engines in worker subprocesses.
 
 Each call to `complete` writes a job file per shard of the prompts and runs
-`python -m trainers.vllm_backend JOB.json OUT.json` once per shard (concurrently, one group
+`python -m selm_bench.trainers.vllm_backend JOB.json OUT.json` once per shard (concurrently, one group
 of `tensor_parallel_size` GPUs each via CUDA_VISIBLE_DEVICES), so vLLM's GPU memory is back
 before training starts. Prompts are rendered with the training chat template
 (`render_prompt`) and tokenized here with the HF tokenizer (no extra special tokens, as the
@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.progress import progress
-from harness.registry import register_backend
-from trainers.generation import Sampling, render_prompt
+from selm_bench.harness.progress import progress
+from selm_bench.harness.registry import register_backend
+from selm_bench.trainers.generation import Sampling, render_prompt
 
-WORKER_MODULE = "trainers.vllm_backend"
+WORKER_MODULE = "selm_bench.trainers.vllm_backend"
 NOT_INSTALLED = "backend vllm needs the optional extra: pip install 'selm-bench[vllm]' (vllm is not installed)"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -270,7 +270,7 @@ def run_job(job: dict[str, Any]) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m trainers.vllm_backend JOB.json OUT.json", file=sys.stderr)
+        print("usage: python -m selm_bench.trainers.vllm_backend JOB.json OUT.json", file=sys.stderr)
         return 2
     job_path, out_path = Path(argv[0]), Path(argv[1])
     try:
