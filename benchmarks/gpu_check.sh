@@ -47,14 +47,18 @@ step_failed() {  # step_failed N RC
 
 # ---------------------------------------------------------------- (0) setup
 echo "== STEP 0: setup ($(date -u +%FT%TZ))"
+# The code imports as selm_bench.<folder> (pyproject's package-dir mapping); without an install,
+# a namespace folder of links gives the same names.
+mkdir -p /tmp/ns/selm_bench
+for d in harness trainers evals configs results; do ln -sfn "$ROOT/$d" "/tmp/ns/selm_bench/$d"; done
 if [ -d .whl ] && compgen -G ".whl/*.whl" >/dev/null; then
     t0=$SECONDS
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || { echo "STEP 0 FAILED: pip could not install .whl/*.whl"; exit 1; }
-    export PYTHONPATH=/tmp/site:$ROOT
+    export PYTHONPATH=/tmp/site:/tmp/ns
     echo "installed $(ls .whl/*.whl | wc -l) wheels into /tmp/site in $((SECONDS - t0)) s"
 else
-    export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+    export PYTHONPATH=/tmp/ns${PYTHONPATH:+:$PYTHONPATH}
     echo "no .whl/: using the installed packages"
 fi
 nvidia-smi -L || echo "nvidia-smi: not available"
@@ -77,7 +81,7 @@ if not torch.cuda.is_available():
 print("device 0:", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
 EOF
 SB="python3 -m selm_bench.harness.cli"
-if ! python3 -c "import harness.cli, harness.registry as r; r.load_all(); import trl, datasets; from trl import DPOTrainer, SFTTrainer"; then
+if ! python3 -c "import selm_bench.harness.cli, selm_bench.harness.registry as r; r.load_all(); import trl, datasets; from trl import DPOTrainer, SFTTrainer"; then
     step_failed 0 "imports"
 fi
 
