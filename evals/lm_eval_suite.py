@@ -307,9 +307,12 @@ def items_from_samples(results: dict[str, Any]) -> list[dict[str, Any]]:
         for r in rows:
             item = {"task": task, "doc_id": r["doc_id"], "filter": r["filter"], "target": r["target"],
                     "pred": _prediction(output_type, r["filtered_resps"])}
-            if isinstance(r["doc"], dict) and "id" in r["doc"]:
-                item["id"] = r["doc"]["id"]
+            doc_id = r["doc"].get("id") if isinstance(r["doc"], dict) else None
+            item["id"] = f"{task}/{doc_id if doc_id is not None else r['doc_id']}"  # unique across tasks
             item.update({m: r[m] for m in r["metrics"]})
+            # the per-sample score a paired comparison uses: lm-eval's own first metric (acc for
+            # multiple choice, exact_match for generation), higher is better
+            item["score"] = r[r["metrics"][0]] if r["metrics"] else None
             items.append(json.loads(_dumps(item)))  # tuples/numpy values -> plain json types
     return items
 

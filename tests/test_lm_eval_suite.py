@@ -86,7 +86,8 @@ def test_tinyworld_parity_with_plain_lm_eval(tmp_path, tiny_world, tiny_model):
         (s["doc_id"], s["acc"], s["acc_norm"], s["target"]) for s in samples
     ]
     assert all(i["acc"] == float(i["pred"] == i["target"]) for i in res.items)
-    assert res.items[0]["id"] == "mc-0"
+    assert res.items[0]["id"] == "tinyworld_mc/mc-0"
+    assert [i["score"] for i in res.items] == [s["acc"] for s in samples]  # lm-eval's per-sample accuracy
 
     saved = json.loads((ctx.out_dir / "results.json").read_text())
     assert saved["results"]["tinyworld_mc"]["acc,none"] == expected["acc,none"] and "samples" not in saved
