@@ -22,6 +22,22 @@ class SuiteError(RuntimeError):
     """A suite cannot run as configured (missing data, bad option): one clear line."""
 
 
+def check_items(suite: str, items: list[dict[str, Any]]) -> None:
+    """The contract `compare` pairs runs on: every record of items.jsonl has a stable `id`, unique
+    within the suite's result, and a numeric `score` (higher is better; None when not scored yet)."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if "id" not in item or "score" not in item:
+            raise SuiteError(f"{suite}: item {i} lacks {'id' if 'id' not in item else 'score'}")
+        key = str(item["id"])
+        if key in seen:
+            raise SuiteError(f"{suite}: item id {key!r} is not unique")
+        seen.add(key)
+        score = item["score"]
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise SuiteError(f"{suite}: item {key!r} has a non-numeric score {score!r}")
+
+
 def validated_options(suite: str, raw: dict[str, Any] | None) -> dict[str, Any]:
     """`raw` checked against the suite's options model, every option present with defaults filled
     in, as plain JSON values (what metrics.json records). Raises pydantic's ValidationError on an

@@ -159,6 +159,7 @@ def score_loglikelihood(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]],
             rec = {"id": doc["id"], "puzzle": puzzle, "pred": pred, "label": doc.get("label")}
             if labelled:
                 rec["correct"] = bool(s[score])  # lm-eval's value; equals pred == label
+            rec["score"] = float(rec["correct"]) if labelled else None
             records.append(rec)
     return records
 
@@ -209,6 +210,7 @@ def score_generate(ctx: EvalContext, rows: dict[str, list[dict[str, Any]]], labe
         rec = {"id": r["id"], "puzzle": puzzle, "pred": pred, "label": r.get("label"), "response": reply[0]}
         if labelled:
             rec["correct"] = pred == r["label"]
+        rec["score"] = float(rec["correct"]) if labelled else None
         records.append(rec)
     return records
 
@@ -243,8 +245,17 @@ class BrainteaserOptions(BaseModel):
         return value
 
 
+def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Instance accuracies (overall and per kind) of scored records; the group metrics need whole
+    groups, which a bootstrap over items breaks, so they are not resampled."""
+    scored = [i for i in items if i.get("score") is not None]
+    out = {"overall": _mean([i["score"] for i in scored])}
+    out.update({k: _mean([i["score"] for i in scored if kind_of(i["id"]) == k]) for k in KINDS})
+    return out
+
+
 @register_suite(SUITE, help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
-                options=BrainteaserOptions)
+                options=BrainteaserOptions, headline="overall", paired=paired)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     split = ctx.option("split")

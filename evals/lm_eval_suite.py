@@ -317,8 +317,21 @@ def items_from_samples(results: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
+def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Per task, the mean per-sample score (lm-eval's first metric, e.g. `<task>/acc`), and their average."""
+    by_task: dict[str, list[float]] = {}
+    metric: dict[str, str] = {}
+    for i in items:
+        if i.get("score") is not None:
+            by_task.setdefault(i["task"], []).append(float(i["score"]))
+            metric.setdefault(i["task"], next((m for m in ("acc", "exact_match", "acc_norm") if m in i), "score"))
+    out: dict[str, float | None] = {f"{t}/{metric[t]}": sum(v) / len(v) for t, v in by_task.items()}
+    out["average"] = sum(out.values()) / len(out) if out else None
+    return out
+
+
 @register_suite(SUITE, help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
-                options=LmEvalOptions)
+                options=LmEvalOptions, headline="average", paired=paired)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     plan = resolve_plan(ctx)

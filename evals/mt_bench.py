@@ -62,8 +62,18 @@ class MtBenchOptions(BaseModel):
     max_new_tokens: int | None = Field(None, gt=0, description="tokens per turn; None = 1024 real / 24 tiny")
 
 
+def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean rating over judged turns, and per turn (FastChat's score, turn-1, turn-2)."""
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
+    judged = [i for i in items if i.get("score") is not None]
+    return {"score": mean([i["score"] for i in judged]),
+            **{f"turn-{t}": mean([i["score"] for i in judged if i["turn"] == t]) for t in (1, 2)}}
+
+
 @register_suite(SUITE, help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
-                options=MtBenchOptions)
+                options=MtBenchOptions, headline="score", paired=paired)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     questions = load_mt_questions(ctx)
@@ -80,13 +90,19 @@ def run(ctx: EvalContext) -> SuiteResult:
     ]
     write_jsonl(_answer_file(ctx), answers)
     if ctx.no_judge:
-        items = [{"id": q["question_id"], "turn": i + 1, "category": q["category"], "question": q["turns"][i],
-                  "answer": a, "score": None} for q, t in zip(questions, turns) for i, a in enumerate(t)]
+        items = [{"id": item_id(q["question_id"], i + 1), "question_id": q["question_id"], "turn": i + 1,
+                  "category": q["category"], "question": q["turns"][i], "answer": a, "score": None}
+                 for q, t in zip(questions, turns) for i, a in enumerate(t)]
         info = {"mode": "fastchat" if real else "tiny", "n_questions": len(questions),
                 "answers": str(_answer_file(ctx).relative_to(ctx.out_dir)),
                 "judging": "pending: answers saved; run `selm-bench judge` on this eval folder"}
         return SuiteResult(metrics={}, items=items, info=info)
     return judge_saved(ctx)
+
+
+def item_id(question_id: Any, turn: int) -> str:
+    """An MT-Bench item is one turn of one question: `<question_id>/turn-<n>`."""
+    return f"{question_id}/turn-{turn}"
 
 
 def judge_saved(ctx: EvalContext) -> SuiteResult:
@@ -114,10 +130,11 @@ def judge_saved(ctx: EvalContext) -> SuiteResult:
     by_id = {q["question_id"]: q for q in questions}
     metrics = metrics_from_judgments(rows, questions).get(ctx.name, {})
     items = [
-        {"id": r["question_id"], "turn": r["turn"], "category": by_id[r["question_id"]]["category"],
+        {"id": item_id(r["question_id"], r["turn"]), "question_id": r["question_id"], "turn": r["turn"],
+         "category": by_id[r["question_id"]]["category"],
          "question": by_id[r["question_id"]]["turns"][r["turn"] - 1],
          "answer": saved[r["question_id"]]["choices"][0]["turns"][r["turn"] - 1],
-         "score": r["score"], "judgment": r["judgment"]}
+         "score": None if r["score"] == -1 else r["score"], "judgment": r["judgment"]}  # -1: failed judgment
         for r in rows
     ]
     info = {

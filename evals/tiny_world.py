@@ -5,6 +5,8 @@ Options (TinyWorldOptions): split, limit, max_new_tokens.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, mean_and_stderr
@@ -23,8 +25,16 @@ class TinyWorldOptions(BaseModel):
     max_new_tokens: int = Field(24, gt=0, description="tokens generated per answer (greedy)")
 
 
+def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Accuracy and mean verifier score of per-item records (what `compare` resamples)."""
+    if not items:
+        return {"accuracy": None, "score": None}
+    return {"accuracy": sum(float(i["correct"]) for i in items) / len(items),
+            "score": sum(float(i["score"]) for i in items) / len(items)}
+
+
 @register_suite("tiny-world", help="held-out tiny-world tasks, greedy, graded verifier (accuracy, score)",
-                options=TinyWorldOptions)
+                options=TinyWorldOptions, headline="accuracy", paired=paired)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite("tiny-world")
     if ctx.world_dir is None:

@@ -222,27 +222,149 @@ def plan_cmd(
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    results: Path = typer.Option(Path("results"), "--results", "-r", help="A run directory or a folder of runs."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | markdown | csv | json."),
+    results: Optional[List[Path]] = typer.Option(None, "--results", "-r",
+                                                 help="A run folder or a folder of runs (repeatable; default: results)."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Show every metric of this suite."),
+    metric: Optional[List[str]] = typer.Option(None, "--metric", "-m", help="Show these <suite>/<metric> columns (repeatable)."),
+    sort: Optional[str] = typer.Option(None, "--sort", help="Sort by this <suite>/<metric>, best first."),
+    show_all: bool = typer.Option(False, "--all", help="Every metric, not just each suite's headline."),
+    published: bool = typer.Option(True, "--published/--no-published", help="Add the published reference rows."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | markdown | csv | json | html."),
 ) -> None:
-    """Print the leaderboard of a run (or of every run in a folder, with a `run` column).
+    """Every run and import under the given folders beside the published rows, one compact table.
 
-    Examples: `selm-bench leaderboard --results results/tiny`, `selm-bench leaderboard --format json`
+    A row per checkpoint, each suite's headline metric (± a 95% interval), what is not canonical
+    (tiny world, oracle or local judge) and where each row comes from.
+    Examples: `selm-bench leaderboard --results results/tiny`, `selm-bench leaderboard --suite mt-bench`,
+    `selm-bench leaderboard --all --format json`
     """
     try:
-        from selm_bench.harness.leaderboard import collect_rows, print_table, to_csv, to_json, to_markdown
+        from selm_bench.harness import leaderboard as L
 
-        if fmt not in ("table", "markdown", "csv", "json"):
-            raise UsageError(f"--format: expected table, markdown, csv or json, got {fmt!r}")
-        if not results.is_dir():
-            raise UsageError(f"--results {results}: no such folder")
-        rows = collect_rows(results)
+        if fmt not in ("table", "markdown", "csv", "json", "html"):
+            raise UsageError(f"--format: expected table, markdown, csv, json or html, got {fmt!r}")
+        folders = results or [Path("results")]
+        for folder in folders:
+            if not folder.is_dir():
+                raise UsageError(f"--results {folder}: no such folder")
+        rows = L.collect_many(folders, published=published)
+        try:
+            cols = L.select_columns(rows, suite=suite, metrics=_split(metric), show_all=show_all)
+            if sort:
+                rows = L.sort_rows(rows, sort)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        rows = L.restrict(rows, cols)
+        title = "leaderboard: " + ", ".join(str(f) for f in folders) + (" + published" if published else "")
         if fmt == "table":
-            print_table(rows, title=f"leaderboard: {results}")
+            L.print_table(rows, title=title, metric_cols=cols)
+        elif fmt == "html":
+            from selm_bench.harness.report import leaderboard_html
+
+            sys.stdout.write(leaderboard_html(rows) + "\n")
         else:
-            sys.stdout.write({"markdown": to_markdown, "csv": to_csv, "json": lambda r: to_json(r) + "\n"}[fmt](rows))
+            sys.stdout.write({"markdown": L.to_markdown, "csv": L.to_csv, "json": lambda r: L.to_json(r) + "\n"}[fmt](rows))
     except Exception as e:  # noqa: BLE001
         _fail(e)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    grid: List[str] = typer.Option(..., "--grid", "-g", help="KEY=V1,V2,... a swept config value (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Experiment YAML (default: configs/tiny.yaml)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: the config's seed)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep folder (default: results/sweeps/<name>)."),
+    methods: Optional[List[str]] = typer.Option(None, "--methods", help="Comma list, e.g. selm."),
+    suites: Optional[List[str]] = typer.Option(None, "--suites", help="Comma list, e.g. tiny-world."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE for every cell (dotted)."),
+    launcher: str = typer.Option("local", "--launcher", help="local (cells one after another) or slurm (submitit jobs)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition."),
+    gpus: int = typer.Option(1, "--gpus", min=0, help="Slurm: GPUs per cell job."),
+    time_min: int = typer.Option(24 * 60, "--time", min=1, help="Slurm: time limit per cell job, minutes."),
+    mem_gb: int = typer.Option(64, "--mem", min=1, help="Slurm: memory per cell job, GB."),
+    cpus: int = typer.Option(8, "--cpus", min=1, help="Slurm: CPUs per cell job."),
+    executor: str = typer.Option("slurm", "--slurm-executor", hidden=True, help="submitit cluster: slurm, or local (tests)."),
+) -> None:
+    """Run a grid of config values × seeds on one shared stage cache; one table (mean ± std over seeds).
+
+    Example: `selm-bench sweep --grid online.alpha=0,0.001,0.1 --seeds 0,1,2 --methods selm --suites tiny-world`
+    Cells sharing a stage (same key: sft and dpo under an alpha grid) compute it once. Rerun to resume.
+    """
+    try:
+        from selm_bench.harness import sweep as S
+        from selm_bench.harness.config import load_config
+
+        if launcher not in ("local", "slurm"):
+            raise UsageError(f"--launcher: expected local or slurm, got {launcher!r}")
+        if executor not in ("slurm", "local"):
+            raise UsageError(f"--slurm-executor: expected slurm or local, got {executor!r}")
+        seed_list = None
+        if seeds is not None:
+            try:
+                seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+            except ValueError:
+                raise UsageError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
+            if not seed_list or len(set(seed_list)) != len(seed_list):
+                raise UsageError(f"--seeds {seeds!r}: expected distinct integers, e.g. 0,1,2")
+        base = load_config(config, overrides={"methods": _split(methods), "suites": _split_suites(suites)}, sets=sets or [])
+        out_dir = out or Path(base.output_dir) / "sweeps" / base.name
+        if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / S.SWEEP_FILE).is_file())):
+            raise UsageError(f"--out {out_dir}: not empty and not a sweep folder; choose another --out")
+        _quiet_libraries()
+        from selm_bench.harness.progress import say
+
+        summary = S.sweep(config, S.parse_grid(grid), seed_list or [base.seed], out_dir, methods=_split(methods),
+                          suites=_split_suites(suites), sets=sets or [], launcher=launcher, command=sys.argv,
+                          slurm=S.SlurmOptions(partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem_gb,
+                                               cpus=cpus, executor=executor),
+                          on_cell=lambda c: say(f"[bold]cell {c.name}[/bold]"))
+        S.print_summary(summary, out_dir)
+        typer.echo(f"wrote {out_dir / 'summary.csv'}, table.csv and groups/*/seeds.json (for compare)", err=True)
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
+@app.command("compare")
+def compare_cmd(
+    base: str = typer.Argument(..., help="RUN_DIR[:checkpoint] (default checkpoint: the run's last)."),
+    new: str = typer.Argument(..., help="RUN_DIR[:checkpoint], compared against BASE."),
+    metric: Optional[List[str]] = typer.Option(None, "--metric", "-m",
+                                               help="Gated metric <suite>/<metric> (repeatable; default: each suite's headline)."),
+    threshold: Optional[List[str]] = typer.Option(None, "--threshold", "-t",
+                                                  help="M=DELTA: a regression of M counts only beyond DELTA (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same intervals)."),
+    resamples: int = typer.Option(1000, "--resamples", min=100, help="Bootstrap resamples."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text | json."),
+) -> None:
+    """Paired comparison of two runs, item by item, with bootstrap intervals and verdicts.
+
+    Exit 0: no gated metric regressed significantly beyond its threshold; 1: one did; 2: bad input.
+    Example: `selm-bench compare results/base results/new:selm/iter-2 --threshold tiny-world/accuracy=0.01`
+    """
+    from selm_bench.harness import compare as C
+
+    try:
+        if fmt not in ("text", "json"):
+            raise UsageError(f"--format: expected text or json, got {fmt!r}")
+        thresholds: dict[str, float] = {}
+        for t in threshold or []:
+            key, eq, value = t.partition("=")
+            try:
+                thresholds[key.strip()] = float(value)
+            except ValueError:
+                raise UsageError(f"--threshold {t!r}: expected METRIC=DELTA with a number, e.g. tiny-world/accuracy=0.01") from None
+            if not eq or thresholds[key.strip()] < 0:
+                raise UsageError(f"--threshold {t!r}: expected METRIC=DELTA with DELTA >= 0")
+        b, w = C.parse_side(base), C.parse_side(new)
+        results = C.compare(b, w, gated=_split(metric), thresholds=thresholds, seed=seed, resamples=resamples)
+    except C.CompareError as e:
+        _fail(UsageError(str(e)))
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    sys.stdout.write(C.to_json(b, w, results, seed) + "\n" if fmt == "json" else C.to_text(b, w, results))
+    raise typer.Exit(1 if C.failed(results) else 0)
 
 
 def _model_name(model: str) -> str:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from selm_bench.evals.base import EvalContext, SuiteResult
+from selm_bench.evals.base import EvalContext, SuiteResult, check_items
 from selm_bench.harness import registry
 from selm_bench.harness.specs import EvalSpec
 from selm_bench.harness.store import atomic_write_json, atomic_write_text
@@ -53,6 +53,7 @@ def context_from_record(rec: dict[str, Any], out_dir: Path) -> EvalContext:
 
 def write_suite_result(out_dir: Path, suite: str, ctx: EvalContext, result: SuiteResult,
                        method: str | None = None) -> None:
+    check_items(suite, result.items)
     payload: dict[str, Any] = {"suite": suite, "checkpoint": ctx.name}
     if method:
         payload["method"] = method
@@ -67,10 +68,11 @@ def run_suite(ctx: EvalContext, suite: str, method: str | None = None) -> SuiteR
     return result
 
 
-def relocate_task_files(tmp: Path, final: Path) -> None:
-    """Generated files that hold absolute paths (lm-eval task YAMLs, the judge context in
-    metrics.json) point at the temp folder; point them where the folder will live."""
-    src, dst = str(Path(tmp).resolve()), str(Path(final).resolve())
+def relocate_task_files(tmp: Path, final: Path, src: Path | None = None) -> None:
+    """Generated files in `tmp` that hold absolute paths (lm-eval task YAMLs, the judge context in
+    metrics.json) point at the folder they were made in (`src`, default `tmp`); point them where
+    the folder will live. Rewritten files get new inodes: hard links to them elsewhere keep theirs."""
+    src, dst = str(Path(src or tmp).resolve()), str(Path(final).resolve())
     for path in [*Path(tmp).rglob("*.yaml"), *Path(tmp).glob("metrics.json")]:
         text = path.read_text()
         if src in text:

@@ -1,7 +1,10 @@
 """Leaderboard: one row per checkpoint, one `<suite>/<metric>` column per metric.
 
 Rows come from every suite `metrics.json` in a run directory; a folder of runs gives one
-table with a `run` column.
+table with a `run` column. Every row says where it comes from (`provenance`: run, config hash
+and commit, or the source of a published number) and which of its numbers are not the
+canonical benchmark (`label`: the tiny world's questions, an oracle or local judge), so a
+tiny-world "mt-bench/score" cannot pass for a real MT-Bench score.
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
 METHOD_ORDER = ["sft", "dpo", "iterative-dpo", "selm"]
 ID_COLUMNS = ["run", "checkpoint", "method", "iteration"]
+INFO_COLUMNS = ["provenance", "label"]
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+# The judges the published numbers use; anything else is labelled.
+CANONICAL_JUDGES = {"mt-bench": {"gpt-4"}, "alpaca-eval": {"weighted_alpaca_eval_gpt4_turbo"}}
+# Base models of published.csv -> their row in alpaca_eval's own AlpacaEval 2.0 leaderboard.
+ALPACA_EVAL_BASE_ROWS = {"zephyr-7b": "zephyr-7b-beta", "llama-3-8b-instruct": "Meta-Llama-3-8B-Instruct",
+                         "phi-3-mini-4k-instruct": "Phi-3-mini-4k-instruct"}
 
 
 def parse_checkpoint(name: str) -> tuple[str, int | None]:
@@ -46,8 +56,39 @@ def suite_column(suite: str) -> str:
     return suite.split(":", 1)[0]
 
 
+def suite_label(data: dict[str, Any]) -> list[str]:
+    """Why a suite result is not the canonical benchmark (empty when it is)."""
+    suite, info = suite_column(data["suite"]), data.get("info") or {}
+    judge = info.get("judge") if isinstance(info.get("judge"), dict) else {}
+    judge_model = judge.get("model") or info.get("annotator")
+    reasons = []
+    tasks = info.get("tasks") or []
+    if (suite == "tiny-world" or info.get("mode") == "tiny" or judge_model == "oracle"
+            or any(str(t).startswith("tinyworld") for t in tasks)):
+        reasons.append("tiny world")
+    if suite in CANONICAL_JUDGES and judge_model and judge_model not in CANONICAL_JUDGES[suite]:
+        reasons.append(f"{judge_model} judge")
+    return reasons
+
+
+def run_provenance(run_dir: Path) -> str:
+    """`run <folder> · config <hash> · commit <sha>` from the run's config.yaml and manifest."""
+    import hashlib
+
+    manifest = json.loads((run_dir / "manifest.json").read_text()) if is_run_dir(run_dir) else {}
+    cfg = run_dir / "config.yaml"
+    parts = [f"run {run_dir.name}"]
+    if cfg.is_file():
+        parts.append(f"config {hashlib.sha256(cfg.read_bytes()).hexdigest()[:10]}")
+    if manifest.get("git_commit"):
+        parts.append(f"commit {manifest['git_commit'][:8]}" + ("+dirty" if manifest.get("git_dirty") else ""))
+    return " · ".join(parts)
+
+
 def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
+    provenance = run_provenance(run_dir)
+    labels: dict[str, dict[str, str]] = {}
     for f in _result_files(run_dir):
         data = json.loads(f.read_text())
         if "suite" not in data or "checkpoint" not in data:
@@ -55,10 +96,15 @@ def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
         ckpt = data["checkpoint"]
         method, iteration = parse_checkpoint(ckpt)
         row = rows.setdefault(ckpt, {"checkpoint": ckpt, "method": data.get("method", method),
-                                     "iteration": data.get("iteration", iteration)})
+                                     "iteration": data.get("iteration", iteration),
+                                     "provenance": (data.get("info") or {}).get("source") or provenance})
+        for reason in suite_label(data):
+            labels.setdefault(ckpt, {}).setdefault(reason, []).append(suite_column(data["suite"]))
         for k, v in data["metrics"].items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 row[f"{suite_column(data['suite'])}/{k}"] = float(v)
+    for ckpt, by_reason in labels.items():  # e.g. "tiny world (mt-bench, tiny-world); oracle judge (mt-bench)"
+        rows[ckpt]["label"] = "; ".join(f"{reason} ({', '.join(sorted(suites))})" for reason, suites in by_reason.items())
 
     def order(r: dict[str, Any]) -> tuple:
         m = r["method"]
@@ -86,10 +132,49 @@ def collect_rows(results: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def columns(rows: list[dict[str, Any]]) -> list[str]:
-    ids = [c for c in ID_COLUMNS if any(c in r for r in rows)]
-    metrics = sorted({k for r in rows for k in r if k not in ID_COLUMNS})
-    return ids + metrics
+def published_rows(reference_dir: Path = REFERENCE_DIR) -> list[dict[str, Any]]:
+    """The paper's published rows (`published.csv`) and, for their base models, the AlpacaEval 2.0
+    rows of the installed alpaca_eval package's own leaderboard (GPT-4 Turbo annotator)."""
+    rows: list[dict[str, Any]] = []
+    bases: list[str] = []
+    with open(reference_dir / "published.csv", newline="") as f:
+        for rec in csv.DictReader(f):
+            row: dict[str, Any] = {"run": "published", "checkpoint": rec["model"], "method": rec["method"],
+                                   "iteration": int(rec["iteration"]) if rec["iteration"] else None,
+                                   "provenance": f"published: {rec['source'].removeprefix('https://')}"}
+            for k, v in rec.items():
+                if "/" in k and v:
+                    row[k] = float(v)
+            rows.append(row)
+            bases.append(rec["base"])
+    import alpaca_eval
+
+    board = Path(alpaca_eval.__file__).parent / "leaderboards" / "data_AlpacaEval_2" / \
+        "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
+    if board.is_file():
+        with open(board, newline="") as f:
+            by_name = {r[""]: r for r in csv.DictReader(f)}
+        version = getattr(alpaca_eval, "__version__", "?")
+        for base in dict.fromkeys(bases):
+            rec = by_name.get(ALPACA_EVAL_BASE_ROWS.get(base, ""))
+            if rec is None:
+                continue
+            row = {"run": "published", "checkpoint": ALPACA_EVAL_BASE_ROWS[base], "method": "base", "iteration": None,
+                   "provenance": f"alpaca_eval {version} leaderboard (data_AlpacaEval_2, weighted_alpaca_eval_gpt4_turbo)"}
+            for src, dst in (("length_controlled_winrate", "length_controlled_winrate"), ("lc_standard_error",
+                             "length_controlled_winrate_stderr"), ("win_rate", "win_rate"), ("standard_error", "win_rate_stderr")):
+                if rec.get(src):
+                    row[f"alpaca-eval/{dst}"] = float(rec[src])
+            rows.append(row)
+    return rows
+
+
+def columns(rows: list[dict[str, Any]], lead: list[str] | None = None) -> list[str]:
+    lead = [c for c in (lead or []) if any(c in r for r in rows)]
+    ids = [c for c in ID_COLUMNS if any(c in r for r in rows) and c not in lead]
+    info = [c for c in INFO_COLUMNS if any(c in r for r in rows)]
+    metrics = sorted({k for r in rows for k in r if k not in ID_COLUMNS and k not in INFO_COLUMNS and k not in lead})
+    return lead + ids + metrics + info
 
 
 def _clean(v: Any) -> Any:
@@ -101,12 +186,13 @@ def to_json(rows: list[dict[str, Any]]) -> str:
     return json.dumps([{c: _clean(r.get(c)) for c in cols} for r in rows], indent=2)
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]], lead: list[str] | None = None) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns(rows), lineterminator="\n")
+    cols = columns(rows, lead)
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({c: ("" if _clean(r.get(c)) is None else r.get(c)) for c in columns(rows)})
+        w.writerow({c: ("" if _clean(r.get(c)) is None else r.get(c)) for c in cols})
     return buf.getvalue()
 
 
@@ -138,9 +224,74 @@ def refresh(root: Path, title: str) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(rows: list[dict[str, Any]], title: str = "leaderboard") -> None:
-    """Rich table(s) on stderr: a row per checkpoint, a column per metric (a metric's stderr is
-    shown as ± beside it). Too wide for the terminal, it is split into one table per suite."""
+def collect_many(paths: list[Path], published: bool = True) -> list[dict[str, Any]]:
+    """Rows of several run folders / folders of runs (each row names its run), then the published rows."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        found = collect_rows(path)
+        rows += [r if "run" in r else {"run": Path(path).name, **r} for r in found]
+    return rows + (published_rows() if published else [])
+
+
+def suites_of(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(c.split("/", 1)[0] for c in columns(rows) if "/" in c))
+
+
+def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """One column per suite: its registered headline metric; where some rows lack it (AlpacaEval's
+    LC win rate without the length model, lm-eval without a preset average) also the metric they have."""
+    from selm_bench.harness import registry
+
+    present = set(columns(rows))
+    out = []
+    for suite in suites_of(rows):
+        mine = [c for c in columns(rows) if c.startswith(f"{suite}/") and not c.endswith("_stderr")]
+        head = f"{suite}/{registry.entry('suite', suite).headline}" if registry.has("suite", suite) else None
+        if head in present:
+            out.append(head)
+        missing = [r for r in rows if any(c.startswith(f"{suite}/") for c in r) and r.get(head) is None]
+        if missing:
+            fallback = next((c for c in (f"{suite}/win_rate", f"{suite}/score", f"{suite}/accuracy", *mine)
+                             if c in present and c != head and any(r.get(c) is not None for r in missing)), None)
+            if fallback:
+                out.append(fallback)
+    return out
+
+
+def select_columns(rows: list[dict[str, Any]], suite: str | None = None, metrics: list[str] | None = None,
+                   show_all: bool = False) -> list[str]:
+    """The metric columns to show: named ones, a suite's all, everything, or the compact headlines."""
+    cols = [c for c in columns(rows) if "/" in c and not c.endswith("_stderr")]
+    if metrics:
+        unknown = [m for m in metrics if m not in cols]
+        if unknown:
+            raise ValueError(f"--metric {unknown[0]}: no such column; columns: {', '.join(cols)}")
+        return list(metrics)
+    if suite:
+        mine = [c for c in cols if c.split("/", 1)[0] == suite_column(suite)]
+        if not mine:
+            raise ValueError(f"--suite {suite}: no results; suites: {', '.join(suites_of(rows))}")
+        return mine
+    return cols if show_all else headline_columns(rows)
+
+
+def sort_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Best first on `metric` (higher is better); rows without it last."""
+    if not any(metric in r for r in rows):
+        raise ValueError(f"--sort {metric}: no such column")
+    return sorted(rows, key=lambda r: (r.get(metric) is None, -(r.get(metric) or 0.0)))
+
+
+def restrict(rows: list[dict[str, Any]], metric_cols: list[str]) -> list[dict[str, Any]]:
+    """Rows cut to their ids, info and the chosen metrics with their standard errors (machine formats)."""
+    keep = set(ID_COLUMNS) | set(INFO_COLUMNS) | set(metric_cols) | {f"{m}_stderr" for m in metric_cols}
+    return [{k: v for k, v in r.items() if k in keep} for r in rows if any(r.get(m) is not None for m in metric_cols)]
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", metric_cols: list[str] | None = None) -> None:
+    """One rich table on stderr: a row per checkpoint, the chosen metric columns (default: each
+    suite's headline) with ± a 95% interval (1.96 standard errors) where the suite gives one,
+    and the row's label (what is not canonical) and provenance."""
     from rich.table import Table
 
     from selm_bench.harness.progress import console
@@ -148,30 +299,24 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard") -> None:
     if not rows:
         console.print(f"{title}: no results yet")
         return
-    cols = columns(rows)
-    metrics = [c for c in cols if c not in ID_COLUMNS and not c.endswith("_stderr")]
-    labels = [f"{r['run']}:{r['checkpoint']}" if "run" in r else str(r["checkpoint"]) for r in rows]
+    metric_cols = metric_cols if metric_cols is not None else headline_columns(rows)
+    shown = [r for r in rows if any(r.get(m) is not None for m in metric_cols)]
+    labels = [f"{r['run']}:{r['checkpoint']}" if "run" in r else str(r["checkpoint"]) for r in shown]
 
     def cell(r: dict[str, Any], m: str) -> str:
         v, se = r.get(m), r.get(f"{m}_stderr")
-        return _fmt(v) + (f" ±{se:.2g}" if isinstance(se, float) and v is not None else "")
+        text = _fmt(v) + (f" ±{1.96 * se:.2g}" if isinstance(se, float) and v is not None and se > 0 else "")
+        flagged = v is not None and f"{m.split('/', 1)[0]}" in re.findall(r"[\w-]+", r.get("label") or "")
+        return text + (" †" if flagged else "")
 
-    def width(ms: list[str], strip: str = "") -> int:
-        first = max(len(x) for x in labels + ["checkpoint"])
-        return first + 4 + sum(3 + max([len(m.removeprefix(strip))] + [len(cell(r, m)) for r in rows]) for m in ms)
-
-    groups: dict[str, list[str]] = {}
-    for m in metrics:
-        groups.setdefault(m.split("/", 1)[0], []).append(m)
-    if width(metrics) <= console.width:
-        parts = [(title, metrics, "")]
-    else:
-        parts = [(f"{title} · {suite}", ms, f"{suite}/") for suite, ms in groups.items()]
-    for name, ms, strip in parts:
-        table = Table(title=name)
-        table.add_column("checkpoint", no_wrap=True)
-        for m in ms:
-            table.add_column(m.removeprefix(strip), justify="right")
-        for label, r in zip(labels, rows):
-            table.add_row(label, *[cell(r, m) for m in ms])
-        console.print(table)
+    table = Table(title=title, caption="±: 95% interval (1.96 × the suite's standard error)   "
+                                       "†: not the canonical benchmark (see 'not canonical')")
+    table.add_column("checkpoint", no_wrap=True)
+    for m in metric_cols:
+        table.add_column(m, justify="right")
+    table.add_column("not canonical", overflow="fold")
+    table.add_column("provenance", overflow="fold")
+    for label, r in zip(labels, shown):
+        short = re.sub(r" \([^)]*\)", "", r.get("label") or "")  # the suites it applies to carry the †
+        table.add_row(label, *[cell(r, m) for m in metric_cols], short, r.get("provenance") or "")
+    console.print(table)

@@ -64,8 +64,19 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
         say(f"[dim]skip[/dim] {stage.name} (done)")
         return False
     t0 = time.time()
-    store.record(stage.folder, key, "running", t0)
     final = store.root / stage.folder
+    from selm_bench.harness.staleness import stage_env
+
+    cache = store.cache
+    if cache is not None and cache.lookup(key, stage_env(stage.spec)) is not None:
+        with atomic_dir(final) as tmp:
+            cache.restore(key, tmp)
+            relocate_task_files(tmp, final)
+        store.record(stage.folder, key, "done", t0, env=stage_env(stage.spec), cached=True,
+                     **_stage_info(final))
+        say(f"[cyan]cached[/cyan] {stage.name}")
+        return True
+    store.record(stage.folder, key, "running", t0)
     try:
         with atomic_dir(final) as tmp:
             if cfg.launch.launcher == "accelerate" and stage.spec.kind in TRAINING_KINDS:
@@ -80,15 +91,20 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
     except BaseException:
         store.record(stage.folder, key, "failed", t0)
         raise
-    info = final / "stage_info.json"  # a stage's own counts (ranker failures, ...) go into the manifest
-    from selm_bench.harness.staleness import stage_env
-
-    extra = json.loads(info.read_text()) if info.is_file() else {}
+    extra = _stage_info(final)
     if stage.spec.kind == "eval" and judge_failures(final):  # a rerun judges the failed ones again
         extra["judge_failures"] = judge_failures(final)
     store.record(stage.folder, key, "done", t0, env=stage_env(stage.spec), **extra)
+    if cache is not None and not extra.get("judge_failures"):
+        cache.publish(key, final)
     say(f"[green]done[/green] {stage.name} in {time.time() - t0:.1f}s")
     return True
+
+
+def _stage_info(folder: Path) -> dict[str, Any]:
+    """A stage's own counts (ranker failures, ...) that go into the manifest."""
+    info = folder / "stage_info.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def stale_stages(store: RunStore, stages: list[Stage]) -> list[tuple[Stage, list[str]]]:
@@ -106,11 +122,17 @@ def stale_stages(store: RunStore, stages: list[Stage]) -> list[tuple[Stage, list
 
 
 def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str],
-                   keep_stale: bool = False) -> list[dict[str, Any]]:
+                   keep_stale: bool = False, stage_cache: Path | None = None) -> list[dict[str, Any]]:
+    """Run the plan into `out`; with `stage_cache`, stages another run already computed with the
+    same key (and code/library env) are taken from that content-addressed cache."""
     from selm_bench.harness.leaderboard import collect_rows, write_leaderboard
 
     stages, evals = plan(cfg)  # a bad combination (batch vs processes) fails here, before anything is written
     store = RunStore(out, force=force)
+    if stage_cache is not None and not force:
+        from selm_bench.harness.stage_cache import StageCache
+
+        store.cache = StageCache(stage_cache)
     from selm_bench.harness.staleness import StaleError
 
     stale = [] if force else stale_stages(store, [*stages, *evals])

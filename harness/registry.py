@@ -21,6 +21,9 @@ class Entry:
     obj: Any
     help: str
     options: Any = None  # suites: their pydantic options model (extra="forbid"), declared next to the suite
+    headline: str | None = None  # suites: the metric the compact leaderboard shows and `compare` gates
+    # suites: items -> the metrics computable from per-item records (what `compare` bootstraps)
+    paired: Callable[[list[dict[str, Any]]], dict[str, float | None]] | None = None
 
 
 class RegistryError(KeyError):
@@ -33,7 +36,7 @@ _PREFIX_KINDS = ("judge", "ranker")  # parameterised: "openai:gpt-4" -> entry "o
 _loaded = False
 
 
-def register(kind: str, name: str, help: str = "", options: Any = None) -> Callable[[Any], Any]:
+def register(kind: str, name: str, help: str = "", options: Any = None, **hooks: Any) -> Callable[[Any], Any]:
     if kind not in KINDS:
         raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
 
@@ -41,7 +44,7 @@ def register(kind: str, name: str, help: str = "", options: Any = None) -> Calla
         if name in _ENTRIES[kind] and _ENTRIES[kind][name].obj is not obj:
             raise ValueError(f"{kind} {name!r} is registered twice")
         doc = help or (obj.__doc__ or "").strip().splitlines()[0:1]
-        _ENTRIES[kind][name] = Entry(kind, name, obj, doc if isinstance(doc, str) else "".join(doc), options)
+        _ENTRIES[kind][name] = Entry(kind, name, obj, doc if isinstance(doc, str) else "".join(doc), options, **hooks)
         return obj
 
     return deco
@@ -51,14 +54,25 @@ def register_method(name: str, help: str = ""):
     return register("method", name, help)
 
 
-def register_suite(name: str, help: str = "", options: Any = None):
+def mean_score(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The default paired metric: the mean of the items' `score` (unscored items left out)."""
+    scores = [float(i["score"]) for i in items if i.get("score") is not None]
+    return {"score": sum(scores) / len(scores) if scores else None}
+
+
+def register_suite(name: str, help: str = "", options: Any = None, headline: str = "score",
+                   paired: Callable[[list[dict[str, Any]]], dict[str, float | None]] = mean_score):
     """`options`: the suite's options as a pydantic model (typed, documented, `extra="forbid"`),
-    so a misspelt or mistyped `--set suite.key=...` is an error before anything runs."""
+    so a misspelt or mistyped `--set suite.key=...` is an error before anything runs.
+    `headline`: the suite's one metric in the compact leaderboard. `paired`: the metrics that
+    per-item records determine (`compare` recomputes them on bootstrap resamples of the items)."""
     from pydantic import BaseModel
 
     if not (isinstance(options, type) and issubclass(options, BaseModel)):
         raise TypeError(f"suite {name!r}: options must be a pydantic BaseModel subclass")
-    return register("suite", name, help, options)
+    if not callable(paired):
+        raise TypeError(f"suite {name!r}: paired must map items to metrics")
+    return register("suite", name, help, options, headline=headline, paired=paired)
 
 
 def register_judge(name: str, help: str = ""):
@@ -104,13 +118,17 @@ def has(kind: str, name: str) -> bool:
     return base_name(kind, name) in _ENTRIES[kind]
 
 
-def get(kind: str, name: str) -> Any:
+def entry(kind: str, name: str) -> Entry:
     load_all()
     key = base_name(kind, name)
     if key not in _ENTRIES[kind]:
         known = ", ".join(sorted(_ENTRIES[kind])) or "none"
         raise RegistryError(f"unknown {kind} {name!r} (registered: {known})")
-    return _ENTRIES[kind][key].obj
+    return _ENTRIES[kind][key]
+
+
+def get(kind: str, name: str) -> Any:
+    return entry(kind, name).obj
 
 
 def suite_options(name: str) -> Any:

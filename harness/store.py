@@ -108,6 +108,7 @@ class RunStore:
         self.manifest: dict[str, Any] = read_json(self.manifest_path, {}) or {}
         self._forced: set[str] = set()
         self._git: dict[str, Any] | None = None
+        self.cache: Any = None  # a StageCache shared with other runs (harness/stage_cache.py), if any
 
     def start(self, config: dict[str, Any], seed: int, command: list[str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

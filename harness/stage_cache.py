@@ -1,0 +1,77 @@
+"""A content-addressed stage cache shared by runs (a sweep's cells): `<cache>/<stage key>/`.
+
+A finished stage is published under its key (hard links, so no second copy on disk); a run that
+plans a stage with the same key and the same code/library env takes it from there instead of
+recomputing it. Keys hash the whole spec and never a run's own location, so two runs share
+exactly the stages whose inputs are the same. Files that hold the stage folder's absolute path
+(lm-eval task YAMLs, the judge context) are rewritten for where they land.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from selm_bench.harness.evaluate import relocate_task_files
+from selm_bench.harness.store import read_json
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copy2(src, dst)  # another filesystem, or links not allowed
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, copy_function=_link_or_copy, symlinks=True)
+
+
+class StageCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def lookup(self, key: str, env: dict | None) -> Path | None:
+        """The cached folder of a stage finished with this key and this env, else None."""
+        folder = self.entry(key)
+        rec = read_json(folder / "stage.json")
+        if not rec or rec.get("status") != "done" or rec.get("key") != key or rec.get("judge_failures"):
+            return None
+        if env is not None and rec.get("env") != env:
+            return None  # made by other code or libraries: not this stage's output any more
+        return folder
+
+    def publish(self, key: str, folder: Path) -> None:
+        """Add a finished stage folder under its key (first writer wins; atomic rename)."""
+        if self.lookup(key, None) is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.", suffix=".tmp"))
+        try:
+            tmp.rmdir()
+            _copy_tree(folder, tmp)
+            relocate_task_files(tmp, self.entry(key), src=folder)
+            try:
+                os.replace(tmp, self.entry(key))
+            except OSError:
+                if self.lookup(key, None) is None:
+                    raise
+                # else a concurrent run published the same key first: theirs stays
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def restore(self, key: str, into: Path) -> None:
+        """Copy the cached stage into `into`, an empty temp folder the caller swaps in (and
+        relocates, as for a stage it ran itself)."""
+        into.rmdir()
+        _copy_tree(self.entry(key), into)
+        relocate_task_files(into, into, src=self.entry(key))
