@@ -2,13 +2,21 @@
 
 Real mode: the 805 instructions and GPT-4 Turbo (gpt4_1106_preview) reference outputs from the data
 mirror; alpaca_eval's own PairwiseAnnotator with `weighted_alpaca_eval_gpt4_turbo` (its prompt,
-randomised output order and logprob parser) against the OpenAI-compatible endpoint named by
-OPENAI_BASE_URL / OPENAI_API_KEY; metrics from `alpaca_eval.metrics`.
+randomised output order and logprob parser); its chat requests go through the harness's `openai:` judge
+client (evals/openai_judge.py: key from OPENAI_API_KEY only, endpoint from eval.judge_base_url or
+OPENAI_BASE_URL, timeout, bounded retries, disk cache) instead of alpaca_eval's decoder, so a flaky endpoint
+leaves failed judgments recorded with their reason (preference and score None, `judge_error`) instead of
+stopping the eval; failed judgments are not cached, so a rerun (`selm-bench judge`, or train-and-eval's
+rejudge) sends only those again. Metrics from `alpaca_eval.metrics`.
+
+Items (items.jsonl): `id` is the instruction's position in the AlpacaEval set (tiny mode: the tiny-world
+prompt id), stable across runs and checkpoints; `score` = preference - 1 (1 = the model's output preferred,
+0 = the reference's, 0.5 a tie; None when not judged).
 
 Tiny mode (ctx.world_dir set): the tiny world's eval prompts; the reference is the greedy output of
 ctx.references["sft"]; the annotator is the oracle verifier with a graded preference
     preference = 1.5 + (s_model - s_ref) / 2   in [1, 2]   (1.5 = tie, 2 = model fully right, ref wrong)
-which mirrors the weighted (probability) preference of the AE2 annotator; same metric functions.
+(the verifier scores are kept in items as `verifier_score` and `ref_score`), which mirrors the weighted (probability) preference of the AE2 annotator; same metric functions.
 
 Length-controlled win rate: alpaca_eval's GLM needs `df_gamed.csv` (hub dataset tatsu-lab/alpaca_eval)
 for the per-instruction difficulty and the gamed-baseline regularisation. It is read from
@@ -29,6 +37,7 @@ import logging
 import math
 import os
 import re
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -67,6 +76,7 @@ def _alpaca_eval():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         import alpaca_eval.annotators
+        import alpaca_eval.decoders.openai
         import alpaca_eval.metrics
     root.setLevel(level)
     return alpaca_eval
@@ -185,8 +195,15 @@ class AlpacaEvalOptions(BaseModel):
                                    description="alpaca_eval annotator config (real mode; tiny mode uses the oracle)")
 
 
+def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The win rate of per-item records (score = preference - 1: 1 win, 0.5 tie, 0 loss), in percent,
+    as alpaca_eval computes it; the LC win rate needs the length model, so it is not resampled."""
+    scored = [float(i["score"]) for i in items if i.get("score") is not None]
+    return {"win_rate": 100 * sum(scored) / len(scored) if scored else None}
+
+
 @register_suite(SUITE, help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
-                options=AlpacaEvalOptions)
+                options=AlpacaEvalOptions, headline="length_controlled_winrate", paired=paired)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     limit = ctx.option("limit")
@@ -221,7 +238,7 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
         raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
     reference = json.loads(ref_path.read_text())[:limit]
     if not ctx.no_judge:
-        _client_kwargs(ctx)  # fail on a missing key before hours of generation, not after
+        _judge_client(ctx, "check").check()  # fail on a missing key before hours of generation, not after
     outputs = _generate(ctx.generator(), [r["instruction"] for r in reference], _sampling(ctx))
     model_outputs = [
         {"dataset": r.get("dataset"), "instruction": r["instruction"], "output": o, "generator": ctx.name}
@@ -229,8 +246,8 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
     ]
     atomic_write_json(ctx.out_dir / "model_outputs.json", model_outputs)
     items = [
-        {"index": i, "dataset": r.get("dataset"), "instruction": r["instruction"], "output": o,
-         "reference_output": r["output"]}
+        {"id": str(i), "index": i, "dataset": r.get("dataset"), "instruction": r["instruction"], "output": o,
+         "reference_output": r["output"], "score": None}
         for i, (r, o) in enumerate(zip(reference, outputs))
     ]
     if ctx.no_judge:
@@ -240,12 +257,15 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
 
 def _judge_real(ctx: EvalContext, reference: list[dict], model_outputs: list[dict], items: list[dict],
                 ref_path: Path) -> SuiteResult:
-    annotations, accounting = _annotate(ctx, reference, model_outputs)
+    annotations, accounting, errors = _annotate(ctx, reference, model_outputs)
     _write_annotations(ctx.out_dir / "annotations.json", annotations)
     metrics, info = metrics_from_annotations(annotations, ctx.data_dir)
     preference = {a["instruction"]: a.get("preference") for a in annotations}
     for item in items:
         item["preference"] = _number(preference.get(item["instruction"]))
+        item["score"] = None if item["preference"] is None else item["preference"] - 1.0
+        if item["preference"] is None:
+            item["judge_error"] = errors.get(item["instruction"], "the judge's reply gave no preference")
     info.update(reference=str(ref_path), n_instructions=len(reference), judge=accounting)
     return SuiteResult(metrics, items, info)
 
@@ -270,27 +290,25 @@ def judge_saved(ctx: EvalContext) -> SuiteResult:
         raise SuiteError(f"alpaca-eval: {len(missing)} saved instruction(s) are not in {ref_path}, e.g. "
                          f"{missing[0][:60]!r}; were the outputs made with another reference?")
     reference = [by_instruction[o["instruction"]] for o in model_outputs]
-    items = [{"index": i, "dataset": r.get("dataset"), "instruction": r["instruction"], "output": o["output"],
-              "reference_output": r["output"]} for i, (r, o) in enumerate(zip(reference, model_outputs))]
+    position = {ins: i for i, ins in enumerate(by_instruction)}
+    items = [{"id": str(position[r["instruction"]]), "index": i, "dataset": r.get("dataset"),
+              "instruction": r["instruction"], "output": o["output"], "reference_output": r["output"], "score": None}
+             for i, (r, o) in enumerate(zip(reference, model_outputs))]
     return _judge_real(ctx, reference, model_outputs, items, ref_path)
 
 
-def _client_kwargs(ctx: EvalContext) -> dict[str, Any]:
-    """Key and base URL for alpaca_eval's OpenAI decoder, read from the environment per call."""
-    ae = _alpaca_eval()
-    if Path(ae.constants.OPENAI_CLIENT_CONFIG_PATH).is_file():
-        return {}  # the user configured alpaca_eval's own client file
-    # alpaca_eval freezes the key and base URL at import time (constants, a default argument); pass
-    # the environment's values per call instead. The key travels in memory only: alpaca_eval's
-    # request logging drops every "*api_key*" kwarg and its annotation cache stores completions.
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key:
-        raise SuiteError(
-            "alpaca-eval annotates through an OpenAI-compatible API: set OPENAI_API_KEY (any value for a "
-            "local server) and OPENAI_BASE_URL for a local endpoint, or run with --no-judge"
-        )
-    base_url = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-    return {"openai_api_keys": [key], "openai_api_base": base_url}
+def _judge_client(ctx: EvalContext, model: str):
+    """The harness's `openai:` judge client for the annotator's model: key from OPENAI_API_KEY only,
+    endpoint from eval.judge_base_url / OPENAI_BASE_URL (or alpaca_eval's OPENAI_API_BASE), the run's
+    concurrency, retries and timeout, and a disk cache beside the other judges' (failures not cached)."""
+    from selm_bench.evals.openai_judge import OpenAIJudge
+
+    opts = dict(ctx.judge_options)
+    opts["base_url"] = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    try:
+        return OpenAIJudge(spec=f"openai:{model}", cache_dir=ctx.out_dir.parent / "judge-cache", **opts)
+    except SuiteError as e:
+        raise SuiteError(f"alpaca-eval: {e}") from None
 
 
 def _cached_rows(path: Path) -> int:
@@ -303,36 +321,117 @@ def _redact(text: str) -> str:
     return re.sub(r"sk-[A-Za-z0-9_*.-]{4,}", "<key>", text)
 
 
+# OpenAI chat parameters alpaca_eval's annotator configs pass through `completions_kwargs`.
+CHAT_PARAMS = ("max_tokens", "temperature", "top_p", "logprobs", "top_logprobs", "stop", "seed", "presence_penalty",
+               "frequency_penalty", "response_format", "tools", "tool_choice", "functions", "function_call")
+IGNORED = ("num_procs", "batch_size", "is_strip", "price_per_token", "requires_chatml", "is_chat")
+
+
+class _Completions:
+    """alpaca_eval's `fn_completions` contract (what its `openai_completions` returns) served by the
+    harness's judge client. A failed request gives a completion without logprobs or text, which
+    alpaca_eval's parser turns into a missing preference; `failed` maps its prompt to the reason."""
+
+    def __init__(self, ctx: EvalContext):
+        self.ctx = ctx
+        self.judges: dict[str, Any] = {}
+        self.failed: dict[str, str] = {}  # prompt -> reason
+
+    def __call__(self, prompts: list[str], model_name: str, **kwargs: Any) -> dict[str, list]:
+        from alpaca_eval.decoders.openai import _get_price_per_token, _requires_chatml
+        from alpaca_eval.utils import prompt_to_chatml
+
+        unknown = sorted(set(kwargs) - set(CHAT_PARAMS) - set(IGNORED))
+        if unknown or not kwargs.get("requires_chatml", _requires_chatml(model_name)):
+            raise SuiteError(f"the annotator's completion settings are not chat-completion parameters "
+                             f"the judge client sends ({', '.join(unknown) or 'a completions-API model'})")
+        params = {k: v for k, v in kwargs.items() if k in CHAT_PARAMS}
+        judge = self.judges.setdefault(model_name, _judge_client(self.ctx, model_name))
+        requests = [prompt_to_chatml(p.strip()) for p in prompts]
+        t0 = time.time()
+        choices = judge.complete_many(requests, **params)
+        price = _get_price_per_token(model_name, kwargs.get("price_per_token"))
+        out = []
+        for prompt, msgs, choice in zip(prompts, requests, choices):
+            if choice is None:
+                self.failed[prompt] = "judge call failed: " + (judge.failure_reason(msgs, **params) or "unknown")
+                out.append({"text": "", "total_tokens": 0, "failed": self.failed[prompt]})
+            else:
+                message = choice.get("message") or {}
+                calls = message.get("tool_calls") or []
+                text = calls[0]["function"]["arguments"] if calls else (message.get("content") or " ")
+                out.append({**choice, "text": text})
+        seconds = (time.time() - t0) / max(1, len(prompts))
+        return {"completions": [c["text"] for c in out], "completions_all": out,
+                "price_per_example": [c["total_tokens"] * price for c in out],
+                "time_per_example": [seconds] * len(out)}
+
+    def accounting(self) -> dict[str, Any]:
+        total: dict[str, Any] = {}
+        for judge in self.judges.values():
+            for k, v in judge.accounting().items():
+                if isinstance(v, dict):
+                    merged = total.setdefault(k, {})
+                    for r, n in v.items():
+                        merged[r] = merged.get(r, 0) + n
+                else:
+                    total[k] = total.get(k, 0) + v
+        return total
+
+
 def _annotate(ctx: EvalContext, reference: list[dict], model_outputs: list[dict]
-              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """alpaca_eval's annotations, and the judge accounting (calls made, cache hits, failures, tokens)."""
+              ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str]]:
+    """alpaca_eval's annotations, the judge accounting (requests sent with retries, cache hits,
+    failures with reasons, tokens) and, per instruction, why its judgment failed."""
     ae = _alpaca_eval()
-    client = _client_kwargs(ctx)
     cache = ctx.out_dir / "annotator_cache.json"  # "auto" caches inside site-packages
     before = _cached_rows(cache)
+    # Failed annotations are not stored in alpaca_eval's cache, so a rerun annotates them again.
     annotator = ae.annotators.PairwiseAnnotator(
         annotators_config=ctx.option("annotators_config"), caching_path=cache, seed=0,
+        is_store_missing_annotations=False,
     )
+    if annotator.df_annotations is None:  # no cache yet; alpaca_eval then queries None in this mode
+        import pandas as pd
+
+        annotator.df_annotations = pd.DataFrame(columns=[*annotator.all_keys, annotator.annotation_key])
+    completions = _Completions(ctx)
+    for single in annotator.annotators.values():
+        if single.fn_completions is ae.decoders.openai.openai_completions:
+            single.fn_completions = completions
+        else:
+            raise SuiteError(f"alpaca-eval: annotator {ctx.option('annotators_config')!r} does not use OpenAI "
+                             f"chat completions; the harness judges through an OpenAI-compatible endpoint only")
     quiet = logging.getLogger(), logging.getLogger("alpaca_eval")  # alpaca_eval logs through the root logger
     levels = [q.level for q in quiet]
-    for q in quiet:  # alpaca_eval logs failed calls with full tracebacks; the error below is the report
+    for q in quiet:  # alpaca_eval logs unparsable replies with full tracebacks; items record the reason
         q.setLevel(logging.CRITICAL)
     try:
-        annotations = annotator.annotate_head2head(outputs_1=reference, outputs_2=model_outputs, **client)
-    except Exception as e:  # noqa: BLE001 - any decoder failure becomes one line, without the key
+        annotations = annotator.annotate_head2head(outputs_1=reference, outputs_2=model_outputs)
+    except SuiteError as e:
+        raise SuiteError(f"alpaca-eval annotator failed: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any other annotator failure becomes one line, without the key
         first = (str(e).splitlines() or [""])[0]
         raise SuiteError(f"alpaca-eval annotator failed: {type(e).__name__}: {_redact(first)}") from None
     finally:
         for q, lvl in zip(quiet, levels):
             q.setLevel(lvl)
-    calls = _cached_rows(cache) - before
+    stored = _cached_rows(cache) - before
+    acct = completions.accounting()
+    failed = [a for a in annotations if _number(a.get("preference")) is None]
+    errors = {}
+    for a in failed:
+        reasons = [r for p, r in completions.failed.items() if a["instruction"] in p and str(a["output_2"]) in p]
+        errors[a["instruction"]] = reasons[0] if reasons else "the judge's reply gave no preference"
     raw = [a.get("preference_raw_completion", a.get("raw_completion")) for a in annotations]  # 0.6.6 / older
     tokens = [r.get("total_tokens") for r in raw if isinstance(r, dict)]
     return annotations, {
-        "annotator": ctx.option("annotators_config"), "calls": calls, "cached": len(annotations) - calls,
-        "failures": sum(_number(a.get("preference")) is None for a in annotations),
+        "annotator": ctx.option("annotators_config"), "calls": int(acct.get("calls", 0)),
+        "cached": len(annotations) - stored - len(failed) + int(acct.get("cached", 0)),
+        "failures": len(failed), "retries": int(acct.get("retries", 0)),
+        "failure_reasons": acct.get("failure_reasons", {}),
         "total_tokens": sum(float(t) for t in tokens if t is not None),  # alpaca_eval records totals only
-    }
+    }, errors
 
 
 def _write_annotations(path: Path, annotations: list[dict[str, Any]]) -> None:
@@ -372,7 +471,7 @@ def _run_tiny(ctx: EvalContext, limit: int | None) -> SuiteResult:
     )
     items = [
         {"index": i, "id": r["id"], "category": r["category"], "instruction": r["prompt"], "output": o,
-         "reference_output": ro}
+         "reference_output": ro, "score": None}
         for i, (r, o, ro) in enumerate(zip(rows, outputs, ref_outputs))
     ]
     info: dict[str, Any] = {"reference": str(ref_model), "reference_cache": str(cache)}
@@ -385,7 +484,8 @@ def _run_tiny(ctx: EvalContext, limit: int | None) -> SuiteResult:
     annotations = []
     for row, item in zip(rows, items):
         s1, s2 = judge.score(row, item["reference_output"]), judge.score(row, item["output"])
-        item.update(ref_score=s1, score=s2, preference=1.5 + (s2 - s1) / 2)
+        preference = 1.5 + (s2 - s1) / 2
+        item.update(verifier_score=s2, ref_score=s1, preference=preference, score=preference - 1.0)
         annotations.append({
             "instruction": row["prompt"], "output_1": item["reference_output"], "generator_1": "sft-reference",
             "dataset": "tiny-world", "output_2": item["output"], "generator_2": ctx.name,

@@ -50,13 +50,20 @@ class OpenAIJudge(Judge):
         self._lock = threading.Lock()
         self._acct = dict(calls=0, cached=0, failures=0, retries=0, prompt_tokens=0, completion_tokens=0)
         self._reasons: dict[str, int] = {}  # why attempts failed (HTTP 429, APITimeoutError, malformed body, ...)
+        self._given_up: dict[str, str] = {}  # request key -> why its last attempt failed
 
     # ------------------------------------------------------------ public interface
     def chat_many(self, requests: list[list[dict[str, str]]], temperature: float = 0.0,
                   max_tokens: int = 2048, **_: Any) -> list[str | None]:
-        params = {"temperature": temperature, "max_tokens": max_tokens}
+        choices = self.complete_many(requests, temperature=temperature, max_tokens=max_tokens)
+        return [c["message"]["content"] if c is not None else None for c in choices]
+
+    def complete_many(self, requests: list[list[dict[str, str]]], **params: Any) -> list[dict[str, Any] | None]:
+        """One chat completion per message list, as the choice's dict (`message`, `logprobs`, ...) with
+        the request's `total_tokens`; None where the request failed after retries. `params` are the
+        request's sampling parameters (temperature, max_tokens, logprobs, top_logprobs, ...)."""
         keys = [self._key(msgs, params) for msgs in requests]
-        out: dict[str, str | None] = {}
+        out: dict[str, dict[str, Any] | None] = {}
         todo: dict[str, list[dict[str, str]]] = {}
         for key, msgs in zip(keys, requests):
             if key in out or key in todo:
@@ -73,6 +80,11 @@ class OpenAIJudge(Judge):
                 done = pool.map(lambda kv: (kv[0], self._complete(client, kv[0], kv[1], params)), todo.items())
                 out.update(done)
         return [out[k] for k in keys]
+
+    def failure_reason(self, messages: list[dict[str, str]], **params: Any) -> str | None:
+        """Why a request of the last `complete_many` / `chat_many` call failed (None: it did not)."""
+        with self._lock:
+            return self._given_up.get(self._key(messages, params))
 
     def accounting(self) -> dict[str, Any]:
         """calls: requests sent (retries included); cached: served from disk; failures: None results;
@@ -98,18 +110,22 @@ class OpenAIJudge(Judge):
         blob = json.dumps({"model": self.model, "messages": messages, **params}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _cache_get(self, key: str) -> str | None:
+    def _cache_get(self, key: str) -> dict[str, Any] | None:
         if self.cache_dir is None:
             return None
         rec = read_json(self.cache_dir / f"{key}.json")
-        return rec["content"] if rec else None
+        if not rec:
+            return None
+        # Entries written before choices were kept hold the message text only.
+        return rec.get("choice") or {"index": 0, "message": {"role": "assistant", "content": rec["content"]}}
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
             for k, v in deltas.items():
                 self._acct[k] += v
 
-    def _complete(self, client: Any, key: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str | None:
+    def _complete(self, client: Any, key: str, messages: list[dict[str, str]],
+                  params: dict[str, Any]) -> dict[str, Any] | None:
         import httpx
         import openai
 
@@ -138,13 +154,19 @@ class OpenAIJudge(Judge):
                     usage = resp.usage
                     self._count(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                                 completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+                    choice = {**choices[0].model_dump(mode="json"), "total_tokens": getattr(usage, "total_tokens", 0) or 0}
                     if self.cache_dir is not None:
-                        atomic_write_json(self.cache_dir / f"{key}.json", {"model": self.model, "content": content})
-                    return content
+                        atomic_write_json(self.cache_dir / f"{key}.json",
+                                          {"model": self.model, "content": content, "choice": choice})
+                    with self._lock:
+                        self._given_up.pop(key, None)
+                    return choice
             with self._lock:
                 self._reasons[reason] = self._reasons.get(reason, 0) + 1
             if not retriable or attempt == self.max_retries:
                 log.warning("openai judge: request failed (%s) after %d attempt(s)", reason, attempt + 1)
+                with self._lock:
+                    self._given_up[key] = f"{reason} after {attempt + 1} attempt(s)"
                 break
             self._count(retries=1)
             time.sleep(min(MAX_SLEEP_S, self.backoff * 2**attempt))

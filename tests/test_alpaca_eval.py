@@ -61,16 +61,20 @@ def test_openhermes_matches_published_numbers(no_network):
         assert metrics["length_controlled_winrate"] is None and "df_gamed.csv" in info["lc_unavailable"]
 
 
-def test_win_rate_equals_alpaca_eval_functions():
-    from alpaca_eval.metrics import get_winrate
+def test_win_rate_by_hand():
+    """AlpacaEval 2.0's weighted win rate = mean(preference - 1) x 100 over annotated rows; the discrete
+    one rounds each preference (1.5 stays a draw, worth a half); wins / base wins split at 0.5."""
+    import statistics
 
     rows = _annotations([1.0, 2.0, 1.5, 1.2, 1.9, 1.0000003, 1.7, None])
     metrics, info = metrics_from_annotations(rows)
-    expected = get_winrate(rows)
-    for k, v in expected.items():
-        assert metrics[k] == pytest.approx(float(v)), k
-    assert metrics["n_total"] == 7 and info["n_unannotated"] == 1
-    assert set(metrics) == set(METRIC_KEYS)
+    won = [0.0, 1.0, 0.5, 0.2, 0.9, 0.0000003, 0.7]  # preference - 1, the unannotated row dropped
+    assert metrics["win_rate"] == pytest.approx(100 * 3.3000003 / 7)
+    assert metrics["standard_error"] == pytest.approx(100 * statistics.stdev(won) / math.sqrt(7))
+    assert metrics["discrete_win_rate"] == pytest.approx(100 * (0 + 1 + 0.5 + 0 + 1 + 0 + 1) / 7)  # 1.2 -> 1, 1.7 -> 2
+    assert (metrics["n_wins"], metrics["n_wins_base"], metrics["n_draws"], metrics["n_total"]) == (3, 3, 1, 7)
+    assert metrics["avg_length"] == int(sum(10 + 7 * i for i in range(8)) / 8)  # output_2 lengths
+    assert info["n_unannotated"] == 1 and set(metrics) == set(METRIC_KEYS)
 
 
 def test_lc_unavailable_offline_is_none_with_reason(tmp_path, no_network):
@@ -144,8 +148,8 @@ def test_tiny_mode_end_to_end(tmp_path, tiny_world, tiny_model, no_network):
     assert math.isfinite(result.metrics["win_rate"]) and result.metrics["n_total"] == 6
     assert result.metrics["length_controlled_winrate"] is None and "tiny mode" in result.info["lc_unavailable"]
     assert len(result.items) == 6
-    assert {"instruction", "output", "reference_output", "preference", "score", "ref_score"} <= set(result.items[0])
-    assert all(1.0 <= i["preference"] <= 2.0 for i in result.items)
+    assert {"id", "instruction", "output", "reference_output", "preference", "score", "verifier_score", "ref_score"} <= set(result.items[0])
+    assert all(1.0 <= i["preference"] <= 2.0 and i["score"] == i["preference"] - 1 for i in result.items)
     ann = json.loads((ctx.out_dir / "annotations.json").read_text())
     assert ann[0]["generator_1"] == "sft-reference" and ann[0]["generator_2"] == "tiny-policy"
     outs = json.loads((ctx.out_dir / "model_outputs.json").read_text())
@@ -309,3 +313,38 @@ def test_real_mode_auth_failure_is_one_line_without_the_key(tmp_path, tiny_model
     assert "\n" not in msg and API_KEY not in msg and "annotator failed" in msg
     out = capfd.readouterr()
     assert API_KEY not in out.out + out.err and "Traceback" not in out.err
+
+
+def test_tiny_mode_two_checkpoints_hand_computed(tmp_path, tiny_world, monkeypatch):
+    """Two checkpoints with known outputs: per-item `id` (the world's prompt id) and `score` =
+    preference - 1 (1: the model's output preferred, 0: the reference's, 0.5: a tie), the win rate
+    and counts, all by hand. A reversed preference (reference minus model) fails this test."""
+    from _fixtures import answers_checkpoint, use_fixed_answers
+
+    backend = use_fixed_answers(monkeypatch)
+    rows = [json.loads(line) for line in (tiny_world / "eval.jsonl").read_text().splitlines()][:6]
+    gold = [r["answer"] for r in rows]
+    # row:        0     1     2     3     4     5
+    # model:    gold  gold  gold   ""   gold   ""
+    # reference: ""    ""    ""   gold  gold   ""
+    model = answers_checkpoint(tmp_path / "policy", {r["prompt"]: g if i in (0, 1, 2, 4) else "" for i, (r, g) in enumerate(zip(rows, gold))})
+    ref = answers_checkpoint(tmp_path / "checkpoints" / "sft" / "model",
+                             {r["prompt"]: g if i in (3, 4) else "" for i, (r, g) in enumerate(zip(rows, gold))})
+    ctx = EvalContext(model=str(model), name="policy", out_dir=tmp_path / "evals" / "policy" / "alpaca-eval",
+                      options={"limit": 6}, world_dir=tiny_world, backend=backend, references={"sft": ref})
+    result = run(ctx)
+    assert [i["id"] for i in result.items] == [r["id"] for r in rows]
+    assert [i["score"] for i in result.items] == [1.0, 1.0, 1.0, 0.0, 0.5, 0.5]
+    assert [i["preference"] for i in result.items] == [2.0, 2.0, 2.0, 1.0, 1.5, 1.5]
+    assert [i["verifier_score"] for i in result.items] == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    assert [i["ref_score"] for i in result.items] == [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    m = result.metrics
+    assert m["win_rate"] == pytest.approx(100 * 4 / 6) and m["discrete_win_rate"] == pytest.approx(100 * 4 / 6)
+    assert (m["n_wins"], m["n_wins_base"], m["n_draws"], m["n_total"]) == (3, 1, 2, 6)
+
+    # The same two checkpoints the other way round: every score mirrors (1 - s).
+    ctx2 = EvalContext(model=str(ref), name="sft", out_dir=tmp_path / "evals" / "sft" / "alpaca-eval",
+                       options={"limit": 6}, world_dir=tiny_world, backend=backend, references={"sft": model})
+    back = run(ctx2)
+    assert [i["score"] for i in back.items] == [0.0, 0.0, 0.0, 1.0, 0.5, 0.5]
+    assert back.metrics["win_rate"] == pytest.approx(100 * 2 / 6)

@@ -1,13 +1,17 @@
 """Judge faults: against a loopback endpoint that answers a third of its requests with 429,
 500, a hang past the timeout, a dropped connection, a body that is not JSON or a cut-off
 body, every judgment is valid or recorded as failed with its reason; nothing crashes; a
-rerun retries only the failed ones and reaches zero failures; calls and time are bounded."""
+rerun retries only the failed ones and reaches zero failures; calls are bounded. For the
+openai judge client, MT-Bench inside train-and-eval, AlpacaEval (alpaca_eval's annotator
+through the same client) and the `judge:` ranker."""
 
 import itertools
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +19,35 @@ from conftest import send_json
 from selm_bench.evals.judges import make_judge
 
 FAULTS = ["429", "500", "hang", "drop", "malformed", "truncated"]
+P_PREFERRED = 1 / (1 + math.exp(-2.95))  # AlpacaEval: the preferred token's share of m/M mass (logprobs -0.05, -3)
+
+
+def answer(body: dict, text: str) -> dict:
+    """The fake judge's choice. AlpacaEval (logprobs asked): prefer an output tagged GOOD, or the other
+    one of a pair tagged BAD ("m" = the first shown, "M" = the second). The `judge:` ranker: the response with more
+    "+" signs wins, equal counts tie. Otherwise (MT-Bench): echo the question, rating 5."""
+    if body.get("logprobs"):
+        first, second = text.split('"model_identifier": "M"')
+        first = first.split('"model_identifier": "m"')[1]
+        token = "m" if "GOOD" in first or "BAD" in second else "M"
+        other = "M" if token == "m" else "m"
+        top = [{"token": t, "bytes": list(t.encode()), "logprob": lp} for t, lp in ((token, -0.05), (other, -3.0))]
+        return {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": token},
+                "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}
+    if "[Response A]" in text:
+        a = text.split("[Response A]")[1].split("[End of response A]")[0].count("+")
+        b = text.split("[Response B]")[1].split("[End of response B]")[0].count("+")
+        content = "[[A]]" if a > b else "[[B]]" if b > a else "[[C]]"
+    else:
+        content = f"echo {text} [[5]]"
+    return {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
 
 
 class FlakyOpenAI:
     def __init__(self):
         self.counter = itertools.count()
         self.served = []  # request numbers answered with a valid completion
+        self.prompts = []  # the last message of every request that reached a reply body
         self.lock = threading.Lock()
         fake = self
 
@@ -45,9 +72,11 @@ class FlakyOpenAI:
                     self.connection.shutdown(2)
                     return
                 text = body["messages"][-1]["content"]
+                with fake.lock:
+                    fake.prompts.append(text)
+                choice = answer(body, text)
                 payload = {"id": "c", "object": "chat.completion", "created": 1, "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": f"echo {text} [[5]]"}}],
+                           "choices": [choice],
                            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
                 data = json.dumps(payload).encode()
                 if fault == "malformed":
@@ -155,3 +184,87 @@ def test_train_and_eval_judged_mt_bench_survives_faults_and_a_rerun_rejudges(fla
     written = [p for p in out.rglob("*") if p.is_file()]
     assert written and not [p for p in written if key.encode() in p.read_bytes()]
     assert key not in first.stderr + first.stdout + second.stderr + second.stdout
+
+
+def write_alpaca_reference(data: Path, n: int) -> Path:
+    """An AlpacaEval-layout reference (results/gpt4_1106_preview/model_outputs.json): even rows tagged
+    GOOD, odd rows BAD."""
+    ref = data / "alpaca_eval" / "results" / "gpt4_1106_preview" / "model_outputs.json"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(json.dumps([{"dataset": "fixture", "instruction": f"Task {i}: name a colour.", "generator": "gpt4_1106_preview",
+                                "output": ("BAD" if i % 2 else "GOOD") + f" reference answer {i}"} for i in range(n)]))
+    return data
+
+
+def test_alpaca_eval_survives_faults_and_a_rerun_judges_only_the_failed(flaky, tmp_path, tiny_model, monkeypatch):
+    """A judged AlpacaEval eval (alpaca_eval's annotator, the harness's judge client) against the flaky
+    endpoint finishes; each item is judged correctly or failed with its reason; `judge_saved` (what
+    `selm-bench judge` and train-and-eval's rejudge call) sends only the failed ones and reaches zero."""
+    from selm_bench.evals.alpaca_eval import judge_saved, run
+    from selm_bench.evals.base import EvalContext
+
+    monkeypatch.chdir(tmp_path)
+    n = 12
+    data = write_alpaca_reference(tmp_path / "data", n)
+    opts = {"base_url": flaky.url, "max_retries": 0, "timeout": 0.5, "concurrency": 3, "backoff": 0.01}
+    ctx = EvalContext(model=str(tiny_model), name="p", out_dir=tmp_path / "evals" / "p" / "alpaca-eval",
+                      options={"limit": n, "max_new_tokens": 4}, data_dir=data, judge_options=opts)
+    # Hand-computed: the reference wins (score 1 - p) where it is tagged GOOD, the model (score p) where BAD.
+    expected = {str(i): P_PREFERRED if i % 2 else 1 - P_PREFERRED for i in range(n)}
+
+    first = run(ctx)
+    acct = first.info["judge"]
+    failed = [i for i in first.items if i["score"] is None]
+    assert len(failed) == 4 and acct["failures"] == 4 and acct["calls"] == n  # every third request; 1 attempt each
+    assert first.metrics["n_total"] == n - len(failed)
+    for item in first.items:
+        if item["score"] is None:
+            assert item["preference"] is None and item["judge_error"].startswith("judge call failed: ")
+            assert item["judge_error"].split(": ", 1)[1].split(" after ")[0] in acct["failure_reasons"]
+        else:
+            assert item["score"] == pytest.approx(expected[item["id"]]) and "judge_error" not in item
+    assert set(acct["failure_reasons"]) == {"HTTP 429", "HTTP 500", "APITimeoutError", "APIConnectionError"}
+    assert sum(acct["failure_reasons"].values()) == len(failed)
+    failed_ins = {i["instruction"] for i in failed}
+
+    sent_before = len(flaky.prompts)
+    ctx.judge_options = {**opts, "max_retries": 5}
+    second = judge_saved(ctx)
+    resent = flaky.prompts[sent_before:]
+    assert {next(s for s in failed_ins if s in p) for p in resent} == failed_ins  # only the failed ones...
+    assert all(any(s in p for s in failed_ins) for p in resent)  # ...and nothing else
+    acct = second.info["judge"]
+    assert acct["failures"] == 0 and acct["cached"] == n - len(failed) and acct["calls"] <= 6 * len(failed)
+    assert {i["id"]: i["score"] for i in second.items} == pytest.approx(expected)
+    assert second.metrics["n_total"] == n and second.metrics["n_wins"] == n // 2
+
+    third = judge_saved(ctx)  # nothing left to send
+    assert third.info["judge"]["calls"] == 0 and third.info["judge"]["failures"] == 0
+
+
+def test_judge_ranker_survives_faults_and_a_rerun_reaches_zero_failures(flaky, tmp_path):
+    """The `judge:` ranker against the flaky endpoint: failed comparisons leave their prompt unscored
+    (None, with the reason counted), the others score by hand; a second ranker on the same cache
+    sends only the failed comparisons and scores every prompt."""
+    from selm_bench.harness import registry
+
+    prompts = [{"prompt": f"prompt {i}"} for i in range(16)]
+    # 12 prompts with 2 candidates (1 comparison each), 4 with 3 (3 comparisons): 24 requests.
+    candidates = [[f"a{i}+++", f"b{i}+", f"c{i}"] if i < 4 else [f"d{i}+", f"e{i}+" + "+" * (i % 2)] for i in range(16)]
+    # Hand-computed wins (a tie is a half): plus-signs 3, 1, 0 -> 2, 1, 0; 1, 2 -> 0, 1; 1, 1 -> 0.5, 0.5.
+    expected = [[2.0, 1.0, 0.0] if i < 4 else [0.0, 1.0] if i % 2 else [0.5, 0.5] for i in range(16)]
+    opts = dict(cache_dir=str(tmp_path / "cache"), base_url=flaky.url, concurrency=3, timeout=0.5)
+    ranker = registry.get("ranker", "judge:flaky")(name="judge:flaky", max_retries=0, **opts)
+    ranker.judge.backoff = 0.01
+    first = ranker.score(prompts, candidates)
+    unscored = [i for i, s in enumerate(first) if s is None]
+    assert ranker.accounting()["calls"] == 24 and ranker.accounting()["failures"] == 8  # every third request
+    assert 1 <= len(unscored) <= 8
+    assert all(first[i] == expected[i] for i in range(16) if i not in unscored)
+    assert len(ranker.errors) == ranker.accounting()["failures"] and all("call failed" in e for e in ranker.errors)
+
+    again = registry.get("ranker", "judge:flaky")(name="judge:flaky", max_retries=5, **opts)
+    again.judge.backoff = 0.01
+    assert again.score(prompts, candidates) == expected and again.errors == []
+    acct = again.accounting()
+    assert acct["cached"] == 24 - ranker.accounting()["failures"] and acct["failures"] == 0
