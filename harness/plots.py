@@ -41,8 +41,13 @@ def number(v: Any) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def stderr_column(column: str) -> str:
-    return STDERR_OF.get(column, f"{column}_stderr")
+def stderr_columns(column: str) -> list[str]:
+    """Where a metric's standard error may be: `<metric>_stderr`, else the suite's own name for it."""
+    return [f"{column}_stderr"] + ([STDERR_OF[column]] if column in STDERR_OF else [])
+
+
+def stderr_of(row: Row, column: str) -> float | None:
+    return next((number(row[c]) for c in stderr_columns(column) if number(row.get(c)) is not None), None)
 
 
 def _present(rows: list[Row], column: str) -> bool:
@@ -83,17 +88,16 @@ def iteration_series(rows: list[Row], column: str, start: str | None = "dpo"
     """(lines, references): per iterated method [(iteration, value, stderr)] in iteration order,
     led by the start checkpoint's value as iteration 0; every checkpoint without an iteration
     (sft, dpo, imported rows) is a horizontal reference {checkpoint: value}."""
-    se = stderr_column(column)
     by_ckpt = {str(r["checkpoint"]): r for r in rows if number(r.get(column)) is not None}
     refs = {c: number(r[column]) for c, r in by_ckpt.items() if r.get("iteration") is None}
     lines: dict[str, list[tuple[int, float, float | None]]] = {}
     for c, r in by_ckpt.items():
         if r.get("iteration") is not None:
-            lines.setdefault(str(r["method"]), []).append((int(r["iteration"]), number(r[column]), number(r.get(se))))
+            lines.setdefault(str(r["method"]), []).append((int(r["iteration"]), number(r[column]), stderr_of(r, column)))
     for method, pts in lines.items():
         if start in by_ckpt and all(i != 0 for i, _, _ in pts):
             r0 = by_ckpt[start]
-            pts.append((0, number(r0[column]), number(r0.get(se))))
+            pts.append((0, number(r0[column]), stderr_of(r0, column)))
         pts.sort()
     return lines, refs  # type: ignore[return-value]
 
@@ -114,7 +118,7 @@ def sweep_points(cells: list[dict[str, Any]], param: str, column: str
             if v is None:
                 continue
             label = str(r["checkpoint"]) + (f" ({others})" if others else "")
-            groups.setdefault((label, params[param]), []).append((v, number(r.get(stderr_column(column)))))
+            groups.setdefault((label, params[param]), []).append((v, stderr_of(r, column)))
     lines: dict[str, list[tuple[Any, float, float | None, int]]] = {}
     for (label, x), vals in groups.items():
         ys = [v for v, _ in vals]
@@ -266,7 +270,7 @@ def win_rate_plot(rows: list[Row]) -> bytes | None:
         return None
     fig, (ax,) = _figure(1, w=7.5, h=0.35 * len(rs) + 1.6)
     for k, c in enumerate(kinds):
-        pts = [(i + 0.15 * k, number(r.get(c)), number(r.get(stderr_column(c))) or 0.0) for i, r in enumerate(rs)]
+        pts = [(i + 0.15 * k, number(r.get(c)), stderr_of(r, c) or 0.0) for i, r in enumerate(rs)]
         pts = [p for p in pts if p[1] is not None]
         ys, vals, errs = zip(*pts)
         ax.errorbar(vals, ys, xerr=errs, fmt="os"[k], capsize=4, color=["#1f77b4", "#ff7f0e"][k],

@@ -19,7 +19,8 @@ from selm_bench.harness import drilldown, plots
 from selm_bench.harness.leaderboard import ID_COLUMNS, collect_rows, columns
 from selm_bench.harness.store import atomic_write_text
 
-TEXT_COLUMNS = ["label", "provenance"]
+LEAD_TEXT = ["label", "seeds"]  # shown beside the ids
+TEXT_COLUMNS = LEAD_TEXT + ["provenance"]  # the provenance last
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:24px;color:#222;
  max-width:1400px}
@@ -27,6 +28,7 @@ h1{font-size:1.5em}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top
 nav a{margin-right:1em}.muted{color:#777;font-size:.9em}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:3px 7px;vertical-align:top}th{background:#f3f3f3}
+caption{caption-side:bottom;text-align:left;color:#777;font-size:.9em;padding-top:3px}
 table.leaderboard td,table.leaderboard th{white-space:nowrap}
 table.leaderboard td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.leaderboard tbody tr:nth-child(even){background:#fafafa}
@@ -60,7 +62,7 @@ def _error_columns(cols: list[str]) -> dict[str, str]:
     present = set(cols)
     out = {}
     for c in cols:
-        err = next((e for e in (f"{c}_std", plots.stderr_column(c)) if e in present and e != c), None)
+        err = next((e for e in (f"{c}_std", *plots.stderr_columns(c)) if e in present and e != c), None)
         if err:
             out[c] = err
     return out
@@ -83,9 +85,10 @@ def leaderboard_html(rows: list[dict[str, Any]]) -> str:
             suites[-1][1].append(m)
         else:
             suites.append((suite, [m]))
-    top = "".join(f'<th rowspan="2">{escape(c)}</th>' for c in ids)
+    lead, tail = [c for c in texts if c in LEAD_TEXT], [c for c in texts if c not in LEAD_TEXT]
+    top = "".join(f'<th rowspan="2">{escape(c)}</th>' for c in ids + lead)
     top += "".join(f'<th colspan="{len(ms)}">{escape(s)}</th>' for s, ms in suites)
-    top += "".join(f'<th rowspan="2">{escape(c)}</th>' for c in texts)
+    top += "".join(f'<th rowspan="2">{escape(c)}</th>' for c in tail)
     sub = "".join(f"<th>{escape(m.split('/', 1)[1] if '/' in m else m)}</th>" for _, ms in suites for m in ms)
 
     def cell(r: dict[str, Any], c: str) -> str:
@@ -97,11 +100,27 @@ def leaderboard_html(rows: list[dict[str, Any]]) -> str:
 
     body = ""
     for r in rows:
-        body += "<tr>" + "".join(f"<td>{escape('' if r.get(c) is None else str(r[c]))}</td>" for c in ids)
+        body += "<tr>" + "".join(f"<td>{escape('' if r.get(c) is None else str(r[c]))}</td>" for c in ids + lead)
         body += "".join(cell(r, m) for m in metrics)
-        body += "".join(f"<td>{escape(str(r.get(c, '')))}</td>" for c in texts) + "</tr>"
-    return (f'<table class="leaderboard"><thead><tr>{top}</tr><tr>{sub}</tr></thead>'
-            f"<tbody>{body}</tbody></table>")
+        body += "".join(f"<td>{escape(str(r.get(c, '')))}</td>" for c in tail) + "</tr>"
+    note = "± std across seeds" if any(e.endswith("_std") for e in errs.values()) else "± standard error"
+    return (f'<table class="leaderboard"><caption>{note} where there is one</caption>'
+            f"<thead><tr>{top}</tr><tr>{sub}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def leaderboard_page(rows: list[dict[str, Any]], title: str = "selm-bench leaderboard") -> str:
+    """A whole self-contained HTML document holding `leaderboard_html(rows)` (for a file of its own)."""
+    return _page(title, [("leaderboard", "Leaderboard", f'<div class="scroll">{leaderboard_html(rows)}</div>')])
+
+
+def headline_tables(rows: list[dict[str, Any]]) -> str:
+    """Each suite's headline metric (compact), then every metric in a collapsible block."""
+    heads = plots.headline_columns(rows)
+    keep = (set(ID_COLUMNS) | set(TEXT_COLUMNS) | set(heads)
+            | {e for h in heads for e in (f"{h}_std", *plots.stderr_columns(h))})
+    compact = [{k: v for k, v in r.items() if k in keep} for r in rows]
+    return (f'<div class="scroll">{leaderboard_html(compact)}</div>'
+            f'<details><summary>All metrics</summary><div class="scroll">{leaderboard_html(rows)}</div></details>')
 
 
 # ---------------------------------------------------------------- pieces
@@ -182,7 +201,7 @@ def run_page(run_dir: Path) -> str:
                f" · commit {escape(str(manifest.get('git_commit') or '?'))[:12]}</p>")
     title = f"selm-bench report: {config.get('name', run_dir.name)}"
     return _page(title, [
-        ("leaderboard", "Leaderboard", summary + f'<div class="scroll">{leaderboard_html(rows)}</div>'),
+        ("leaderboard", "Leaderboard", summary + headline_tables(rows)),
         ("plots", "Plots", figs_html),
         ("drilldown", "Per-suite drill-down", drill or "<p>No suite results yet.</p>"),
         ("provenance", "Provenance", provenance_html(run_dir, manifest, config_text)),
@@ -269,6 +288,8 @@ def seed_means(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if len(vals) > 1:
                 row[f"{k}_std"] = statistics.stdev(vals)
         row["seeds"] = ",".join(str(s) for s, _ in members)
+        if first.get("label"):
+            row["label"] = first["label"]
         out.append(row)
     return out
 
@@ -287,10 +308,9 @@ def sweep_page(sweep_dir: Path, out: Path) -> str:
                  ("cells", f"{len(cells)} ({sum(c['status'] == 'finished' for c in cells)} finished, "
                            f"{sum(c['status'] == 'not run' for c in cells)} not run)"),
                  ("folder", str(sweep_dir.resolve()))])
-    table = f'<div class="scroll">{leaderboard_html(rows)}</div>'
+    table = headline_tables(rows)
     if len(seeds) > 1:
-        table = (f"<h3>Mean ± std across seeds</h3>"
-                 f'<div class="scroll">{leaderboard_html(seed_means([c for c in cells if c["rows"]]))}</div>'
+        table = (f"<h3>Mean ± std across seeds</h3>{headline_tables(seed_means([c for c in cells if c['rows']]))}"
                  f"<h3>Every cell</h3>{table}")
     cell_rows = []
     for c in cells:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from selm_bench.harness import plots
-from selm_bench.harness.report import leaderboard_html, write_report
+from selm_bench.harness.report import leaderboard_html, leaderboard_page, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -202,17 +202,22 @@ def test_plots_are_png_or_none(tmp_path):
 def test_leaderboard_html_cells_intervals_and_labels():
     rows = [dict(ROWS[2], **{"run": "r1", "mt-bench/score": 5.25, "label": "tiny world, oracle judge: not canonical",
                              "provenance": "run r1, config 3f2a"}),
-            dict(ROWS[3], run="r1")]
+            dict(ROWS[3], run="r1"),
+            {"run": "published", "checkpoint": "zephyr-7b-beta", "method": "base", "alpaca-eval/win_rate": 10.99,
+             "alpaca-eval/win_rate_stderr": 0.96, "provenance": "alpaca_eval leaderboard"}]
     html = leaderboard_html(rows)
     t = parse(html)
     cells = [s.strip() for s in t.text if s.strip()]
-    assert cells[:3] == ["run", "checkpoint", "method"]
-    assert "0.52 ± 0.016" in cells and "0.55" in cells and "5.25" in cells
+    assert cells[:4] == ["± standard error where there is one", "run", "checkpoint", "method"]
+    assert "0.52 ± 0.016" in cells and "0.55" in cells and "5.25" in cells and "10.99 ± 0.96" in cells
     assert "tiny world, oracle judge: not canonical" in cells and "run r1, config 3f2a" in cells
     assert "accuracy_stderr" not in cells  # shown beside its metric, not as a column
-    assert [a.get("colspan") for tag, a in t.tags if tag == "th" and a.get("colspan")] == ["1", "1"]  # mt-bench, tiny-world
-    assert html.count("<tr>") == 2 + 2  # two header rows, two rows
+    # alpaca-eval, mt-bench, tiny-world
+    assert [a.get("colspan") for tag, a in t.tags if tag == "th" and a.get("colspan")] == ["1", "1", "1"]
+    assert html.count("<tr>") == 2 + 3  # two header rows, three rows
     assert "<script" not in leaderboard_html([{"checkpoint": "<script>x</script>", "method": "m"}])
+    page = leaderboard_page(rows)
+    assert page.startswith("<!DOCTYPE html>") and html in page and external_refs(page) == []
 
 
 # ---------------------------------------------------------------- the run report
@@ -228,7 +233,9 @@ def test_run_report_content(run_report):
                  "ann has 3 cups and gets 2 more . How many cups ?",  # AlpacaEval loss
                  "SP-7", "What has keys but opens no locks?", "A door", "A piano"):  # BrainTeaser group, question, pred, gold
         assert must in html, must
-    assert "0 wins, 1 losses, 1 ties, 1 not annotated" in html and "HTTP 500 after 5 retries" in html
+    assert "0 wins, 1 losses, 1 ties, 1 not annotated" in html
+    compact = html[html.index('<table class="leaderboard">'):html.index("</table>")]
+    assert ">accuracy<" in compact and "accuracy/add" not in compact and "accuracy/add" in html  # headline first and "HTTP 500 after 5 retries" in html
     assert re.search(r"<td>sort</td><td>0</td><td></td><td>1</td>", html)  # MT-Bench: only a failed judgment
 
 
