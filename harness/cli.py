@@ -284,6 +284,7 @@ def sweep_cmd(
     mem_gb: int = typer.Option(64, "--mem", min=1, help="Slurm: memory per cell job, GB."),
     cpus: int = typer.Option(8, "--cpus", min=1, help="Slurm: CPUs per cell job."),
     executor: str = typer.Option("slurm", "--slurm-executor", hidden=True, help="submitit cluster: slurm, or local (tests)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Stage cache folder (default: OUT/cache); share it between sweeps."),
 ) -> None:
     """Run a grid of config values × seeds on one shared stage cache; one table (mean ± std over seeds).
 
@@ -317,7 +318,7 @@ def sweep_cmd(
                           suites=_split_suites(suites), sets=sets or [], launcher=launcher, command=sys.argv,
                           slurm=S.SlurmOptions(partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem_gb,
                                                cpus=cpus, executor=executor),
-                          on_cell=lambda c: say(f"[bold]cell {c.name}[/bold]"))
+                          on_cell=lambda c: say(f"[bold]cell {c.name}[/bold]"), cache=cache)
         S.print_summary(summary, out_dir)
         typer.echo(f"wrote {out_dir / 'summary.csv'}, table.csv and groups/*/seeds.json (for compare)", err=True)
     except typer.Exit:

@@ -101,7 +101,7 @@ def run_cell(cfg_dict: dict[str, Any], cell_dir: str, cache: str, command: list[
 def sweep(config: Path | None, grid: dict[str, list[str]], seeds: list[int], out: Path,
           methods: list[str] | None = None, suites: list[str] | None = None, sets: list[str] | None = None,
           launcher: str = "local", slurm: SlurmOptions | None = None, command: list[str] | None = None,
-          on_cell: Any = None) -> list[dict[str, Any]]:
+          on_cell: Any = None, cache: Path | None = None) -> list[dict[str, Any]]:
     """Run every cell (resuming), write the sweep's tables and seed groups; the table's rows."""
     all_cells = cells(grid, seeds)
     configs = {c.name: cell_config(config, c, methods, suites, sets or []) for c in all_cells}  # all valid first
@@ -111,7 +111,8 @@ def sweep(config: Path | None, grid: dict[str, list[str]], seeds: list[int], out
         "config": str(config) if config else "default", "grid": grid, "seeds": seeds, "methods": methods,
         "suites": suites, "sets": sets or [], "command": command,
         "cells": [{"name": c.name, "dir": c.dir, "params": c.params, "seed": c.seed} for c in all_cells]})
-    jobs = [(c, configs[c.name].to_dict(), str(out / c.dir), str(out / "cache")) for c in all_cells]
+    cache_dir = str(Path(cache).resolve()) if cache else str(out / "cache")
+    jobs = [(c, configs[c.name].to_dict(), str(out / c.dir), cache_dir) for c in all_cells]
     if launcher == "slurm":
         _run_slurm(jobs, out, slurm or SlurmOptions(), command or [])
     else:

@@ -1,0 +1,138 @@
+"""`selm-bench compare`: paired bootstrap on synthetic runs with a known, planted effect."""
+
+import json
+import random
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from selm_bench.harness.cli import app
+
+
+def write_run(root: Path, correct: dict[str, bool], checkpoint: str = "selm/iter-2", extra_checkpoints=()) -> Path:
+    """A minimal finished run: manifest + one tiny-world result per checkpoint (items with id/score)."""
+    results = []
+    for ckpt in [*extra_checkpoints, checkpoint]:
+        folder = root / "evals" / ckpt / "tiny-world"
+        folder.mkdir(parents=True)
+        items = [{"id": i, "category": "add", "score": float(c), "correct": c} for i, c in correct.items()]
+        acc = sum(correct.values()) / len(correct)
+        (folder / "metrics.json").write_text(json.dumps(
+            {"suite": "tiny-world", "checkpoint": ckpt, "metrics": {"accuracy": acc, "score": acc}, "info": {}}))
+        (folder / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+        results.append(f"evals/{ckpt}/tiny-world")
+    (root / "manifest.json").write_text(json.dumps({"results": results, "stages": {}}))
+    return root
+
+
+def base_items(n: int = 400, p: float = 0.6, seed: int = 0) -> dict[str, bool]:
+    rng = random.Random(seed)
+    return {f"eval-{i}": rng.random() < p for i in range(n)}
+
+
+def compare(*args: str):
+    return CliRunner().invoke(app, ["compare", *args])
+
+
+def test_identical_runs_pass_with_zero_interval(tmp_path):
+    items = base_items()
+    a, b = write_run(tmp_path / "a", items), write_run(tmp_path / "b", items)
+    res = compare(str(a), str(b), "--format", "json", "--resamples", "200")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    acc = next(m for s in out["suites"] for m in s["metrics"] if m["metric"] == "accuracy")
+    assert acc["base"] == acc["new"] == sum(items.values()) / 400  # hand-computed from the data
+    assert (acc["low"], acc["high"], acc["verdict"]) == (0.0, 0.0, "no significant change") and acc["gated"]
+    assert out["failed"] is False
+
+
+def test_planted_regression_is_flagged_and_exit_1(tmp_path):
+    items = base_items()
+    worse = dict(items)
+    flipped = [i for i, c in items.items() if c][:60]  # 60 of 400 right answers turned wrong: -0.15
+    for i in flipped:
+        worse[i] = False
+    a, b = write_run(tmp_path / "a", items), write_run(tmp_path / "b", worse)
+    res = compare(str(a), str(b), "--format", "json", "--resamples", "500")
+    assert res.exit_code == 1, res.output
+    acc = next(m for s in json.loads(res.output)["suites"] for m in s["metrics"] if m["metric"] == "accuracy")
+    assert abs(acc["delta"] - (-60 / 400)) < 1e-12
+    assert acc["high"] < 0 and acc["verdict"] == "regressed" and acc["failed"]
+    # the same change read the other way is an improvement, and passes
+    res = compare(str(b), str(a), "--format", "json", "--resamples", "500")
+    assert res.exit_code == 0
+    acc = next(m for s in json.loads(res.output)["suites"] for m in s["metrics"] if m["metric"] == "accuracy")
+    assert acc["verdict"] == "improved" and acc["low"] > 0
+    # a threshold larger than the drop lets it pass; the text format says so
+    res = compare(str(a), str(b), "--threshold", "tiny-world/accuracy=0.5", "--resamples", "200")
+    assert res.exit_code == 0 and "regressed" in res.output and "REGRESSION" not in res.output
+
+
+def test_gating_only_named_metrics(tmp_path):
+    items = base_items()
+    worse = {i: False if n < 80 else c for n, (i, c) in enumerate(items.items())}
+    a, b = write_run(tmp_path / "a", items), write_run(tmp_path / "b", worse)
+    assert compare(str(a), str(b), "--resamples", "200").exit_code == 1  # the headline (accuracy) is gated
+    # gating only score, with a threshold above its drop: accuracy still regressed, but is not gated
+    res = compare(str(a), str(b), "--metric", "tiny-world/score", "--threshold", "tiny-world/score=0.9", "--resamples", "200")
+    assert res.exit_code == 0, res.output
+    assert "accuracy" in res.output and "regressed" in res.output
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    rng = random.Random(5)
+    items = base_items()
+    noisy = {i: (not c) if rng.random() < 0.1 else c for i, c in items.items()}
+    a, b = write_run(tmp_path / "a", items), write_run(tmp_path / "b", noisy)
+    runs = [compare(str(a), str(b), "--format", "json", "--seed", str(s), "--resamples", "300").output for s in (7, 7, 8)]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]  # another seed, other resamples
+
+
+def test_unshared_items_are_counted_and_excluded(tmp_path):
+    items = base_items(100)
+    fewer = {i: c for n, (i, c) in enumerate(items.items()) if n >= 10}
+    a, b = write_run(tmp_path / "a", items), write_run(tmp_path / "b", fewer)
+    res = compare(str(a), str(b), "--format", "json", "--resamples", "100")
+    suite = json.loads(res.output)["suites"][0]
+    assert (suite["shared"], suite["only_base"], suite["only_new"]) == (90, 10, 0)
+    acc = suite["metrics"][0]
+    assert acc["base"] == acc["new"] == sum(fewer.values()) / 90  # both on the shared items
+
+
+def test_checkpoint_choice_and_default_last(tmp_path):
+    items = base_items(50)
+    a = write_run(tmp_path / "a", items, checkpoint="selm/iter-2", extra_checkpoints=("sft",))
+    res = compare(f"{a}:sft", str(a), "--resamples", "100")
+    assert res.exit_code == 0 and f"{a}:sft" in res.output and f"{a}:selm/iter-2" in res.output
+
+
+def test_seed_groups_average_per_item_scores(tmp_path):
+    ids = [f"eval-{i}" for i in range(4)]
+    s0 = write_run(tmp_path / "cells" / "s0", dict(zip(ids, [True, True, False, False])))
+    s1 = write_run(tmp_path / "cells" / "s1", dict(zip(ids, [True, False, False, False])))
+    group = tmp_path / "groups" / "g"
+    group.mkdir(parents=True)
+    (group / "seeds.json").write_text(json.dumps({"runs": ["../../cells/s0", "../../cells/s1"]}))
+    other = write_run(tmp_path / "other", dict(zip(ids, [True, True, True, True])))
+    res = compare(str(group), str(other), "--format", "json", "--resamples", "100")
+    acc = next(m for m in json.loads(res.output)["suites"][0]["metrics"] if m["metric"] == "accuracy")
+    assert acc["base"] == (1 + 0.5 + 0 + 0) / 4 and acc["new"] == 1.0  # per-item means over the two seeds
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    a = write_run(tmp_path / "a", base_items(20))
+    cases = [
+        ([str(tmp_path / "nope"), str(a)], "run folder not found"),
+        ([f"{a}:dpo", str(a)], "no checkpoint 'dpo'"),
+        ([str(a), str(a), "--metric", "tiny-world/nope"], "unknown metric 'tiny-world/nope'"),
+        ([str(a), str(a), "--threshold", "tiny-world/accuracy"], "--threshold"),
+        ([str(a), str(a), "--threshold", "tiny-world/accuracy=x"], "--threshold"),
+        ([str(a), str(a), "--format", "xml"], "--format"),
+        ([str(tmp_path), str(a)], "not a run folder"),
+    ]
+    for args, msg in cases:
+        res = compare(*args)
+        assert res.exit_code == 2, (args, res.output)
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], (args, res.output)
