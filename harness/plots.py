@@ -118,7 +118,7 @@ def sweep_points(cells: list[dict[str, Any]], param: str, column: str
             if v is None:
                 continue
             label = str(r["checkpoint"]) + (f" ({others})" if others else "")
-            groups.setdefault((label, params[param]), []).append((v, stderr_of(r, column)))
+            groups.setdefault((label, _value(params[param])), []).append((v, stderr_of(r, column)))
     lines: dict[str, list[tuple[Any, float, float | None, int]]] = {}
     for (label, x), vals in groups.items():
         ys = [v for v, _ in vals]
@@ -136,6 +136,16 @@ def final_rows(rows: list[Row]) -> list[Row]:
         if r.get("iteration") is not None:
             last[r["method"]] = max(last.get(r["method"], -1), int(r["iteration"]))
     return [r for r in rows if r.get("iteration") is None or int(r["iteration"]) == last[r["method"]]]
+
+
+def _value(x: Any) -> Any:
+    """A swept value as a number where it reads as one (sweep.json keeps them as typed: "0.001")."""
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return x
+    return x
 
 
 def _sort_key(x: Any) -> tuple:

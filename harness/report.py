@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import statistics
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -267,29 +266,20 @@ def sweep_cells(sweep_dir: Path, sweep: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def seed_means(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (parameter setting, checkpoint): each metric's mean over seeds and, with 2 or
-    more seeds, its sample std in `<metric>_std`; the seeds in `seeds`."""
-    groups: dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]] = {}
-    for c in cells:
-        label = ",".join(f"{k}={v}" for k, v in c["params"].items()) or "(defaults)"
-        for r in c["rows"]:
-            groups.setdefault((label, str(r["checkpoint"])), []).append((c["seed"], r))
+    """One row per (parameter setting, checkpoint): each metric's mean and `<metric>_std` over seeds
+    (the sweep's own `summarize`), with `run` = the setting, `seeds` = how many, and the label."""
+    from selm_bench.harness.sweep import summarize
+
+    params = list(dict.fromkeys(k for c in cells for k in c["params"]))
+    rows = [{**c["params"], "seed": c["seed"], **r} for c in cells for r in c["rows"]]
+    point = lambda r: ",".join(f"{p}={r.get(p)}" for p in params) or "(defaults)"
+    labels = {(point(r), r["checkpoint"]): r["label"] for r in rows if r.get("label")}
     out = []
-    for (label, _), members in groups.items():
-        first = members[0][1]
-        row: dict[str, Any] = {"run": label, "checkpoint": first["checkpoint"], "method": first["method"],
-                               "iteration": first.get("iteration")}
-        keys = [k for k in first if k not in ID_COLUMNS and k not in TEXT_COLUMNS and plots.number(first[k]) is not None]
-        for k in keys:
-            if k.endswith("_stderr") or k in plots.STDERR_OF.values():
-                continue
-            vals = [plots.number(r.get(k)) for _, r in members if plots.number(r.get(k)) is not None]
-            row[k] = statistics.fmean(vals)
-            if len(vals) > 1:
-                row[f"{k}_std"] = statistics.stdev(vals)
-        row["seeds"] = ",".join(str(s) for s, _ in members)
-        if first.get("label"):
-            row["label"] = first["label"]
+    for s in summarize(rows, params):
+        row = {"run": point(s), **{k: v for k, v in s.items() if k not in params and k != "n_seeds"},
+               "seeds": str(s["n_seeds"])}
+        if (point(s), s["checkpoint"]) in labels:
+            row["label"] = labels[(point(s), s["checkpoint"])]
         out.append(row)
     return out
 

@@ -166,7 +166,7 @@ def test_sweep_points_mean_and_std_across_seeds():
             row["tiny-world/accuracy_stderr"] = se
         return {"params": {"online.alpha": alpha}, "seed": seed, "rows": [early, row]}
 
-    cells = [cell(0.1, 0, 0.5), cell(0.1, 1, 0.7), cell(0.0, 0, 0.4, se=0.03)]
+    cells = [cell("0.1", 0, 0.5), cell("0.1", 1, 0.7), cell("0", 0, 0.4, se=0.03)]  # as typed on --grid
     pts = plots.sweep_points(cells, "online.alpha", "tiny-world/accuracy")
     assert list(pts) == ["selm/iter-2"]  # only each method's last iteration
     (x0, m0, e0, n0), (x1, m1, e1, n1) = pts["selm/iter-2"]
@@ -254,15 +254,15 @@ def test_report_is_self_contained(run_report):
 def test_sweep_report(tmp_path):
     sweep = tmp_path / "sweep"
     cells = []
-    for alpha, shift in ((0.0, 0.0), (0.1, 0.05)):
+    for alpha, shift in (("0", 0.0), ("0.1", 0.05)):  # sweep.json keeps the values as typed
         for seed in (0, 1):
             name = f"online.alpha={alpha},seed={seed}"
             make_run(sweep / "cells" / name, shift=shift + 0.01 * seed, seed=seed)
             cells.append({"name": name, "dir": f"cells/{name}", "params": {"online.alpha": alpha}, "seed": seed})
-    cells.append({"name": "online.alpha=1.0,seed=0", "dir": "cells/online.alpha=1.0,seed=0",
-                  "params": {"online.alpha": 1.0}, "seed": 0})  # not run yet
+    cells.append({"name": "online.alpha=1,seed=0", "dir": "cells/online.alpha=1,seed=0",
+                  "params": {"online.alpha": "1"}, "seed": 0})  # not run yet
     _write(sweep / "cells/online.alpha=0.1,seed=0/report.html", "<html></html>")
-    _write(sweep / "sweep.json", {"config": "configs/tiny.yaml", "grid": {"online.alpha": [0.0, 0.1, 1.0]},
+    _write(sweep / "sweep.json", {"config": "configs/tiny.yaml", "grid": {"online.alpha": ["0", "0.1", "1"]},
                                   "seeds": [0, 1], "cells": cells})
     out = write_report(sweep, tmp_path / "elsewhere" / "sweep.html")
     html = out.read_text()
