@@ -157,7 +157,10 @@ def train_and_eval_cmd(
 
         rows = train_and_eval(cfg, run_dir, force=force, command=sys.argv, keep_stale=keep_stale)
         print_table(rows, title=f"leaderboard: {run_dir}")
-        typer.echo(f"wrote {run_dir / 'leaderboard.csv'} and leaderboard.json", err=True)
+        from selm_bench.harness.report import write_report
+
+        report = write_report(run_dir)
+        typer.echo(f"wrote {run_dir / 'leaderboard.csv'}, leaderboard.json and {report}", err=True)
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001 - every failure becomes one line (traceback with --debug)
@@ -259,9 +262,9 @@ def leaderboard_cmd(
         if fmt == "table":
             L.print_table(rows, title=title, metric_cols=cols)
         elif fmt == "html":
-            from selm_bench.harness.report import leaderboard_html
+            from selm_bench.harness.report import leaderboard_page
 
-            sys.stdout.write(leaderboard_html(rows) + "\n")
+            sys.stdout.write(leaderboard_page(rows, title=title) + "\n")
         else:
             sys.stdout.write({"markdown": L.to_markdown, "csv": L.to_csv, "json": lambda r: L.to_json(r) + "\n"}[fmt](rows))
     except Exception as e:  # noqa: BLE001
@@ -320,9 +323,33 @@ def sweep_cmd(
                                                cpus=cpus, executor=executor),
                           on_cell=lambda c: say(f"[bold]cell {c.name}[/bold]"), cache=cache)
         S.print_summary(summary, out_dir)
-        typer.echo(f"wrote {out_dir / 'summary.csv'}, table.csv and groups/*/seeds.json (for compare)", err=True)
+        from selm_bench.harness.report import write_report
+
+        report = write_report(out_dir)
+        typer.echo(f"wrote {out_dir / 'summary.csv'}, table.csv, groups/*/seeds.json (for compare) and {report}", err=True)
     except typer.Exit:
         raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
+@app.command("report")
+def report_cmd(
+    target: Path = typer.Argument(..., help="A run folder or a sweep folder."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default: TARGET/report.html)."),
+) -> None:
+    """One self-contained HTML file: leaderboard, plots, provenance and per-suite drill-down.
+
+    Example: `selm-bench report results/tiny` then open results/tiny/report.html in a browser.
+    """
+    try:
+        from selm_bench.harness.report import write_report
+
+        try:
+            path = write_report(target, output)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        typer.echo(f"wrote {path}", err=True)
     except Exception as e:  # noqa: BLE001
         _fail(e)
 

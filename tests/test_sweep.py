@@ -1,0 +1,116 @@
+"""`selm-bench sweep`: cells share stages through the content-addressed cache; resume; seeds; slurm via submitit."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+MICRO = {
+    "name": "micro-sweep",
+    "seed": 0,
+    "methods": ["selm"],
+    "suites": ["tiny-world"],
+    "world": {"n_sft": 96, "n_pref": 32, "n_prompts": 24, "n_dev": 8, "n_eval": 24, "n_two_turn": 4, "n_mc": 4},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+    "sft": {"epochs": 1, "batch_size": 32},
+    "dpo": {"batch_size": 16},
+    "online": {"iterations": 1, "batch_size": 8, "num_samples": 2, "max_new_tokens": 6},
+    "suite_options": {"tiny-world": {"max_new_tokens": 6}},
+}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    cfg = root / "micro.yaml"
+    cfg.write_text(yaml.safe_dump(MICRO))
+    out = root / "sw"
+    args = ["sweep", "--config", str(cfg), "--grid", "online.alpha=0,0.5", "--seeds", "0,1", "--out", str(out)]
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return cfg, out, args
+
+
+def manifest(out: Path, cell: str) -> dict:
+    return json.loads((out / "cells" / cell / "manifest.json").read_text())
+
+
+def test_shared_stages_are_computed_once_per_seed(swept):
+    _, out, _ = swept
+    for seed in (0, 1):
+        first, second = manifest(out, f"online.alpha=0,seed={seed}"), manifest(out, f"online.alpha=0.5,seed={seed}")
+        for stage in ("checkpoints/sft/model", "checkpoints/dpo/model", "checkpoints/selm/iter-1/generate"):
+            assert not first["stages"][stage].get("cached"), stage  # trained by the first cell of the seed
+            assert second["stages"][stage].get("cached") is True, stage  # taken from the cache by the second
+        # the swept value reaches the training stage: the SELM model is trained in both cells
+        assert not second["stages"]["checkpoints/selm/iter-1/model"].get("cached")
+        a = out / "cells" / f"online.alpha=0,seed={seed}" / "checkpoints/sft/model/model.safetensors"
+        b = out / "cells" / f"online.alpha=0.5,seed={seed}" / "checkpoints/sft/model/model.safetensors"
+        assert a.read_bytes() == b.read_bytes() and os.stat(a).st_ino == os.stat(b).st_ino  # one file, hard-linked
+    # seeds differ: seed 1 trained its own sft
+    s0 = out / "cells/online.alpha=0,seed=0/checkpoints/sft/model/model.safetensors"
+    s1 = out / "cells/online.alpha=0,seed=1/checkpoints/sft/model/model.safetensors"
+    assert s0.read_bytes() != s1.read_bytes()
+
+
+def test_summary_is_mean_and_std_over_seeds(swept):
+    _, out, _ = swept
+    table = json.loads((out / "table.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    for row in summary:
+        vals = [r["tiny-world/accuracy"] for r in table
+                if r["online.alpha"] == row["online.alpha"] and r["checkpoint"] == row["checkpoint"]]
+        assert len(vals) == 2 == row["n_seeds"]
+        assert row["tiny-world/accuracy"] == pytest.approx(statistics.fmean(vals))
+        assert row["tiny-world/accuracy_std"] == pytest.approx(statistics.stdev(vals))
+    groups = json.loads((out / "groups" / "online.alpha=0.5" / "seeds.json").read_text())
+    assert groups["seeds"] == [0, 1] and len(groups["runs"]) == 2
+    # compare takes a seed group as one side
+    res = cli("compare", str(out / "groups" / "online.alpha=0"), str(out / "groups" / "online.alpha=0.5"),
+              "--format", "json", "--resamples", "100")
+    assert res.returncode in (0, 1), res.stderr
+    assert json.loads(res.stdout)["suites"][0]["shared"] == MICRO["world"]["n_eval"]
+
+
+def test_rerun_resumes_without_recomputing(swept):
+    _, out, args = swept
+    before = {c.name: manifest(out, c.name)["stages"] for c in (out / "cells").iterdir()}
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "done " not in res.stderr and "cached " not in res.stderr  # every stage skipped
+    after = {c.name: manifest(out, c.name)["stages"] for c in (out / "cells").iterdir()}
+    assert {k: {s: v["key"] for s, v in st.items()} for k, st in before.items()} == \
+        {k: {s: v["key"] for s, v in st.items()} for k, st in after.items()}
+
+
+def test_slurm_launcher_through_submitits_local_executor(swept, tmp_path):
+    pytest.importorskip("submitit", reason="submitit is the optional `slurm` extra: pip install 'selm-bench[slurm]'")
+    cfg, _, _ = swept
+    out = tmp_path / "slurm-sweep"
+    res = cli("sweep", "--config", str(cfg), "--grid", "online.alpha=0,0.5", "--seeds", "0", "--out", str(out),
+              "--launcher", "slurm", "--slurm-executor", "local", "--partition", "gpu", "--time", "30", "--mem", "8")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert list((out / "slurm").glob("*/*_submission.sh")) or list((out / "slurm").glob("*/*.pkl"))  # submitit's job files
+    second = manifest(out, "online.alpha=0.5,seed=0")
+    assert second["stages"]["checkpoints/sft/model"].get("cached") is True  # the first wave computed it
+    assert json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("grid,msg", [("online.alpha", "expected KEY=V1,V2"), ("online.alpha=0,0", "repeated value"),
+                                      ("seed=1,2", "not a swept value"), ("online.nope=1", "online.nope")])
+def test_bad_grid_is_one_line_exit_2_and_writes_nothing(tmp_path, grid, msg):
+    out = tmp_path / "never"
+    res = cli("sweep", "--grid", grid, "--out", str(out))
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], res.stderr
+    assert not out.exists()
