@@ -35,3 +35,30 @@ def answers_checkpoint(folder: Path, answers: dict[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "answers.json").write_text(json.dumps(answers))
     return folder
+
+
+def openhermes_annotations(tmp_path: Path) -> Path:
+    """OpenHermes-2.5-Mistral-7B's AlpacaEval 2.0 annotations: the full file from ../shared/data when
+    present, else the committed fixture (the same 805 preferences, texts of the outputs left out)."""
+    import gzip
+
+    from conftest import SHARED_DATA
+
+    full = SHARED_DATA / "alpaca_eval/results/OpenHermes-2.5-Mistral-7B/weighted_alpaca_eval_gpt4_turbo/annotations.json"
+    if full.is_file():
+        return full
+    out = tmp_path / "openhermes-annotations.json"
+    out.write_bytes(gzip.decompress((FIXTURES / "alpaca_eval" / "openhermes_annotations.json.gz").read_bytes()))
+    return out
+
+
+def fastchat_mt_bench_site(tmp_path: Path) -> Path:
+    """A folder laid out like the data mirror holding FastChat's three real MT-Bench files (the
+    committed gzip copies, byte-identical to the pinned upstream files)."""
+    import gzip
+
+    for gz in (FIXTURES / "mt_bench").glob("*.gz"):
+        dest = tmp_path / "mt_bench" / gz.name[:-3].replace("__", "/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(gzip.decompress(gz.read_bytes()))
+    return tmp_path

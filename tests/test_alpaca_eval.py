@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import send_json as _send_json, shared_data
+from conftest import send_json as _send_json
 from selm_bench.evals.alpaca_eval import METRIC_KEYS, judge_saved, metrics_from_annotations, run
 from selm_bench.evals.base import EvalContext, SuiteError
 
@@ -50,14 +50,19 @@ def _annotations(prefs, gen2="model", instructions=None):
     ]
 
 
-def test_openhermes_matches_published_numbers(no_network):
-    path = shared_data("alpaca_eval", "results", "OpenHermes-2.5-Mistral-7B", "weighted_alpaca_eval_gpt4_turbo", "annotations.json")
-    metrics, info = metrics_from_annotations(path, data_dir=path.parents[3])
+def test_openhermes_matches_published_numbers(no_network, tmp_path):
+    """alpaca_eval's published leaderboard row for OpenHermes-2.5-Mistral-7B, from its 805 annotations
+    (../shared/data's file when present, else the committed fixture with the same preferences)."""
+    from _fixtures import openhermes_annotations
+
+    path = openhermes_annotations(tmp_path)
+    data_dir = path.parents[3] if path.name == "annotations.json" else tmp_path
+    metrics, info = metrics_from_annotations(path, data_dir=data_dir)
     assert metrics["win_rate"] == pytest.approx(10.3404, abs=1e-4)
     assert metrics["standard_error"] == pytest.approx(0.9357, abs=1e-4)
     assert (metrics["n_wins"], metrics["n_wins_base"], metrics["n_draws"], metrics["n_total"]) == (75, 727, 3, 805)
     assert metrics["discrete_win_rate"] == pytest.approx(9.5031, abs=1e-4)
-    if not (path.parents[3] / "alpaca_eval" / "df_gamed.csv").exists():
+    if not (data_dir / "alpaca_eval" / "df_gamed.csv").exists():
         assert metrics["length_controlled_winrate"] is None and "df_gamed.csv" in info["lc_unavailable"]
 
 

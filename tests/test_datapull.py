@@ -40,7 +40,24 @@ def serve(monkeypatch):
         s.server_close()
 
 
+def test_pull_fastchat_files_against_the_pinned_checksums(serve, tmp_path):
+    """The three real MT-Bench files (committed gzip copies of FastChat's, tests/fixtures/README.md)
+    served from a mirror pass the real pinned SHA-256 and sizes; runs on a fresh clone."""
+    from _fixtures import fastchat_mt_bench_site
+
+    site = fastchat_mt_bench_site(tmp_path / "site")
+    serve(site)
+    done = pull(["mt-bench"], tmp_path / "data")
+    real = [a for a in ARTEFACTS if a.suite == "mt-bench"]
+    assert done == {a.dest: "downloaded" for a in real} and len(real) == 3
+    for a in real:
+        got = (tmp_path / "data" / a.dest).read_bytes()
+        assert got == (site / a.dest).read_bytes() and len(got) == a.size
+    assert set(pull(["mt-bench"], tmp_path / "data").values()) == {"cached"}
+
+
 def test_pull_the_real_files_from_a_mirror_of_shared_data(serve, tmp_path):
+    """The full-data variant (AlpacaEval's 1.9 MB reference too): where ../shared/data is present."""
     shared_data("mt_bench", "question.jsonl")
     serve(SHARED_DATA)
     done = pull(["mt-bench", "alpaca-eval"], tmp_path / "data")
