@@ -228,9 +228,29 @@ def collect_many(paths: list[Path], published: bool = True) -> list[dict[str, An
     """Rows of several run folders / folders of runs (each row names its run), then the published rows."""
     rows: list[dict[str, Any]] = []
     for path in paths:
+        if (Path(path) / "sweep.json").is_file():
+            rows += sweep_rows(Path(path))
+            continue
         found = collect_rows(path)
         rows += [r if "run" in r else {"run": Path(path).name, **r} for r in found]
     return rows + (published_rows() if published else [])
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """A sweep's rows: per grid point and checkpoint, each metric's mean over seeds with
+    `<metric>_std` (its spread across seeds), from the sweep's summary.json."""
+    summary = sweep_dir / "summary.json"
+    if not summary.is_file():
+        raise FileNotFoundError(f"{sweep_dir}: the sweep has no summary.json yet (rerun `selm-bench sweep` to finish it)")
+    params = list(json.loads((sweep_dir / "sweep.json").read_text())["grid"])
+    rows = []
+    for r in json.loads(summary.read_text()):
+        point = ",".join(f"{p}={r[p]}" for p in params)
+        row = {k: v for k, v in r.items() if k not in params and k != "n_seeds"}
+        row.update(run=f"{sweep_dir.name}[{point}]", provenance=f"sweep {sweep_dir.name} · {point} · "
+                   f"mean of {r['n_seeds']} seed(s), ± std across seeds")
+        rows.append(row)
+    return rows
 
 
 def suites_of(rows: list[dict[str, Any]]) -> list[str]:
@@ -245,7 +265,7 @@ def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
     present = set(columns(rows))
     out = []
     for suite in suites_of(rows):
-        mine = [c for c in columns(rows) if c.startswith(f"{suite}/") and not c.endswith("_stderr")]
+        mine = [c for c in columns(rows) if c.startswith(f"{suite}/") and not c.endswith(("_stderr", "_std"))]
         head = f"{suite}/{registry.entry('suite', suite).headline}" if registry.has("suite", suite) else None
         if head in present:
             out.append(head)
@@ -261,7 +281,7 @@ def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
 def select_columns(rows: list[dict[str, Any]], suite: str | None = None, metrics: list[str] | None = None,
                    show_all: bool = False) -> list[str]:
     """The metric columns to show: named ones, a suite's all, everything, or the compact headlines."""
-    cols = [c for c in columns(rows) if "/" in c and not c.endswith("_stderr")]
+    cols = [c for c in columns(rows) if "/" in c and not c.endswith(("_stderr", "_std"))]
     if metrics:
         unknown = [m for m in metrics if m not in cols]
         if unknown:
@@ -284,7 +304,8 @@ def sort_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
 def restrict(rows: list[dict[str, Any]], metric_cols: list[str]) -> list[dict[str, Any]]:
     """Rows cut to their ids, info and the chosen metrics with their standard errors (machine formats)."""
-    keep = set(ID_COLUMNS) | set(INFO_COLUMNS) | set(metric_cols) | {f"{m}_stderr" for m in metric_cols}
+    keep = (set(ID_COLUMNS) | set(INFO_COLUMNS) | set(metric_cols) | {f"{m}_stderr" for m in metric_cols}
+            | {f"{m}_std" for m in metric_cols})
     return [{k: v for k, v in r.items() if k in keep} for r in rows if any(r.get(m) is not None for m in metric_cols)]
 
 
@@ -292,6 +313,7 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", metric_c
     """One rich table on stderr: a row per checkpoint, the chosen metric columns (default: each
     suite's headline) with ± a 95% interval (1.96 standard errors) where the suite gives one,
     and the row's label (what is not canonical) and provenance."""
+    from rich.markup import escape
     from rich.table import Table
 
     from selm_bench.harness.progress import console
@@ -304,12 +326,15 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", metric_c
     labels = [f"{r['run']}:{r['checkpoint']}" if "run" in r else str(r["checkpoint"]) for r in shown]
 
     def cell(r: dict[str, Any], m: str) -> str:
-        v, se = r.get(m), r.get(f"{m}_stderr")
-        text = _fmt(v) + (f" ±{1.96 * se:.2g}" if isinstance(se, float) and v is not None and se > 0 else "")
+        v, se, sd = r.get(m), r.get(f"{m}_stderr"), r.get(f"{m}_std")
+        if isinstance(sd, float) and v is not None:  # a sweep row: the spread across seeds
+            text = _fmt(v) + f" ±{sd:.2g} sd"
+        else:
+            text = _fmt(v) + (f" ±{1.96 * se:.2g}" if isinstance(se, float) and v is not None and se > 0 else "")
         flagged = v is not None and f"{m.split('/', 1)[0]}" in re.findall(r"[\w-]+", r.get("label") or "")
         return text + (" †" if flagged else "")
 
-    table = Table(title=title, caption="±: 95% interval (1.96 × the suite's standard error)   "
+    table = Table(title=escape(title), caption="±: 95% interval (1.96 × the suite's standard error); ± sd: std across seeds   "
                                        "†: not the canonical benchmark (see 'not canonical')")
     table.add_column("checkpoint", no_wrap=True)
     for m in metric_cols:
@@ -318,5 +343,5 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", metric_c
     table.add_column("provenance", overflow="fold")
     for label, r in zip(labels, shown):
         short = re.sub(r" \([^)]*\)", "", r.get("label") or "")  # the suites it applies to carry the †
-        table.add_row(label, *[cell(r, m) for m in metric_cols], short, r.get("provenance") or "")
+        table.add_row(*(escape(x) for x in (label, *[cell(r, m) for m in metric_cols], short, r.get("provenance") or "")))
     console.print(table)

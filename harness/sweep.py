@@ -182,10 +182,12 @@ def summarize(rows: list[dict[str, Any]], params: list[str]) -> list[dict[str, A
     for r in rows:
         groups.setdefault((*(r[p] for p in params), r["checkpoint"]), []).append(r)
     out = []
-    skip = {"cell", "seed", "run", "checkpoint", "method", "iteration", *params}
+    skip = {"cell", "seed", "run", "checkpoint", "method", "iteration", "provenance", "label", *params}
     for (*point, checkpoint), rs in groups.items():
         row: dict[str, Any] = {**dict(zip(params, point)), "checkpoint": checkpoint, "method": rs[0].get("method"),
                                "iteration": rs[0].get("iteration"), "n_seeds": len(rs)}
+        if rs[0].get("label"):
+            row["label"] = rs[0]["label"]
         metrics = sorted({k for r in rs for k in r if k not in skip and not k.endswith("_stderr")})
         for m in metrics:
             vals = [r[m] for r in rs if isinstance(r.get(m), (int, float)) and not math.isnan(r[m])]
@@ -198,6 +200,7 @@ def summarize(rows: list[dict[str, Any]], params: list[str]) -> list[dict[str, A
 
 def print_summary(summary: list[dict[str, Any]], out: Path) -> None:
     """The sweep's table on stderr: a row per grid point and checkpoint, headline metrics as mean ± std."""
+    from rich.markup import escape
     from rich.table import Table
 
     from selm_bench.harness.leaderboard import headline_columns
@@ -205,7 +208,7 @@ def print_summary(summary: list[dict[str, Any]], out: Path) -> None:
 
     params = list(json.loads((out / SWEEP_FILE).read_text())["grid"])
     metrics = headline_columns(summary)
-    table = Table(title=f"sweep: {out} (mean ± std over seeds)")
+    table = Table(title=escape(f"sweep: {out} (mean ± std over seeds)"))
     for c in [*params, "checkpoint", "seeds", *metrics]:
         table.add_column(c, justify="right" if c in metrics else "left")
     for r in summary:
@@ -213,5 +216,5 @@ def print_summary(summary: list[dict[str, Any]], out: Path) -> None:
         for m in metrics:
             v, sd = r.get(m), r.get(f"{m}_std")
             cells.append("" if v is None else f"{v:.4g}" + (f" ± {sd:.2g}" if sd is not None else ""))
-        table.add_row(*cells)
+        table.add_row(*(escape(c) for c in cells))
     console.print(table)
