@@ -82,7 +82,7 @@ def parse_side(arg: str) -> Side:
     if not path.is_dir():
         raise CompareError(f"run folder not found: {path}")
     runs = side_runs(path)
-    names = [r["checkpoint"] for r in collect_rows(runs[0]) if "run" not in r or r["run"] != "imports"]
+    names = [r["checkpoint"] for r in collect_rows(runs[0]) if r.get("method") != "reference"]  # not imports
     if not names:
         raise CompareError(f"{path}: the run has no results yet")
     if checkpoint is None:
