@@ -62,3 +62,30 @@ def fastchat_mt_bench_site(tmp_path: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(gzip.decompress(gz.read_bytes()))
     return tmp_path
+
+
+class Recorder:
+    """A generation backend that records every conversation and Sampling it is asked for and replies
+    `reply(conversation, sampling)` (default: "reply to <last user turn>")."""
+
+    calls: list[tuple[list[list[dict[str, str]]], Any]] = []
+    reply = staticmethod(lambda conv, sampling: "reply to " + conv[-1]["content"])
+
+    def __init__(self, model: str, device: str = "cpu", **_: Any):
+        self.model = model
+
+    def chat(self, conversations: list[list[dict[str, str]]], sampling: Any, desc: str = "") -> list[list[str]]:
+        Recorder.calls.append((conversations, sampling))
+        return [[Recorder.reply(c, sampling)] * sampling.n for c in conversations]
+
+
+def use_recorder(monkeypatch, reply: Any = None) -> type[Recorder]:
+    """Register Recorder as the backend "recorder" for this test only, with an empty call log and
+    `reply(conversation, sampling)` (None: the default)."""
+    from selm_bench.harness import registry
+
+    registry.load_all()
+    monkeypatch.setattr(Recorder, "calls", [])
+    monkeypatch.setattr(Recorder, "reply", staticmethod(reply or (lambda conv, s: "reply to " + conv[-1]["content"])))
+    monkeypatch.setitem(registry._ENTRIES["backend"], "recorder", registry.Entry("backend", "recorder", Recorder, "test"))
+    return Recorder

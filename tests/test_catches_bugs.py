@@ -1,0 +1,201 @@
+"""Tests that catch single-line bugs which once passed the whole suite (issue 10, item 9). Each test
+names the bug it catches; expected values are written by hand. (The tiny-world AlpacaEval preference
+reversed: tests/test_alpaca_eval.py::test_tiny_mode_two_checkpoints_hand_computed.)"""
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from _fixtures import use_recorder
+from selm_bench.harness.tinyworld import write_jsonl
+
+
+# ---------------------------------------------------------------- the online pair builder
+def test_pairs_take_the_best_as_chosen_and_the_worst_as_rejected():
+    """Bug: chosen = worst, rejected = best."""
+    from selm_bench.trainers.online import build_pairs
+
+    prompts = [{"prompt": "p0"}, {"prompt": "p1"}, {"prompt": "p2"}, {"prompt": "p3"}]
+    cands = [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"], ["j", "k", "l"]]
+    scores = [[0.2, 0.9, 0.5], [1.0, 0.0, 0.0], [0.5, 0.5, 0.5], None]
+    records, pairs = build_pairs(prompts, cands, scores)
+    assert [(r["chosen"], r["rejected"], r["used"]) for r in records] == [
+        ("b", "a", True), ("d", "e", True), ("g", "g", False), (None, None, False)]  # first of equals; a tie unused
+    assert [p["prompt"] for p in pairs] == ["p0", "p1"]
+    _, with_ties = build_pairs(prompts, cands, scores, keep_ties=True)
+    assert [p["prompt"] for p in with_ties] == ["p0", "p1", "p2"]  # a failed prompt never becomes a pair
+
+
+# ---------------------------------------------------------------- y_ref is the greedy response
+def test_y_ref_is_greedy_and_the_samples_are_sampled(monkeypatch, tmp_path):
+    """Bug: y_ref sampled instead of greedy (ref_response: greedy)."""
+    from selm_bench.harness.specs import GenerateSpec, Ref
+    from selm_bench.trainers.online import generate
+
+    rec = use_recorder(monkeypatch, lambda conv, s: ("greedy " if s.temperature == 0 else "sampled ") + conv[-1]["content"])
+    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"q{i}", "answer": "x", "category": "add"}
+                                             for i in range(4)])
+    spec = GenerateSpec(policy=Ref(path="policy"), prompts=Ref(path="prompts.jsonl"), chunk=2, chunks=2,
+                        candidates=["policy"], num_samples=2, temperature=0.9, top_p=0.95, max_new_tokens=8,
+                        ref_response="greedy", backend="recorder", backend_options={}, device="cpu", seed=7)
+    generate(spec, tmp_path, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "candidates.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["q2", "q3"]  # chunk 2 of 2
+    assert [r["y_ref"] for r in rows] == ["greedy q2", "greedy q3"]
+    assert [r["candidates"] for r in rows] == [["sampled q2", "sampled q2", "greedy q2"],
+                                               ["sampled q3", "sampled q3", "greedy q3"]]
+    (_, ref_sampling), (_, samples) = rec.calls
+    assert (ref_sampling.n, ref_sampling.temperature) == (1, 0.0)
+    assert (samples.n, samples.temperature, samples.top_p) == (2, 0.9, 0.95)
+
+
+# ---------------------------------------------------------------- the plan: reference, keys, --force
+def _micro_cfg(**over):
+    from selm_bench.harness.config import load_config
+
+    sets = ["online.iterations=3", "methods=[sft, dpo, iterative-dpo, selm]", "suites=[tiny-world]",
+            *[f"{k}={v}" for k, v in over.items()]]
+    return load_config(None, sets=sets)
+
+
+def _stages(cfg) -> dict:
+    from selm_bench.harness.plan import plan
+
+    stages, evals = plan(cfg)
+    return {s.name: s for s in [*stages, *evals]}
+
+
+def test_each_iteration_trains_against_the_previous_iterations_model():
+    """Bug: the reference (and the generating policy) never updated between iterations."""
+    st = _stages(_micro_cfg())
+    for method in ("selm", "iterative-dpo"):
+        previous = "checkpoints/dpo/model"  # online.start: dpo (the default)
+        for t in (1, 2, 3):
+            train = st[f"{method}/iter-{t}"].spec
+            shared = st.get(f"{method}/iter-{t}/generate") or st[f"iterative-dpo/iter-{t}/generate"]  # iter-1 is shared
+            generate = shared.spec
+            assert train.reference.path == train.policy.path == generate.policy.path == previous, (method, t)
+            previous = f"checkpoints/{method}/iter-{t}/model"
+    assert st["selm/iter-2"].spec.reference.key == st["selm/iter-1"].key  # the key of the model it names
+
+
+def test_an_upstream_change_reaches_every_downstream_key_and_nothing_else():
+    """Bug: an upstream stage's key no longer reaching the keys of the stages that depend on it."""
+    base = {n: s.key for n, s in _stages(_micro_cfg()).items()}
+    sft_changed = {n: s.key for n, s in _stages(_micro_cfg(**{"sft.learning_rate": 0.0021})).items()}
+    assert {n for n in base if base[n] != sft_changed[n]} == {n for n in base if n != "world"}
+    alpha = {n: s.key for n, s in _stages(_micro_cfg(**{"online.alpha": 0.5})).items()}
+    changed = {n for n in base if base[n] != alpha[n]}
+    # iteration 1's generate and rank are shared with iterative-dpo (same policy): alpha does not touch them
+    assert changed == {"selm/iter-1", "selm/iter-2", "selm/iter-3", "selm/iter-2/generate", "selm/iter-2/rank",
+                       "selm/iter-3/generate", "selm/iter-3/rank", "eval selm/iter-1 tiny-world",
+                       "eval selm/iter-2 tiny-world", "eval selm/iter-3 tiny-world"}
+
+
+MICRO = ["--set", "methods=[sft]", "--set", "suites=[tiny-world]", "--set", "world.n_sft=16",
+         "--set", "world.n_pref=4", "--set", "world.n_prompts=4", "--set", "world.n_dev=2", "--set", "world.n_eval=4",
+         "--set", "world.n_two_turn=2", "--set", "world.n_mc=4", "--set", "model.hidden_size=16",
+         "--set", "model.num_layers=1", "--set", "model.num_heads=2", "--set", "model.intermediate_size=32",
+         "--set", "sft.epochs=1", "--set", "sft.batch_size=8", "--set", "tiny-world.max_new_tokens=2"]
+
+
+def test_force_recomputes_every_stage(tmp_path):
+    """Bug: --force doing nothing."""
+    from typer.testing import CliRunner
+
+    from selm_bench.harness.cli import app
+
+    out = tmp_path / "run"
+    runner = CliRunner()
+    first = runner.invoke(app, ["train-and-eval", "--out", str(out), *MICRO])
+    assert first.exit_code == 0, first.output[-2000:]
+    def ended() -> dict[str, str]:
+        return {str(p.parent.relative_to(out)): json.loads(p.read_text())["ended"] for p in out.rglob("stage.json")}
+
+    stamps = ended()
+    assert set(stamps) == {"world", "checkpoints/sft/model", "evals/sft/tiny-world"}
+    again = runner.invoke(app, ["train-and-eval", "--out", str(out), *MICRO])
+    assert again.exit_code == 0 and ended() == stamps  # skipped: unchanged
+    forced = runner.invoke(app, ["train-and-eval", "--out", str(out), "--force", *MICRO])
+    assert forced.exit_code == 0, forced.output[-2000:]
+    after = ended()
+    assert all(after[name] > stamps[name] for name in stamps), (stamps, after)
+
+
+# ---------------------------------------------------------------- MT-Bench's second turn
+def test_mt_bench_turn_two_sees_turn_one_and_the_models_answer(monkeypatch, tmp_path, tiny_world):
+    """Bug: MT-Bench's turn-2 prompt missing turn 1."""
+    from selm_bench.evals.base import EvalContext
+    from selm_bench.evals.mt_bench import run
+
+    rec = use_recorder(monkeypatch)
+    ctx = EvalContext(model="unused", name="m", out_dir=tmp_path / "mt", world_dir=tiny_world, backend="recorder",
+                      options={"limit": 2, "max_new_tokens": 4}, judge="oracle")
+    run(ctx)
+    questions = [json.loads(line) for line in (tiny_world / "two_turn.jsonl").read_text().splitlines()][:2]
+    turn1, turn2 = [c for c, _ in rec.calls]
+    assert turn1 == [[{"role": "user", "content": q["turns"][0]}] for q in questions]
+    assert turn2 == [[{"role": "user", "content": q["turns"][0]},
+                      {"role": "assistant", "content": "reply to " + q["turns"][0]},
+                      {"role": "user", "content": q["turns"][1]}] for q in questions]
+
+
+# ---------------------------------------------------------------- BrainTeaser's few-shot labels
+def _bt_data(root: Path) -> Path:
+    bt = root / "brainteaser"
+    rows = [{"id": f"SP-0{s}", "question": f"Riddle{s}?", "choice_list": ["w", "r", "x", "None of above."], "label": 1}
+            for s in ("", "_SR", "_CR")]
+    write_jsonl(bt / "SP_train.jsonl", rows)
+    demos = [{"Question": f"Demo {i}?", "label": i % 4,
+              "choice_list": [f"RIGHT{i}" if j == i % 4 else f"WRONG{i}{j}" for j in range(4)]} for i in range(4)]
+    write_jsonl(bt / "demonstration.jsonl", demos)
+    return root
+
+
+def test_brainteaser_few_shot_answers_are_the_labelled_choices_in_generate_mode(tmp_path, monkeypatch):
+    """Bug: the few-shot examples labelled off by one (generate mode: the demonstration's answer turn)."""
+    from selm_bench.evals import brainteaser as B
+    from selm_bench.evals.base import EvalContext
+
+    rec = use_recorder(monkeypatch, lambda conv, s: "(B)")
+    ctx = EvalContext(model="unused", name="m", out_dir=tmp_path / "bt", data_dir=_bt_data(tmp_path), backend="recorder",
+                      options={"mode": "generate", "puzzles": "SP", "num_fewshot": 4})
+    res = B.run(ctx)
+    conv = rec.calls[0][0][0]
+    answers = [m["content"] for m in conv if m["role"] == "assistant"]
+    assert answers == ["(A) RIGHT0", "(B) RIGHT1", "(C) RIGHT2", "(D) RIGHT3"]
+    assert res.metrics["overall"] == 1.0  # "(B)" is each row's label 1
+
+
+def test_brainteaser_few_shot_answers_are_the_labelled_choices_in_loglikelihood_mode(tmp_path, tiny_model):
+    """Bug: the few-shot examples labelled off by one (loglikelihood mode: lm-eval's few-shot context)."""
+    from selm_bench.evals import brainteaser as B
+    from selm_bench.evals.base import EvalContext
+
+    ctx = EvalContext(model=str(tiny_model), name="m", out_dir=tmp_path / "bt", data_dir=_bt_data(tmp_path),
+                      options={"puzzles": "SP", "num_fewshot": 4, "batch_size": 4})
+    B.run(ctx)
+    samples = [json.loads(line) for line in (ctx.out_dir / "samples_brainteaser_sp.jsonl").read_text().splitlines()]
+    contexts = {args[0] for s in samples for args in s["arguments"]}  # lm-eval: [context, continuation] per choice
+    assert len(contexts) == 3  # one per puzzle; each holds the 4 demonstrations with their labelled answers
+    for text in contexts:
+        assert [f"Answer: RIGHT{i}" in text for i in range(4)] == [True] * 4 and "Answer: WRONG" not in text, text
+
+
+# ---------------------------------------------------------------- the terminal table
+def test_terminal_table_labels_rows_by_checkpoint(monkeypatch):
+    """Bug: the terminal table labelling rows by method instead of checkpoint."""
+    from rich.console import Console
+
+    from selm_bench.harness import leaderboard, progress
+
+    buf = StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=buf, width=250))
+    rows = [{"checkpoint": c, "method": m, "iteration": i, "tiny-world/accuracy": a}
+            for c, m, i, a in (("sft", "sft", None, 0.25), ("selm/iter-1", "selm", 1, 0.5), ("selm/iter-2", "selm", 2, 0.75))]
+    leaderboard.print_table(rows, metric_cols=["tiny-world/accuracy"])
+    lines = [line for line in buf.getvalue().splitlines() if "0.5" in line or "0.75" in line or "0.25" in line]
+    assert len(lines) == 3
+    assert "selm/iter-1" in lines[1] and "0.5" in lines[1] and "selm/iter-2" in lines[2] and "0.75" in lines[2]
