@@ -93,9 +93,24 @@ def test_end_to_end_train_slice(tmp_path, tiny_model):
     assert len(res.items) == 12 and res.items[0]["id"] == "SP-0"
     for item in res.items:
         assert {"id", "pred", "label", "correct"} <= set(item) and item["correct"] == (item["pred"] == item["label"])
-    assert res.metrics == {**B.group_metrics(res.items),
-                           **{f"{p.lower()}/{k}": v for p in ("SP", "WP")
-                              for k, v in B.group_metrics([i for i in res.items if i["puzzle"] == p]).items()}}
+    # The metrics by the task's definitions, written out here (not group_metrics): instance accuracy per
+    # kind; a group (original, _SR, _CR) counts for ori_sem when original and semantic are both right.
+    right = {i["id"]: i["pred"] == i["label"] for i in res.items}
+    assert len(right) == 12  # 2 whole groups of 3 per puzzle type
+
+    def expected(ids: list[str]) -> dict[str, float]:
+        groups = sorted({i.split("_")[0] for i in ids})
+        kind = {"original": "", "semantic": "_SR", "context": "_CR"}
+        out = {k: sum(right[g + sfx] for g in groups) / len(groups) for k, sfx in kind.items()}
+        out["ori_sem"] = sum(right[g] and right[g + "_SR"] for g in groups) / len(groups)
+        out["ori_sem_con"] = sum(right[g] and right[g + "_SR"] and right[g + "_CR"] for g in groups) / len(groups)
+        out["overall"] = sum(right[i] for i in ids) / len(ids)
+        return out
+
+    want = expected(list(right))
+    for p in ("SP", "WP"):
+        want.update({f"{p.lower()}/{k}": v for k, v in expected([i for i in right if i.startswith(p)]).items()})
+    assert res.metrics == pytest.approx(want)
     config = yaml.safe_load((ctx.out_dir / "tasks" / "brainteaser_sp.yaml").read_text())
     data_file = config["dataset_kwargs"]["data_files"]["test"]
     assert data_file.startswith("/") and len(open(data_file).read().splitlines()) == 6

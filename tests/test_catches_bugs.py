@@ -199,3 +199,47 @@ def test_terminal_table_labels_rows_by_checkpoint(monkeypatch):
     lines = [line for line in buf.getvalue().splitlines() if "0.5" in line or "0.75" in line or "0.25" in line]
     assert len(lines) == 3
     assert "selm/iter-1" in lines[1] and "0.5" in lines[1] and "selm/iter-2" in lines[2] and "0.75" in lines[2]
+
+
+# ---------------------------------------------------------------- alpha reaches SELM's training
+def _logp(model, tok, prompt: str, reply: str) -> float:
+    """Sum of log pi(reply | prompt) over the reply's tokens, through the chat template."""
+    import torch
+
+    head = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
+                                   tokenize=False)
+    ids = tok(full, return_tensors="pt", add_special_tokens=False).input_ids
+    n_head = len(tok(head, add_special_tokens=False).input_ids)
+    with torch.no_grad():
+        logits = model(ids).logits.log_softmax(-1)
+    return float(logits[0, n_head - 1:-1].gather(-1, ids[0, n_head:, None]).sum())
+
+
+def test_configured_alpha_reaches_selm_training(tmp_path, tiny_model):
+    """Bug: online.alpha not reaching SELM's trainer. The selm stage planned from the config, trained
+    with alpha 0 and alpha 2 from the same model on the same pairs: the weights differ, and the
+    optimism term lowers the trained policy's log-probability of y_ref."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selm_bench.harness.specs import Ref
+    from selm_bench.trainers.train import train_preference
+
+    rows = [{"prompt": p, "chosen": c, "rejected": r, "y_ref": y, "used": True} for p, c, r, y in (
+        ("What is 37 + 5 ?", "42", "32", "41"), ("Reverse : a b c", "c b a", "a b c", "c a b"),
+        ("Word 2 of : the red fox", "red", "fox", "the"), ("What is 9 + 9 ?", "18", "81", "19"))]
+    write_jsonl(tmp_path / "generations.jsonl", rows)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    trained = {}
+    for alpha in (0.0, 2.0):
+        spec = _stages(_micro_cfg(**{"online.alpha": alpha, "online.learning_rate": 0.003, "online.batch_size": 4,
+                                     "online.epochs": 2, "online.nll_weight": 0}))["selm/iter-1"].spec
+        assert spec.loss == "selm" and spec.alpha == alpha
+        spec = spec.model_copy(update={"policy": Ref(path=str(tiny_model)), "reference": Ref(path=str(tiny_model)),
+                                       "pairs": Ref(path=str(tmp_path / "generations.jsonl"))})
+        train_preference(spec, tmp_path, tmp_path / f"alpha-{alpha}")
+        trained[alpha] = AutoModelForCausalLM.from_pretrained(tmp_path / f"alpha-{alpha}")
+    w0, w2 = trained[0.0].state_dict(), trained[2.0].state_dict()
+    assert any(not (w0[k] == w2[k]).all() for k in w0)
+    ref_logp = {a: sum(_logp(m, tok, r["prompt"], r["y_ref"]) for r in rows) for a, m in trained.items()}
+    assert ref_logp[2.0] < ref_logp[0.0]

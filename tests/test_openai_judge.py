@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import mt_bench_mirror, send_json
+from conftest import mt_bench_mirror, send_json, write_mt_bench_fixture
 from selm_bench.evals.base import EvalContext, SuiteError
 from selm_bench.evals.judges import make_judge
 from selm_bench.evals.mt_bench import judge_saved, run
@@ -18,6 +18,7 @@ class FakeOpenAI:
 
     def __init__(self):
         self.requests, self.auth, self.fail = [], [], []
+        self.content = lambda body: "Rating: [[7]]"  # the judge's reply to a request body
         self.lock = threading.Lock()
         fake = self
 
@@ -38,7 +39,7 @@ class FakeOpenAI:
                     "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
                     "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "Rating: [[7]]"}}],
+                                 "message": {"role": "assistant", "content": fake.content(body)}}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
                 }
                 send_json(self, status, payload)
@@ -163,3 +164,34 @@ def test_mt_bench_checks_the_judge_before_generating(tiny_model, tmp_path, monke
         with pytest.raises(SuiteError, match=msg):
             run(ctx)
         assert not (out / "model_answer").exists()  # nothing generated, nothing written
+
+
+# Ratings by (question, turn), all different (the fixture mirror's questions: 81 writing, 111 math,
+# 121 reasoning). The fake judge returns them only when a question is judged with the right template
+# (turn 2 with the multi-turn one, math and reasoning against the reference), else 1.
+RATINGS = {(81, 1): 9, (81, 2): 7, (111, 1): 3, (111, 2): 5, (121, 1): 6, (121, 2): 2}
+TURN1 = {81: "Write a two-line poem about rain.", 111: "What is 12 + 30?", 121: "Is every square a rectangle?"}
+
+
+def _rate(body: dict) -> str:
+    text = body["messages"][-1]["content"]
+    (qid,) = [q for q, t in TURN1.items() if t in text]
+    turn = 2 if "Q2:" in text else 1
+    right_template = ("Ref" in text) == (qid in (111, 121))
+    return f"Rating: [[{RATINGS[(qid, turn)] if right_template else 1}]]"
+
+
+def test_mt_bench_varied_ratings_land_on_their_turn_and_category(fake_openai, tiny_model, tmp_path):
+    """A judge that rates every (question, turn) differently: a turn or category mix-up, or the
+    wrong judge prompt for a category, changes these hand-computed numbers."""
+    fake_openai.content = _rate
+    data = write_mt_bench_fixture(tmp_path / "mirror")
+    ctx = EvalContext(model=str(tiny_model), name="tiny", out_dir=tmp_path / "eval" / "mt-bench", data_dir=data,
+                      judge="openai:gpt-4", judge_options={"base_url": fake_openai.url, "backoff": 0.01},
+                      options={"max_new_tokens": 4})
+    res = run(ctx)
+    assert {i["id"]: i["score"] for i in res.items} == {f"{q}/turn-{t}": r for (q, t), r in RATINGS.items()}
+    assert {(i["id"], i["category"], i["turn"]) for i in res.items} == {
+        (f"{q}/turn-{t}", c, t) for q, c in ((81, "writing"), (111, "math"), (121, "reasoning")) for t in (1, 2)}
+    assert res.metrics == pytest.approx({"score": 32 / 6, "turn-1": 18 / 3, "turn-2": 14 / 3, "category/writing": 8.0,
+                                         "category/math": 4.0, "category/reasoning": 4.0, "errors": 0})
