@@ -237,8 +237,11 @@ def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
     if not ref_path.exists():
         raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
     reference = json.loads(ref_path.read_text())[:limit]
-    if not ctx.no_judge:
-        _judge_client(ctx, "check").check()  # fail on a missing key before hours of generation, not after
+    if not ctx.no_judge:  # fail on a missing key before hours of generation, not after
+        try:
+            _judge_client(ctx, "annotator").check()
+        except SuiteError as e:
+            raise SuiteError(f"alpaca-eval: {e}; or run with --no-judge and judge later") from None
     outputs = _generate(ctx.generator(), [r["instruction"] for r in reference], _sampling(ctx))
     model_outputs = [
         {"dataset": r.get("dataset"), "instruction": r["instruction"], "output": o, "generator": ctx.name}

@@ -353,3 +353,14 @@ def test_tiny_mode_two_checkpoints_hand_computed(tmp_path, tiny_world, monkeypat
     back = run(ctx2)
     assert [i["score"] for i in back.items] == [0.0, 0.0, 0.0, 1.0, 0.5, 0.5]
     assert back.metrics["win_rate"] == pytest.approx(100 * 2 / 6)
+
+
+def test_real_mode_missing_key_fails_before_generating(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ref = tmp_path / "alpaca_eval" / "results" / "gpt4_1106_preview" / "model_outputs.json"
+    ref.parent.mkdir(parents=True)
+    ref.write_text(json.dumps([{"instruction": "Hi ?", "output": "x"}]))
+    ctx = EvalContext(model=str(tmp_path / "no-such-model"), name="m", out_dir=tmp_path / "ae", data_dir=tmp_path)
+    with pytest.raises(SuiteError, match=r"^alpaca-eval: OPENAI_API_KEY is not set .*--no-judge"):
+        run(ctx)  # the model (which does not exist) is never loaded
+    assert not (tmp_path / "ae" / "model_outputs.json").exists()
