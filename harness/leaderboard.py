@@ -71,23 +71,25 @@ def suite_label(data: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def run_provenance(run_dir: Path) -> str:
-    """`run <folder> · config <hash> · commit <sha>` from the run's config.yaml and manifest."""
+def run_provenance(run_dir: Path, stage_record: Path | None = None) -> str:
+    """`run <folder> · config <hash> · commit <sha>`: the config.yaml's hash, and the commit the
+    result's own stage ran at (its stage.json; a rerun that skips the stage keeps it), else the run's."""
     import hashlib
 
-    manifest = json.loads((run_dir / "manifest.json").read_text()) if is_run_dir(run_dir) else {}
+    rec = json.loads(stage_record.read_text()) if stage_record and stage_record.is_file() else {}
+    if not rec.get("git_commit") and is_run_dir(run_dir):
+        rec = json.loads((run_dir / "manifest.json").read_text())
     cfg = run_dir / "config.yaml"
     parts = [f"run {run_dir.name}"]
     if cfg.is_file():
         parts.append(f"config {hashlib.sha256(cfg.read_bytes()).hexdigest()[:10]}")
-    if manifest.get("git_commit"):
-        parts.append(f"commit {manifest['git_commit'][:8]}" + ("+dirty" if manifest.get("git_dirty") else ""))
+    if rec.get("git_commit"):
+        parts.append(f"commit {rec['git_commit'][:8]}" + ("+dirty" if rec.get("git_dirty") else ""))
     return " · ".join(parts)
 
 
 def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    provenance = run_provenance(run_dir)
     labels: dict[str, dict[str, str]] = {}
     for f in _result_files(run_dir):
         data = json.loads(f.read_text())
@@ -97,7 +99,8 @@ def _run_rows(run_dir: Path) -> list[dict[str, Any]]:
         method, iteration = parse_checkpoint(ckpt)
         row = rows.setdefault(ckpt, {"checkpoint": ckpt, "method": data.get("method", method),
                                      "iteration": data.get("iteration", iteration),
-                                     "provenance": (data.get("info") or {}).get("source") or provenance})
+                                     "provenance": (data.get("info") or {}).get("source")
+                                     or run_provenance(run_dir, f.parent / "stage.json")})
         for reason in suite_label(data):
             labels.setdefault(ckpt, {}).setdefault(reason, []).append(suite_column(data["suite"]))
         for k, v in data["metrics"].items():

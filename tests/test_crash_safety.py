@@ -55,5 +55,9 @@ def test_kill_9_then_rerun_gives_the_same_leaderboard(reference, tmp_path, marke
     assert seen and proc.returncode == -signal.SIGKILL, f"never saw {marker!r}"
     again = subprocess.run(command(cfg, out), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads((out / "leaderboard.json").read_text()) == expected
+    rows = json.loads((out / "leaderboard.json").read_text())
+    # provenance names the run folder ("run whole" vs "run run"); config hash and commit agree
+    assert [r.pop("provenance").split(" · ", 1)[1] for r in rows] == \
+        [r["provenance"].split(" · ", 1)[1] for r in expected]
+    assert rows == [{k: v for k, v in r.items() if k != "provenance"} for r in expected]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") and p.is_dir()]

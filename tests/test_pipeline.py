@@ -30,8 +30,9 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    """Every file's hash but the manifest's and the report's (both record this invocation's times)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in ("manifest.json", "report.html")}
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +118,13 @@ def test_leaderboard_json_stdout_is_only_json(micro_run):
     res = cli("leaderboard", "--results", str(out), "--format", "json")
     assert res.returncode == 0
     rows = json.loads(res.stdout)
-    assert [r["checkpoint"] for r in rows] == EXPECTED
-    csv_out = cli("leaderboard", "--results", str(out), "--format", "csv").stdout
-    assert csv_out.splitlines()[0].startswith("checkpoint,method,iteration,")
+    assert [r["checkpoint"] for r in rows if r["run"] == "run"] == EXPECTED
+    assert {r["run"] for r in rows} == {"run", "published"}  # the published reference rows beside ours
+    csv_out = cli("leaderboard", "--results", str(out), "--format", "csv", "--no-published").stdout
+    assert csv_out.splitlines()[0].startswith("run,checkpoint,method,iteration,")
+    assert csv_out.splitlines()[0].endswith(",provenance,label")
     # A folder of runs: one table with a run column.
-    multi = json.loads(cli("leaderboard", "--results", str(out.parent), "--format", "json").stdout)
+    multi = json.loads(cli("leaderboard", "--results", str(out.parent), "--format", "json", "--no-published").stdout)
     assert {r["run"] for r in multi} == {"run"} and len(multi) == len(EXPECTED)
 
 
