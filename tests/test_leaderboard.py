@@ -101,3 +101,10 @@ def test_html_is_one_page(tmp_path):
     res = board("--results", str(run), "--format", "html")
     assert res.exit_code == 0 and res.output.lstrip().lower().startswith("<!doctype html")
     assert "SELM-Zephyr-7B-iter-1" in res.output and "oracle judge" in res.output
+
+
+def test_report_of_a_folder_that_is_no_run_is_one_line_exit_2(tmp_path):
+    (tmp_path / "some-folder").mkdir()
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "some-folder")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "not a run folder" in res.output, res.output
+    assert not (tmp_path / "some-folder" / "report.html").exists()
