@@ -24,8 +24,21 @@ def test_pairs_take_the_best_as_chosen_and_the_worst_as_rejected():
     assert [(r["chosen"], r["rejected"], r["used"]) for r in records] == [
         ("b", "a", True), ("d", "e", True), ("g", "g", False), (None, None, False)]  # first of equals; a tie unused
     assert [p["prompt"] for p in pairs] == ["p0", "p1"]
+    assert [(r["candidates"], r["scores"]) for r in records] == list(zip(cands, scores))  # kept for generations.jsonl
     _, with_ties = build_pairs(prompts, cands, scores, keep_ties=True)
     assert [p["prompt"] for p in with_ties] == ["p0", "p1", "p2"]  # a failed prompt never becomes a pair
+    # The same text scored twice (a position-biased judge): best and worst differ in score, not in text.
+    (same,), no_pairs = build_pairs([{"prompt": "p"}], [["x", "x"]], [[1.0, 0.0]])
+    assert (same["chosen"], same["rejected"], same["used"], no_pairs) == ("x", "x", False, [])
+
+
+def test_prompt_chunks_are_disjoint_and_in_order():
+    """Bugs: an off-by-one chunk start; an empty chunk passing silently."""
+    from selm_bench.trainers.online import prompt_chunk
+
+    rows = list(range(10))
+    assert [prompt_chunk(rows, t, 3) for t in (1, 2, 3)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # the remainder unused
+    assert prompt_chunk(rows, 1, 1) == rows
 
 
 # ---------------------------------------------------------------- y_ref is the greedy response
@@ -49,6 +62,11 @@ def test_y_ref_is_greedy_and_the_samples_are_sampled(monkeypatch, tmp_path):
     (_, ref_sampling), (_, samples) = rec.calls
     assert (ref_sampling.n, ref_sampling.temperature) == (1, 0.0)
     assert (samples.n, samples.temperature, samples.top_p) == (2, 0.9, 0.95)
+
+    empty = spec.model_copy(update={"chunk": 3, "chunks": 3, "prompts": Ref(path="two.jsonl")})
+    write_jsonl(tmp_path / "two.jsonl", [{"id": "a", "prompt": "qa"}, {"id": "b", "prompt": "qb"}])
+    with pytest.raises(RuntimeError, match=r"^two.jsonl: chunk 3 of 3 has no prompts$"):
+        generate(empty, tmp_path, tmp_path / "empty")
 
 
 # ---------------------------------------------------------------- the plan: reference, keys, --force
