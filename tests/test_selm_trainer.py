@@ -14,7 +14,7 @@ def _rows():
     ]
 
 
-def _trainers(tiny_model, tmp_path, alpha, nll=0.0):
+def _trainers(tiny_model, tmp_path, alpha, nll=0.0, precompute=False, rows=None):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -23,9 +23,10 @@ def _trainers(tiny_model, tmp_path, alpha, nll=0.0):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     common = dict(output_dir=str(tmp_path), per_device_train_batch_size=3, bf16=False, use_cpu=True, report_to=[],
-                  beta=0.1, max_length=64, learning_rate=1e-3, max_steps=1, save_strategy="no")
+                  beta=0.1, max_length=64, learning_rate=1e-3, max_steps=1, save_strategy="no",
+                  precompute_ref_log_probs=precompute)
     load = lambda: AutoModelForCausalLM.from_pretrained(tiny_model)  # noqa: E731
-    rows = _rows()
+    rows = rows or _rows()
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, nll]} if nll else {}
     dpo = DPOTrainer(model=load(), ref_model=load(), args=DPOConfig(**common, **losses), processing_class=tok,
                      train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]))
@@ -125,3 +126,29 @@ def test_ref_response_equal_to_chosen_or_rejected_reuses_rows_with_identical_los
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
     for g, p in zip(grads, model.parameters()):
         assert torch.allclose(g, p.grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("nll", [0.0, 0.5])
+def test_precomputed_reference_gives_the_same_loss_and_grads(tiny_model, tmp_path, nll):
+    """Precomputed reference log-probs (one pass before training) = the live reference forward, for DPO
+    and SELM; the precomputed columns equal the reference's log-probs computed one unpadded sequence at a time."""
+    rows = _rows() + [dict(_rows()[0], ref_response=_rows()[0]["chosen"])]  # one y_ref reused from chosen
+    live = _trainers(tiny_model, tmp_path / "a", alpha=0.7, nll=nll, rows=rows)
+    pre = _trainers(tiny_model, tmp_path / "b", alpha=0.7, nll=nll, precompute=True, rows=rows)
+    ds = pre[1].train_dataset
+    for col, ids in (("ref_chosen_logps", "chosen_ids"), ("ref_rejected_logps", "rejected_ids"),
+                     ("ref_ref_logps", "ref_response_ids")):
+        with torch.no_grad():
+            want = [_direct_logp(pre[1].ref_model, ex["prompt_ids"], ex[ids]).item() for ex in ds]
+        assert ds[col] == pytest.approx(want, rel=1e-5, abs=1e-5)
+    for t_live, t_pre in zip(live, pre):
+        assert t_pre.precompute_ref_logps and not t_live.precompute_ref_logps
+        got = []
+        for t in (t_live, t_pre):
+            t.model.eval()
+            loss = t.compute_loss(t.model, _batch(t))
+            loss.backward()
+            got.append((loss.item(), [p.grad.clone() for p in t.model.parameters()]))
+        assert got[1][0] == pytest.approx(got[0][0], rel=1e-6)
+        for g_live, g_pre in zip(got[0][1], got[1][1]):
+            assert torch.allclose(g_pre, g_live, atol=1e-7, rtol=1e-5)

@@ -5,6 +5,11 @@ score all three sequences in one forward pass; `_compute_loss` feeds the sums of
 log-probs to the pure `selm_loss`. y_ref is one of the ranked candidates, so it is often the
 chosen or the rejected response itself (51-59% of pairs in the tiny default): such rows are
 not appended again, their log-probs are reused (same values, same gradients).
+
+With `precompute_ref_log_probs` (TRL's switch) the frozen reference scores every example's
+chosen, rejected and y_ref once before training (`ref_chosen_logps`, `ref_rejected_logps`,
+`ref_ref_logps` columns), and a training step runs the policy only: the same loss, one
+forward pass fewer per step.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class DataCollatorForSELM(DataCollatorForPreference):
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         out = super().torch_call(examples)
+        if "ref_ref_logps" in examples[0]:
+            out["ref_ref_logps"] = torch.tensor([ex["ref_ref_logps"] for ex in examples])
         source = [0 if ex["ref_response_ids"] == ex["chosen_ids"] else 1 if ex["ref_response_ids"] == ex["rejected_ids"]
                   else 2 for ex in examples]
         out["ref_source"] = torch.tensor(source, dtype=torch.long)
@@ -95,6 +102,13 @@ def split_logps(logps: torch.Tensor, ref_source: torch.Tensor) -> tuple[torch.Te
     return logps[:b], logps[b : 2 * b], logps[index]
 
 
+def _selm_collator(base: Any) -> DataCollatorForSELM:
+    if isinstance(base, DataCollatorForSELM):
+        return base
+    return DataCollatorForSELM(pad_token_id=base.pad_token_id, max_length=base.max_length,
+                               truncation_mode=base.truncation_mode)
+
+
 class SELMTrainer(DPOTrainer):
     """DPOTrainer whose dataset carries `ref_response` (y_ref) beside chosen and rejected."""
 
@@ -102,8 +116,8 @@ class SELMTrainer(DPOTrainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, SELMConfig):
             raise TypeError("SELMTrainer needs args=SELMConfig(...)")
-        if self.args.precompute_ref_log_probs or self.args.padding_free:
-            raise ValueError("SELMTrainer scores y_ref in the live forward pass: precompute/padding_free are unsupported")
+        if self.args.padding_free:
+            raise ValueError("SELMTrainer scores y_ref in the live forward pass: padding_free is unsupported")
         unsupported = {"loss_type": (["sigmoid"], ("sigmoid",)), "label_smoothing": (0.0,), "ld_alpha": (None,),
                        "use_weighting": (False,), "f_divergence_type": ("reverse_kl",), "pad_to_multiple_of": (None,)}
         for name, allowed in unsupported.items():
@@ -111,10 +125,7 @@ class SELMTrainer(DPOTrainer):
             if value not in allowed:
                 raise ValueError(f"SELMTrainer implements the sigmoid SELM loss only: {name}={value!r} is unsupported")
         self.alpha = self.args.alpha
-        base = self.data_collator
-        self.data_collator = DataCollatorForSELM(
-            pad_token_id=base.pad_token_id, max_length=base.max_length, truncation_mode=base.truncation_mode
-        )
+        self.data_collator = _selm_collator(self.data_collator)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
@@ -136,8 +147,27 @@ class SELMTrainer(DPOTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if "ref_response_ids" not in self._signature_columns:
-            self._signature_columns = list(self._signature_columns) + ["ref_response_ids"]
+        missing = [c for c in ("ref_response_ids", "ref_ref_logps") if c not in self._signature_columns]
+        self._signature_columns = list(self._signature_columns) + missing
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """The frozen reference's log-probs of each example's chosen, rejected and y_ref, added as columns
+        (called by DPOTrainer.__init__ when `precompute_ref_log_probs` is set); same rows and reuse as a step."""
+        from torch.utils.data import DataLoader
+
+        loader = self.accelerator.prepare(DataLoader(
+            dataset, batch_size=batch_size, collate_fn=_selm_collator(self.data_collator), shuffle=False,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory))
+        model = self.ref_model if self.ref_model is not None else self.model
+        cols: list[list[torch.Tensor]] = [[], [], []]
+        with self.accelerator.autocast():
+            for batch in loader:
+                parts = split_logps(self._sequence_logps(model, batch, grad=False), batch["ref_source"])
+                for col, part in zip(cols, self.accelerator.gather_for_metrics(parts)):
+                    col.append(part.float().cpu())
+        for col_name, col in zip(("ref_chosen_logps", "ref_rejected_logps", "ref_ref_logps"), cols):
+            dataset = dataset.add_column(col_name, torch.cat(col).tolist())
+        return dataset
 
     def _token_logps(self, model, inputs, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs of the completion tokens (zero elsewhere) and their mask."""
@@ -155,11 +185,13 @@ class SELMTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         tok_logps, tok_mask = self._token_logps(model, inputs, grad=True)
-        with torch.no_grad():
-            ref = self._sequence_logps(self.ref_model, inputs, grad=False)
         src = inputs["ref_source"]
         pc, pr, py = split_logps(tok_logps.sum(dim=1), src)
-        rc, rr, ry = split_logps(ref, src)
+        if self.precompute_ref_logps:
+            rc, rr, ry = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"], inputs["ref_ref_logps"]
+        else:
+            with torch.no_grad():
+                rc, rr, ry = split_logps(self._sequence_logps(self.ref_model, inputs, grad=False), src)
         losses = selm_loss(pc, pr, rc, rr, py, ry, beta=self.beta, alpha=self.alpha)
         loss = losses.mean()
         if self.args.nll_weight:
