@@ -98,6 +98,48 @@ def _load_model(path: str, t: TrainArgs):
     return AutoModelForCausalLM.from_pretrained(path, dtype=half if half is not None and deepspeed else torch.float32)
 
 
+PACK_ROW_TOKENS = 128  # a packed row's length: short rows keep the block-diagonal attention cheap
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices grouped into rows of at most max(capacity, longest) tokens, first fit by decreasing length."""
+    cap = max([capacity, *lengths])
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        j = next((j for j, r in enumerate(room) if r >= lengths[i]), None)
+        if j is None:
+            rows.append([]), room.append(cap)
+            j = len(rows) - 1
+        rows[j].append(i)
+        room[j] -= lengths[i]
+    return [sorted(r) for r in rows]
+
+
+def packed_collator(pad_token_id: int, row_tokens: int = PACK_ROW_TOKENS):
+    """TRL's padding-free SFT collator, but into several short rows instead of one long one: the batch's
+    sequences side by side with their own position ids (transformers then masks attention to each
+    sequence), so padding is computed only at the rows' ends. Same tokens, labels and loss as the padded
+    batch; a 2-layer model on CPU trains about a third faster on the tiny world's short sequences."""
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    class _RowPacked(DataCollatorForLanguageModeling):
+        def torch_call(self, examples):
+            rows = [super(_RowPacked, self).torch_call([examples[i] for i in row])
+                    for row in pack_rows([len(ex["input_ids"]) for ex in examples], row_tokens)]
+            width = max(r["input_ids"].shape[1] for r in rows)
+
+            def stack(key: str, value: int):
+                return torch.cat([torch.nn.functional.pad(r[key], (0, width - r[key].shape[1]), value=value) for r in rows])
+
+            # padding's position ids are 0: each pad token is its own one-token sequence, and its label is -100
+            return {"input_ids": stack("input_ids", self.pad_token_id), "labels": stack("labels", -100),
+                    "position_ids": stack("position_ids", 0)}
+
+    return _RowPacked(pad_token_id=pad_token_id, padding_free=True)
+
+
 def train_sft(spec: SFTSpec, root: Path, out: Path) -> None:
     """Supervised fine-tuning on prompt/completion conversations (loss on completions only)."""
     from datasets import Dataset
@@ -112,8 +154,11 @@ def train_sft(spec: SFTSpec, root: Path, out: Path) -> None:
     ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(**trainer_kwargs(spec.train, Path(tmp)), completion_only_loss=True)
+        # On CPU (sdpa attention), pack each batch into short rows instead of padding every sequence
+        # to the longest; CUDA keeps TRL's padded batches (its fast attention kernels want no custom mask).
+        packed = packed_collator(tok.pad_token_id) if spec.train.device == "cpu" else None
         trainer = _quiet(SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                    callbacks=[_progress_callback("sft")]))
+                                    data_collator=packed, callbacks=[_progress_callback("sft")]))
         trainer.train()
     _save(trainer, tok, out)
 
@@ -149,7 +194,10 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
         raise RuntimeError(f"{spec.pairs.path}: no preference pairs to train on")
     ds = Dataset.from_list(rows)
     with tempfile.TemporaryDirectory() as tmp:
-        common = {**trainer_kwargs(spec.train, Path(tmp)), "beta": spec.beta}
+        # The reference is frozen within a stage: score it once before training (TRL's
+        # precompute_ref_log_probs; SELMTrainer adds y_ref), so each step runs the policy only.
+        common = {**trainer_kwargs(spec.train, Path(tmp)), "beta": spec.beta,
+                  "precompute_ref_log_probs": getattr(spec.train, "precompute_ref_log_probs", True)}
         cut = spec.train.max_prompt_length
         if spec.loss == "dpo":
             w = spec.nll_weight
