@@ -47,10 +47,24 @@ def say(msg: str) -> None:
     console.print(msg, highlight=False)
 
 
+def before_library_imports() -> None:
+    """Settings read once, when a library loads: so this runs when this module is imported (the
+    plug-in modules import it before torch) and again from quiet_libraries."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "tqdm" not in sys.modules:  # tqdm reads TQDM_* when it is imported
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    # OpenMP threads that wait by sleeping, not spinning (read when torch loads): on a shared 2-core
+    # machine spinning threads starve each other, and a training stage ran 6-10x slower.
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+before_library_imports()
+
+
 def quiet_libraries() -> None:
     """Libraries' own bars, warnings and log lines off: progress is ours, logs go to files."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    before_library_imports()
     import logging
     import warnings
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from selm_bench.harness.progress import progress  # first: it sets what torch reads when it loads
 from selm_bench.harness.registry import register_backend
-from selm_bench.harness.progress import progress
+
+import torch  # noqa: E402
 
 
 @dataclass
