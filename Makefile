@@ -22,8 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# Every speed figure of issue 10 (about 10 minutes on an idle 2-core CPU; two default runs are most of it):
+# a table with bounds, and results/bench/latest.json. BENCH_ARGS="--only 10,11 --quick" for a part.
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_speed.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_speed.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
