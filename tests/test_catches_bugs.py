@@ -63,6 +63,19 @@ def test_y_ref_is_greedy_and_the_samples_are_sampled(monkeypatch, tmp_path):
     assert (ref_sampling.n, ref_sampling.temperature) == (1, 0.0)
     assert (samples.n, samples.temperature, samples.top_p) == (2, 0.9, 0.95)
 
+    # The paper's candidates: the greedy response plus the prompt's own dataset pair (no samples).
+    write_jsonl(tmp_path / "pairs.jsonl", [{"id": f"p{i}", "prompt": f"q{i}", "chosen": f"good{i}", "rejected": f"bad{i}"}
+                                           for i in range(2)])
+    paper = spec.model_copy(update={"candidates": ["policy", "dataset"], "num_samples": 0, "chunk": 1, "chunks": 1,
+                                    "prompts": Ref(path="pairs.jsonl")})
+    generate(paper, tmp_path, tmp_path / "paper")
+    rows = [json.loads(line) for line in (tmp_path / "paper" / "candidates.jsonl").read_text().splitlines()]
+    assert [r["candidates"] for r in rows] == [["greedy q0", "good0", "bad0"], ["greedy q1", "good1", "bad1"]]
+    assert len(rec.calls) == 3  # y_ref only: no sampling call without samples
+    generate(paper.model_copy(update={"candidates": ["dataset"]}), tmp_path, tmp_path / "dataset")
+    rows = [json.loads(line) for line in (tmp_path / "dataset" / "candidates.jsonl").read_text().splitlines()]
+    assert [(r["candidates"], r["y_ref"]) for r in rows] == [(["good0", "bad0"], "greedy q0"), (["good1", "bad1"], "greedy q1")]
+
     empty = spec.model_copy(update={"chunk": 3, "chunks": 3, "prompts": Ref(path="two.jsonl")})
     write_jsonl(tmp_path / "two.jsonl", [{"id": "a", "prompt": "qa"}, {"id": "b", "prompt": "qb"}])
     with pytest.raises(RuntimeError, match=r"^two.jsonl: chunk 3 of 3 has no prompts$"):
