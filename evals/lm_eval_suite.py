@@ -189,6 +189,24 @@ def vllm_model_args(ctx: EvalContext) -> dict[str, Any]:
     return args
 
 
+def without_bars(cls: type) -> type:
+    """An lm-eval model class whose request loops show no tqdm bar (lm-eval passes `disable=` itself,
+    so TQDM_DISABLE does not reach them): the harness's own progress display is the only one."""
+
+    class Quiet(cls):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    Quiet.__name__ = Quiet.__qualname__ = cls.__name__
+    return Quiet
+
+
 def make_lm(ctx: EvalContext):
     if ctx.backend == "vllm":
         from importlib.util import find_spec
@@ -197,12 +215,12 @@ def make_lm(ctx: EvalContext):
             raise SuiteError(VLLM_MISSING)
         from lm_eval.models.vllm_causallms import VLLM
 
-        return VLLM(**vllm_model_args(ctx))
+        return without_bars(VLLM)(**vllm_model_args(ctx))
     from lm_eval.models.huggingface import HFLM
 
     batch_size = lm_batch_size(ctx)
-    return HFLM(pretrained=str(ctx.model), device=ctx.device,
-                batch_size=int(HF_BATCH_SIZE if batch_size is None else batch_size))
+    return without_bars(HFLM)(pretrained=str(ctx.model), device=ctx.device,
+                              batch_size=int(HF_BATCH_SIZE if batch_size is None else batch_size))
 
 
 def make_task_manager(include_path: str | Path | None, task_names: list[str]):

@@ -1,0 +1,44 @@
+"""One progress display: an lm-eval suite run through the harness prints no foreign tqdm bar on
+stderr, while lm-eval called directly in the same environment does (so the check can fail)."""
+
+import re
+import subprocess
+import sys
+
+TQDM_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # tqdm's "37%|███▋      | 446/1200"
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from selm_bench.harness.progress import quiet_libraries
+quiet_libraries()
+model, world, out, mode = sys.argv[1:5]
+if mode == "harness":
+    from selm_bench.evals.base import EvalContext
+    from selm_bench.harness.evaluate import run_suite
+    ctx = EvalContext(model=model, name="m", out_dir=Path(out), world_dir=Path(world), suite="lm-eval",
+                      backend_options={"batch_size": 8})
+    run_suite(ctx, "lm-eval")
+else:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from selm_bench.evals.lm_eval_suite import write_tinyworld_task
+    name = write_tinyworld_task(Path(world), Path(out))
+    lm_eval.simple_evaluate(model=HFLM(pretrained=model, device="cpu", batch_size=8), tasks=[name],
+                            task_manager=TaskManager(include_path=out, include_defaults=False))
+"""
+
+
+def _stderr(mode, tiny_model, tiny_world, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model), str(tiny_world), str(tmp_path / mode), mode],
+                          capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stderr
+
+
+def test_harness_lm_eval_run_shows_no_foreign_bar(tiny_model, tiny_world, tmp_path):
+    assert TQDM_BAR.search(_stderr("direct", tiny_model, tiny_world, tmp_path))  # lm-eval's own bars
+    err = _stderr("harness", tiny_model, tiny_world, tmp_path)
+    assert not TQDM_BAR.search(err), err[-2000:]
+    assert (tmp_path / "harness" / "metrics.json").exists()
