@@ -274,3 +274,57 @@ def test_configured_alpha_reaches_selm_training(tmp_path, tiny_model):
     assert any(not (w0[k] == w2[k]).all() for k in w0)
     ref_logp = {a: sum(_logp(m, tok, r["prompt"], r["y_ref"]) for r in rows) for a, m in trained.items()}
     assert ref_logp[2.0] < ref_logp[0.0]
+
+
+# ---------------------------------------------------------------- the rank stage
+class _LengthRanker:
+    """Scores a candidate by its length; records what the rank stage hands it."""
+
+    seen: dict = {}
+
+    def __init__(self, name: str = "", **kwargs):
+        _LengthRanker.seen = {"name": name, **kwargs}
+        self.errors = ["prompt 1: no verdict"]
+
+    def score(self, prompts, candidates):
+        _LengthRanker.seen["prompts"] = prompts
+        return [None if p["prompt"] == "q1" else [float(len(c)) for c in cands] for p, cands in zip(prompts, candidates)]
+
+    def accounting(self):
+        return {"calls": 7}
+
+
+def test_rank_stage_passes_its_settings_and_records_what_it_did(tmp_path, monkeypatch):
+    """Bugs: the judge endpoint or cache not reaching the ranker; the candidates or y_ref leaking into the
+    ranker's prompts; the stage record (stage_info.json) or generations.jsonl losing a field."""
+    from selm_bench.harness import registry
+    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.trainers.online import rank
+
+    registry.load_all()
+    monkeypatch.setitem(registry._ENTRIES["ranker"], "by-length", registry.Entry("ranker", "by-length", _LengthRanker, "t"))
+    rows = [{"id": f"p{i}", "prompt": f"q{i}", "candidates": ["a", "bbb", "cc"], "y_ref": "cc"} for i in range(3)]
+    write_jsonl(tmp_path / "gen" / "candidates.jsonl", rows)
+    spec = RankSpec(candidates=Ref(path="gen/candidates.jsonl"), ranker="by-length", max_failures=0.5, batch_size=3,
+                    judge_base_url="http://127.0.0.1:9/v1")
+    out = tmp_path / "rank"
+    rank(spec, tmp_path, out, runtime={"concurrency": 2})
+    seen = _LengthRanker.seen
+    assert (seen["name"], seen["base_url"], seen["cache_dir"], seen["concurrency"], seen["batch_size"], seen["device"]) == (
+        "by-length", "http://127.0.0.1:9/v1", str(tmp_path / "judge-cache"), 2, 3, "cpu")
+    assert seen["prompts"] == [{"id": f"p{i}", "prompt": f"q{i}"} for i in range(3)]
+    info = json.loads((out / "stage_info.json").read_text())
+    assert info == {"prompts": 3, "ranker": "by-length", "ranker_failures": 1, "ranker_calls": {"calls": 7},
+                    "ranker_failure_fraction": 1 / 3, "ranker_errors": ["prompt 1: no verdict"], "pairs": 2}
+    recs = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert [(r["chosen"], r["rejected"], r["used"], r["y_ref"]) for r in recs] == [
+        ("bbb", "a", True, "cc"), (None, None, False, "cc"), ("bbb", "a", True, "cc")]
+    assert recs[0]["scores"] == [1.0, 3.0, 2.0] and recs[0]["candidates"] == ["a", "bbb", "cc"]
+
+    class Short(_LengthRanker):
+        def score(self, prompts, candidates):
+            return [[1.0, 2.0, 3.0]]
+
+    monkeypatch.setitem(registry._ENTRIES["ranker"], "short", registry.Entry("ranker", "short", Short, "t"))
+    with pytest.raises(RuntimeError, match=r"^ranker short: 1 score lists for 3 prompts$"):
+        rank(spec.model_copy(update={"ranker": "short"}), tmp_path, tmp_path / "short")
