@@ -12,7 +12,7 @@ WT=${WT:-/tmp/selm-mut}
 NS=$WT.ns
 declare -A TESTS=(
   [trainers/losses.py]="tests/test_losses.py"
-  [trainers/online.py]="tests/test_catches_bugs.py tests/test_recipes.py -k 'pairs or y_ref or chunks or chunk_arithmetic or authors_pairing or ranker_failures or judge_ranker'"
+  [trainers/online.py]="tests/test_catches_bugs.py tests/test_recipes.py -k 'pairs or y_ref or chunks or rank_stage or chunk_arithmetic or authors_pairing or ranker_failures or judge_ranker'"
   [evals/judges.py]="tests/test_mt_bench.py tests/test_alpaca_eval.py -k 'oracle or two_checkpoints'"
 )
 MODULES=("$@")
