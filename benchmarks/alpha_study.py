@@ -6,7 +6,7 @@ tiny-world` (tiny default settings, and the paper's setting with `--set online.n
 seeds, and `compare`'s paired-bootstrap 95% interval of the change against α = 0 on the
 seed-averaged per-item scores. Prints a markdown table; writes the plot.
 
-    python benchmarks/alpha_study.py SWEEP_DEFAULT SWEEP_PAPER [--png docs/alpha-study.png]
+    python benchmarks/alpha_study.py SWEEP_DEFAULT SWEEP_PAPER [--png docs/alpha-study/alpha-study.png]
 """
 
 from __future__ import annotations
@@ -49,18 +49,24 @@ def plot(studies: dict[str, list[dict]], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for (name, rows), ax in zip(studies.items(), axes):
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), sharex=True)
+    for col, (name, rows) in enumerate(studies.items()):
+        top, bottom = axes[0][col], axes[1][col]
         for ckpt, style in (("selm/iter-1", "o--"), ("selm/iter-2", "s-")):
             pts = [r for r in rows if r["checkpoint"] == ckpt]
             xs = [float(r["alpha"]) for r in pts]
-            ax.errorbar(xs, [r["mean"] for r in pts], yerr=[r["std"] or 0 for r in pts], fmt=style, capsize=3, label=ckpt)
-        ax.set_xscale("symlog", linthresh=1e-3)
-        ax.set_xlabel("online.alpha")
-        ax.set_ylabel("tiny-world accuracy (mean ± std, 3 seeds)")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
+            top.errorbar(xs, [r["mean"] for r in pts], yerr=[r["std"] or 0 for r in pts], fmt=style, capsize=3, label=ckpt)
+            bottom.errorbar(xs, [r["delta"] for r in pts], fmt=style, capsize=3, label=ckpt,
+                            yerr=[[r["delta"] - r["low"] for r in pts], [r["high"] - r["delta"] for r in pts]])
+        top.set_title(name)
+        top.set_ylabel("accuracy (mean ± std, 3 seeds)")
+        bottom.axhline(0, color="grey", lw=0.8)
+        bottom.set_ylabel("Δ accuracy vs α = 0 (95% CI)")
+        bottom.set_xlabel("online.alpha")
+        for ax in (top, bottom):
+            ax.set_xscale("symlog", linthresh=1e-3)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
@@ -70,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("default", type=Path)
     ap.add_argument("paper", type=Path)
-    ap.add_argument("--png", type=Path, default=Path("docs/alpha-study.png"))
+    ap.add_argument("--png", type=Path, default=Path("docs/alpha-study/alpha-study.png"))
     args = ap.parse_args()
     checkpoints = ["selm/iter-1", "selm/iter-2"]
     studies = {"tiny default (nll_weight 1, 4 samples)": study(args.default, checkpoints),
