@@ -6,7 +6,8 @@ Each figure runs in its own process (its peak RSS is that process's, from wait4)
   13      benchmarks/bench_judge.py     judge concurrency 16 vs 1 (loopback, 50 ms), cached rerun
   14      benchmarks/bench_lm_eval.py   the harness's lm-eval suite vs lm_eval.simple_evaluate
   15, 16  the default `selm-bench train-and-eval` from scratch (seeds 0 and 1): stage time from the
-          manifest, online methods vs dpo (paired, per eval item), peak RSS
+          manifest, online methods vs dpo (paired, per eval item), peak RSS; and
+          benchmarks/bench_sft.py: one SFT epoch, TRL's padded batches vs the packed rows
   17      the default run's stderr: no foreign tqdm bar
 
 Ends with a table (figure, value, bound, met) and writes results/bench/latest.json as
@@ -33,6 +34,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TQDM_BAR = re.compile(r"\d+%\|.*?\|\s*\d+/\d+")
 ONLINE = ("iterative-dpo/iter-1", "iterative-dpo/iter-2", "selm/iter-1", "selm/iter-2")
+
+
+ALL = "10,11,12,13,14,15,16,17"
+
+
+def _figure_in(name: str, only: set[int]) -> bool:
+    """Whether an entry of latest.json belongs to one of the figures `only` (re)measures."""
+    if name.startswith("_default_seed"):
+        return bool(only & {15, 16, 17})
+    if name == "_parts_train":
+        return bool(only & {10, 11})
+    head = name.split("_", 1)[0]
+    return head.isdigit() and int(head) in only
 
 
 def run_child(cmd: list[str], stderr_path: Path | None = None) -> tuple[int, str, float, float, float]:
@@ -111,16 +125,21 @@ def finish(figures: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="10,11,12,13,14,15,16,17", help="comma list of figure numbers")
+    ap.add_argument("--only", default=ALL, help="comma list of figure numbers (the others are kept from --out)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
     ap.add_argument("--seeds", default="0,1", help="seeds of the default run (figure 15's accuracy check)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "latest.json")
     a = ap.parse_args()
     only = {int(x) for x in a.only.split(",")}
     q = a.quick
-    figures: dict = {"_machine": {"value": None, "bound": None, "met": True, "cpus": os.cpu_count(),
+    # --only keeps the other figures of the last run (each figure's ratio is measured within its own run)
+    kept = json.loads(a.out.read_text()) if a.only != ALL and a.out.exists() else {}
+    figures: dict = {k: v for k, v in kept.items() if not k.startswith("_machine") and not _figure_in(k, only)}
+    if "_machine" in kept:
+        figures["_machine_earlier"] = kept["_machine"]
+    figures["_machine"] = {"value": None, "bound": None, "met": True, "cpus": os.cpu_count(),
                                   "load_avg_start": [round(x, 2) for x in os.getloadavg()],
-                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": sorted(only)}
     work = Path(tempfile.mkdtemp(prefix="selm-bench-"))
     if only & {10, 11}:
         figures.update(bench_script("bench_train.py", ["--repeats", "5" if q else "30"]))
@@ -159,7 +178,10 @@ def main() -> None:
         finish(figures, a.out)
     if 14 in only:
         extra = ["--model", model, "--world", world] if model else []
-        figures.update(bench_script("bench_lm_eval.py", extra + ["--repeats", "1" if q else "3"]))
+        figures.update(bench_script("bench_lm_eval.py", extra + ["--repeats", "1" if q else "9"]))
+        finish(figures, a.out)
+    if 15 in only:  # the SFT stage's share of figure 15: one epoch padded vs packed, side by side
+        figures.update(bench_script("bench_sft.py", ["--rounds", "1" if q else "2"]))
     figures["_machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["_machine"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     finish(figures, a.out)
