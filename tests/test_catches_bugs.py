@@ -284,7 +284,7 @@ class _LengthRanker:
 
     def __init__(self, name: str = "", **kwargs):
         _LengthRanker.seen = {"name": name, **kwargs}
-        self.errors = ["prompt 1: no verdict"]
+        self.errors = ["prompt 1: no verdict"] + [f"extra {i}" for i in range(6)]
 
     def score(self, prompts, candidates):
         _LengthRanker.seen["prompts"] = prompts
@@ -315,7 +315,8 @@ def test_rank_stage_passes_its_settings_and_records_what_it_did(tmp_path, monkey
     assert seen["prompts"] == [{"id": f"p{i}", "prompt": f"q{i}"} for i in range(3)]
     info = json.loads((out / "stage_info.json").read_text())
     assert info == {"prompts": 3, "ranker": "by-length", "ranker_failures": 1, "ranker_calls": {"calls": 7},
-                    "ranker_failure_fraction": 1 / 3, "ranker_errors": ["prompt 1: no verdict"], "pairs": 2}
+                    "ranker_failure_fraction": 1 / 3, "pairs": 2,
+                    "ranker_errors": ["prompt 1: no verdict", "extra 0", "extra 1", "extra 2", "extra 3"]}  # the first 5
     recs = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert [(r["chosen"], r["rejected"], r["used"], r["y_ref"]) for r in recs] == [
         ("bbb", "a", True, "cc"), (None, None, False, "cc"), ("bbb", "a", True, "cc")]
@@ -324,6 +325,15 @@ def test_rank_stage_passes_its_settings_and_records_what_it_did(tmp_path, monkey
     class Short(_LengthRanker):
         def score(self, prompts, candidates):
             return [[1.0, 2.0, 3.0]]
+
+    # One prompt, failed: past max_failures 0.6 the stage fails; at 1.0 it records the failure, then has no pair.
+    write_jsonl(tmp_path / "one" / "candidates.jsonl", [{**rows[1]}])
+    one = spec.model_copy(update={"candidates": Ref(path="one/candidates.jsonl"), "max_failures": 0.6})
+    with pytest.raises(RuntimeError, match=r"^ranker by-length failed on 1/1 prompts, more than online.max_ranker_failures = 0.6$"):
+        rank(one, tmp_path, tmp_path / "one-strict")
+    with pytest.raises(RuntimeError, match=r"^every prompt's candidates scored the same; nothing to train on$"):
+        rank(one.model_copy(update={"max_failures": 1.0}), tmp_path, tmp_path / "one-lax")
+    assert json.loads((tmp_path / "one-lax" / "stage_info.json").read_text())["ranker_failure_fraction"] == 1.0
 
     monkeypatch.setitem(registry._ENTRIES["ranker"], "short", registry.Entry("ranker", "short", Short, "t"))
     with pytest.raises(RuntimeError, match=r"^ranker short: 1 score lists for 3 prompts$"):
