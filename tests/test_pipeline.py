@@ -60,6 +60,14 @@ def test_leaderboard_rows_and_columns(micro_run):
                     "lm-eval/tinyworld_mc/acc", "mt-bench/score", "mt-bench/turn-1", "mt-bench/turn-2",
                     "alpaca-eval/win_rate", "alpaca-eval/standard_error"):
             assert isinstance(r[col], float) and math.isfinite(r[col]), (r["checkpoint"], col)
+    # each checkpoint's metrics were computed on that checkpoint (its own weights, its own answers)
+    for r in rows:
+        ctx = json.loads((out / "evals" / r["checkpoint"] / "tiny-world" / "metrics.json").read_text())["context"]
+        assert ctx["model"].endswith(f"checkpoints/{r['checkpoint']}/model"), (r["checkpoint"], ctx["model"])
+    answers = {c: [json.loads(line)["response"] for line in
+                   (out / "evals" / c / "tiny-world" / "items.jsonl").read_text().splitlines()]
+               for c in ("sft", "selm/iter-2")}
+    assert answers["sft"] != answers["selm/iter-2"]  # different weights, different answers
     header = (out / "leaderboard.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["checkpoint", "method", "iteration"]
     assert "tiny-world/accuracy" in header
