@@ -129,6 +129,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
     ap.add_argument("--seeds", default="0,1", help="seeds of the default run (figure 15's accuracy check)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "latest.json")
+    ap.add_argument("--from-run", type=Path, help="with --only 12/14: a default run folder whose sft checkpoint "
+                                                   "and world they use (the full run uses its own seed-0 run)")
     a = ap.parse_args()
     only = {int(x) for x in a.only.split(",")}
     q = a.quick
@@ -145,6 +147,8 @@ def main() -> None:
         figures.update(bench_script("bench_train.py", ["--repeats", "5" if q else "30"]))
         finish(figures, a.out)
     model = world = None
+    if a.from_run:
+        model, world = str(a.from_run / "checkpoints" / "sft" / "model"), str(a.from_run / "world" / "data")
     if only & {15, 16, 17}:
         runs = {}
         for seed in (int(s) for s in a.seeds.split(",")):
@@ -171,7 +175,7 @@ def main() -> None:
         finish(figures, a.out)
     if 12 in only:
         extra = ["--model", model, "--prompts", str(Path(world) / "eval.jsonl")] if model else []
-        figures.update(bench_script("bench_generate.py", extra + ["--n", "32" if q else "64"]))
+        figures.update(bench_script("bench_generate.py", extra + ["--n", "32" if q else "256"]))
         finish(figures, a.out)
     if 13 in only:
         figures.update(bench_script("bench_judge.py", ["--requests", "48" if q else "160"]))
