@@ -40,6 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     alphas = args.alphas.split(",")
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    work.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "selm_bench.harness.cli"]
 
     separate = 0.0
