@@ -113,6 +113,9 @@ def _quiet_libraries() -> None:
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    from selm_bench.harness.progress import before_library_imports
+
+    before_library_imports()  # thread and progress-bar settings, before any command imports torch or tqdm
     _state["debug"] = debug
 
 

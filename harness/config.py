@@ -117,6 +117,9 @@ class SFTConfig(TrainConfig):
 class PreferenceTrainConfig(TrainConfig):
     max_prompt_length: int | None = Field(None, ge=1, description="Keep the prompt's last N tokens (cut from the "
                                           "left, as the SELM authors do); None = no separate prompt limit.")
+    precompute_ref_log_probs: bool = Field(True, description="Score chosen, rejected (and SELM's y_ref) with the frozen "
+                                           "reference once before training (TRL's precompute_ref_log_probs), so each "
+                                           "step runs the policy only; same loss.")
 
 
 class DPOStageConfig(PreferenceTrainConfig):

@@ -61,6 +61,7 @@ def train_args(cfg: ExperimentConfig, section: str, iteration: int | None = None
         gradient_accumulation_steps=accum, num_processes=procs, epochs=t.epochs,
         max_steps=getattr(t, "max_steps", -1), warmup_ratio=t.warmup_ratio, weight_decay=getattr(t, "weight_decay", 0.0),
         max_length=t.max_length, max_prompt_length=getattr(t, "max_prompt_length", None), logging_steps=t.logging_steps,
+        precompute_ref_log_probs=getattr(t, "precompute_ref_log_probs", True),
         lr_scheduler=t.lr_scheduler, optim=t.optim, seed=cfg.seed, device=device, precision=precision(cfg),
         gradient_checkpointing=device.startswith("cuda") if checkpointing is None else checkpointing,
     )

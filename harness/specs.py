@@ -59,6 +59,7 @@ class TrainArgs(Frozen):
     weight_decay: float = 0.0
     max_length: int
     max_prompt_length: int | None = None  # preference stages: keep the prompt's last N tokens
+    precompute_ref_log_probs: bool = True  # preference stages: reference log-probs scored once up front
     logging_steps: int
     lr_scheduler: str = "cosine"
     optim: str | None = None

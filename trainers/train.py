@@ -197,7 +197,7 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
         # The reference is frozen within a stage: score it once before training (TRL's
         # precompute_ref_log_probs; SELMTrainer adds y_ref), so each step runs the policy only.
         common = {**trainer_kwargs(spec.train, Path(tmp)), "beta": spec.beta,
-                  "precompute_ref_log_probs": getattr(spec.train, "precompute_ref_log_probs", True)}
+                  "precompute_ref_log_probs": spec.train.precompute_ref_log_probs}
         cut = spec.train.max_prompt_length
         if spec.loss == "dpo":
             w = spec.nll_weight
