@@ -1,8 +1,6 @@
 import pytest
 import torch
 
-from selm_bench.trainers.losses import selm_loss
-
 
 def _rows():
     u = lambda s: [{"role": "user", "content": s}]  # noqa: E731
@@ -62,16 +60,22 @@ def test_alpha_zero_matches_trl_dpo_loss(tiny_model, tmp_path, nll):
     assert l_selm.item() == pytest.approx(l_dpo.item(), rel=1e-5)
 
 
-def test_selm_loss_uses_the_pure_function(tiny_model, tmp_path):
+def test_selm_trainer_loss_matches_the_formula_on_direct_logps(tiny_model, tmp_path):
+    """The trainer's loss equals the SELM formula on log-probs computed here, one unpadded sequence
+    at a time (not the trainer's own batched log-probs)."""
     _, selm = _trainers(tiny_model, tmp_path, alpha=0.7)
     selm.model.eval()
-    batch = _batch(selm)
+    ds = selm.train_dataset
     with torch.no_grad():
-        got = selm.compute_loss(selm.model, batch)
-        pol = selm._sequence_logps(selm.model, batch, grad=False)
-        ref = selm._sequence_logps(selm.ref_model, batch, grad=False)
-    want = selm_loss(*pol.chunk(3)[:2], *ref.chunk(3)[:2], pol.chunk(3)[2], ref.chunk(3)[2], beta=0.1, alpha=0.7)
-    assert got.item() == pytest.approx(want.mean().item(), rel=1e-6)
+        got = selm.compute_loss(selm.model, _batch(selm))
+        pol = {k: torch.stack([_direct_logp(selm.model, ex["prompt_ids"], ex[k]) for ex in ds])
+               for k in ("chosen_ids", "rejected_ids", "ref_response_ids")}
+        ref = {k: torch.stack([_direct_logp(selm.ref_model, ex["prompt_ids"], ex[k]) for ex in ds]) for k in pol}
+    beta, alpha = 0.1, 0.7
+    # Zhang et al. 2024: DPO's sigmoid loss plus alpha * beta * (log pi(y_ref) - log pi_ref(y_ref))
+    margin = beta * ((pol["chosen_ids"] - ref["chosen_ids"]) - (pol["rejected_ids"] - ref["rejected_ids"]))
+    want = -torch.nn.functional.logsigmoid(margin) + alpha * beta * (pol["ref_response_ids"] - ref["ref_response_ids"])
+    assert got.item() == pytest.approx(want.mean().item(), rel=1e-5)
 
 
 def test_selm_training_step_lowers_ref_response_logp(tiny_model, tmp_path):
