@@ -119,7 +119,8 @@ class PreferenceTrainConfig(TrainConfig):
                                           "left, as the SELM authors do); None = no separate prompt limit.")
     precompute_ref_log_probs: bool = Field(True, description="Score chosen, rejected (and SELM's y_ref) with the frozen "
                                            "reference once before training (TRL's precompute_ref_log_probs), so each "
-                                           "step runs the policy only; same loss.")
+                                           "step runs the policy only; same loss. Multi-process runs score it live (TRL passes the "
+                                           "precomputed columns through a per-process dataset cache).")
 
 
 class DPOStageConfig(PreferenceTrainConfig):

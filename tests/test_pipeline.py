@@ -64,10 +64,11 @@ def test_leaderboard_rows_and_columns(micro_run):
     for r in rows:
         ctx = json.loads((out / "evals" / r["checkpoint"] / "tiny-world" / "metrics.json").read_text())["context"]
         assert ctx["model"].endswith(f"checkpoints/{r['checkpoint']}/model"), (r["checkpoint"], ctx["model"])
-    answers = {c: [json.loads(line)["response"] for line in
-                   (out / "evals" / c / "tiny-world" / "items.jsonl").read_text().splitlines()]
-               for c in ("sft", "selm/iter-2")}
-    assert answers["sft"] != answers["selm/iter-2"]  # different weights, different answers
+    # different weights, different scores: lm-eval's per-choice log-likelihoods of the same items
+    lls = {c: [json.loads(line)["filtered_resps"] for line in
+               (out / "evals" / c / "lm-eval" / "samples_tinyworld_mc.jsonl").read_text().splitlines()]
+           for c in ("sft", "dpo", "selm/iter-2")}
+    assert lls["sft"] != lls["dpo"] != lls["selm/iter-2"]
     header = (out / "leaderboard.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["checkpoint", "method", "iteration"]
     assert "tiny-world/accuracy" in header

@@ -197,7 +197,9 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
         # The reference is frozen within a stage: score it once before training (TRL's
         # precompute_ref_log_probs; SELMTrainer adds y_ref), so each step runs the policy only.
         common = {**trainer_kwargs(spec.train, Path(tmp)), "beta": spec.beta,
-                  "precompute_ref_log_probs": spec.train.precompute_ref_log_probs}
+                  # TRL's precompute hands its result between processes through the dataset's cache
+                  # file, which an in-memory dataset keeps in a per-process temp folder: one process only
+                  "precompute_ref_log_probs": spec.train.precompute_ref_log_probs and spec.train.num_processes == 1}
         cut = spec.train.max_prompt_length
         if spec.loss == "dpo":
             w = spec.nll_weight
