@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from selm_bench.trainers.losses import selm_loss
+
 
 def _rows():
     u = lambda s: [{"role": "user", "content": s}]  # noqa: E731
