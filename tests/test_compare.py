@@ -84,7 +84,11 @@ def test_deterministic_for_a_seed(tmp_path):
     items = base_items()
     noisy = {i: (not c) if rng.random() < 0.1 else c for i, c in items.items()}
     a, b = write_run(tmp_path / "a", items), write_run(tmp_path / "b", noisy)
-    runs = [compare(str(a), str(b), "--format", "json", "--seed", str(s), "--resamples", "300").output for s in (7, 7, 8)]
+    results = [compare(str(a), str(b), "--format", "json", "--seed", str(s), "--resamples", "300") for s in (7, 7, 8)]
+    runs = [r.output for r in results]
+    acc = next(m for m in json.loads(runs[0])["suites"][0]["metrics"] if m["metric"] == "accuracy")
+    assert acc["low"] < 0 < acc["high"]  # symmetric noise: the interval spans 0 ...
+    assert acc["verdict"] == "no significant change" and results[0].exit_code == 0  # ... and the gate passes
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]  # another seed, other resamples
 
