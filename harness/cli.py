@@ -464,14 +464,20 @@ def eval_cmd(
         from selm_bench.harness.specs import Ref
         from selm_bench.harness.store import RunStore
 
+        trust = cfg.model.trusts(model)  # the model's own code runs only when the config names --model as it is given
         if not Path(model).exists():
             if model.startswith((".", "/", "~")) or model.count("/") > 1:
                 raise UsageError(f"--model {model}: no such local checkpoint")
             from transformers import AutoConfig
 
-            AutoConfig.from_pretrained(model)  # a hub id: fail here, before anything is written
+            AutoConfig.from_pretrained(model, trust_remote_code=trust)  # a hub id: fail here, before anything is written
         else:
             check_checkpoint(Path(model))
+            from selm_bench.harness.config import needs_remote_code
+
+            if needs_remote_code(model) and not trust:
+                raise UsageError(f"--model {model}: it ships its own code (auto_map in config.json); to run it, "
+                                 f"name it in model.trust_remote_code (--set 'model.trust_remote_code=[{model}]')")
         refs = {}
         if world_dir is not None and (world_dir.parent.parent / "checkpoints" / "sft" / "model").is_dir():
             refs["sft"] = Ref(path=str(world_dir.parent.parent / "checkpoints" / "sft" / "model"))
@@ -480,7 +486,7 @@ def eval_cmd(
                         or ("oracle" if world_dir else "openai:gpt-4"))
         model_ref = Ref(path=str(Path(model).resolve()) if Path(model).exists() else model)
         world_ref = Ref(path=str(world_dir)) if world_dir else None
-        specs = [eval_spec(cfg, model_ref, label, suite, world_ref, refs).model_copy(update={"judge": chosen_judge})
+        specs = [eval_spec(cfg, model_ref, label, suite, world_ref, refs, trust).model_copy(update={"judge": chosen_judge})
                  for suite in suite_list]  # bad suite options fail here, before anything is written
         created = not run_dir.exists()  # a failure before any suite finishes leaves nothing behind
         store = RunStore(run_dir)

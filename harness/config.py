@@ -12,6 +12,7 @@ which the CLI turns into one line and exit code 2.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -67,6 +68,15 @@ class WorldConfig(Section):
     two_turn_fraction: float = Field(0.15, ge=0, le=1, description="Share of SFT conversations that are two-turn.")
 
 
+def needs_remote_code(model: str | Path) -> bool:
+    """A local checkpoint whose config.json maps classes to its own Python files (transformers' auto_map)."""
+    config = Path(model).expanduser() / "config.json"
+    try:
+        return config.is_file() and "auto_map" in json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # an unreadable config fails where the model loads, with its own message
+
+
 class ModelConfig(Section):
     """`pretrained` = hub id or local path; empty = the tiny Llama built from the fields below."""
 
@@ -76,6 +86,11 @@ class ModelConfig(Section):
     num_heads: int = Field(4, ge=1, description="Tiny Llama attention heads.")
     intermediate_size: int = Field(341, ge=1, description="Tiny Llama MLP width.")
     max_position_embeddings: int = Field(128, ge=1, description="Tiny Llama context length.")
+    trust_remote_code: list[str] = Field(
+        default_factory=list,
+        description="Models allowed to run their own Python code (transformers' trust_remote_code), each named exactly "
+                    "as this config names it: `model.pretrained` (then also every checkpoint trained from it) or a "
+                    "`reward-model:<id>` ranker's <id>. Empty (the default): no model's code runs.")
 
     @field_validator("pretrained")
     @classmethod
@@ -83,6 +98,24 @@ class ModelConfig(Section):
         if p and (p.startswith((".", "/", "~")) or p.count("/") > 1) and not Path(p).expanduser().exists():
             raise ValueError(f"no such local model: {p}")
         return p
+
+    @field_validator("trust_remote_code")
+    @classmethod
+    def _named_models(cls, names: list[str]) -> list[str]:
+        if any(not n.strip() for n in names):
+            raise ValueError("an empty model name")
+        return names
+
+    def trusts(self, model: str) -> bool:
+        """Whether `model` (a hub id or path as the config names it) may run its own code."""
+        return bool(model) and model in self.trust_remote_code
+
+    @model_validator(mode="after")
+    def _foreign_code_allowed(self) -> "ModelConfig":
+        if self.pretrained and needs_remote_code(self.pretrained) and not self.trusts(self.pretrained):
+            raise ValueError(f"{self.pretrained} ships its own code (auto_map in config.json); to run it, name it "
+                             f"in model.trust_remote_code")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":

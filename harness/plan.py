@@ -67,17 +67,25 @@ def train_args(cfg: ExperimentConfig, section: str, iteration: int | None = None
     )
 
 
-def backend_options(cfg: ExperimentConfig, backend: str) -> dict[str, Any]:
-    """What a generation backend is built with: the batch, plus the engine options for vllm."""
+def trusts_base(cfg: ExperimentConfig) -> bool:
+    """The run's models (model.pretrained and every checkpoint trained from it) may run their own code."""
+    return cfg.model.trusts(cfg.model.pretrained)
+
+
+def backend_options(cfg: ExperimentConfig, backend: str, trust_remote_code: bool | None = None) -> dict[str, Any]:
+    """What a generation backend is built with: the batch, the engine options for vllm, and
+    `trust_remote_code` only when on (default: when the run's base model is allowed)."""
     opts: dict[str, Any] = {"batch_size": cfg.eval.batch_size}
     if backend == "vllm":
         opts.update(cfg.vllm.model_dump(mode="json"))
+    if trusts_base(cfg) if trust_remote_code is None else trust_remote_code:
+        opts["trust_remote_code"] = True
     return opts
 
 
 def world_stage(cfg: ExperimentConfig) -> Stage:
     m = cfg.model
-    tiny = None if m.pretrained else TinyModel(**m.model_dump(exclude={"pretrained"}))
+    tiny = None if m.pretrained else TinyModel(**m.model_dump(exclude={"pretrained", "trust_remote_code"}))
     return Stage("world", "world", WorldSpec(world=cfg.world, tiny_model=tiny, seed=cfg.seed))
 
 
@@ -156,7 +164,7 @@ def plan_methods(cfg: ExperimentConfig, sources: "Sources") -> list[Stage]:
 
 
 def eval_spec(cfg: ExperimentConfig, model: Ref, name: str, suite: str, world: Ref | None,
-              references: dict[str, Ref]) -> EvalSpec:
+              references: dict[str, Ref], trust_remote_code: bool | None = None) -> EvalSpec:
     base = registry.base_name("suite", suite)
     raw = {**cfg.suite_options.get(base, {}), **cfg.suite_options.get(suite, {})}
     data_dir = cfg.eval.data_dir or None
@@ -168,7 +176,7 @@ def eval_spec(cfg: ExperimentConfig, model: Ref, name: str, suite: str, world: R
     return EvalSpec(
         model=model, name=name, suite=suite, options=validate_suite_options(suite, raw),
         data_dir=data_dir, world=world, references=references, backend=cfg.eval.backend,
-        backend_options=backend_options(cfg, cfg.eval.backend), judge=cfg.eval.judge,
+        backend_options=backend_options(cfg, cfg.eval.backend, trust_remote_code), judge=cfg.eval.judge,
         judge_base_url=cfg.eval.judge_base_url or None, device=resolve_device(cfg.device), seed=cfg.seed,
     )
 

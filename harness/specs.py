@@ -81,6 +81,7 @@ class SFTSpec(Frozen):
     base: Ref
     data: Ref  # jsonl rows with prompt/completion conversations
     train: TrainArgs
+    trust_remote_code: bool = False  # the base model is in model.trust_remote_code
 
 
 class PreferenceSpec(Frozen):
@@ -95,6 +96,7 @@ class PreferenceSpec(Frozen):
     alpha: float | None  # selm only
     nll_weight: float
     train: TrainArgs
+    trust_remote_code: bool = False  # the run's base model is in model.trust_remote_code
 
 
 class DataSpec(Frozen):
@@ -136,6 +138,7 @@ class RankSpec(Frozen):
     device: str = "cpu"
     batch_size: int = 16
     judge_base_url: str | None = None  # judge:<model> rankers: the endpoint (the key only from OPENAI_API_KEY)
+    trust_remote_code: bool = False  # reward-model:<id>: the id is in model.trust_remote_code
 
 
 class EvalSpec(Frozen):
@@ -161,7 +164,12 @@ _ADAPTER: TypeAdapter = TypeAdapter(Spec)
 
 
 def spec_key(spec: BaseModel) -> str:
-    return stable_hash(spec.model_dump(mode="json"))
+    """The hash of the spec's JSON. `trust_remote_code` enters it only when on, so specs that load
+    no foreign code keep the keys they had before the field existed."""
+    dumped = spec.model_dump(mode="json")
+    if dumped.get("trust_remote_code") is False:
+        del dumped["trust_remote_code"]
+    return stable_hash(dumped)
 
 
 def to_json(spec: BaseModel) -> str:

@@ -75,6 +75,7 @@ def other_value(key: str, field, value, tmp_path: Path):
     """A valid value that differs from `value` (and does not resolve to the same thing)."""
     special = {
         "device": "cuda:1", "precision": "bf16", "model.pretrained": str(tmp_path), "eval.data_dir": "/data/mirror",
+        "model.trust_remote_code": [str(tmp_path)],  # the base model's permission: in the keys only when on
         "eval.judge": "openai:gpt-4", "eval.judge_base_url": "http://127.0.0.1:9/v1", "online.ranker": "walk-test",
         "online.backend": "vllm", "eval.backend": "vllm", "launch.launcher": "accelerate",
         "launch.accelerate_config": str(REPO / "configs/accelerate/zero3.yaml"), "launch.wrapper": "srun",
@@ -111,7 +112,7 @@ def test_every_field_reaches_the_keys_and_runtime_fields_do_not(tmp_path):
     bases = {  # a field only reaches a spec where the config uses it
         "vllm": ["online.backend=vllm", "eval.backend=vllm"],  # vllm's engine options: when a stage uses vllm
         "data": real, "dpo.chunk": real, "online.chunks": real,  # real prompt data
-        "dpo.start": [f"model.pretrained={tmp_path}"],
+        "dpo.start": [f"model.pretrained={tmp_path}"], "model.trust_remote_code": [f"model.pretrained={tmp_path}"],
     }
     checked = 0
     for key, field in leaves(ExperimentConfig):

@@ -46,16 +46,18 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, str]], model_name: st
 
 @register_backend("hf", help="transformers generate(), batched with left padding (CPU or GPU)")
 class HFBackend:
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, dtype: str = "auto", **_: Any):
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, dtype: str = "auto",
+                 trust_remote_code: bool = False, **_: Any):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_name = str(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype,
+                                                          trust_remote_code=trust_remote_code).to(device).eval()
         self.device = device
         self.batch_size = batch_size
 

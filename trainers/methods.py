@@ -12,7 +12,8 @@ ranking, so their pairs are identical and they differ only by α.
 from __future__ import annotations
 
 from selm_bench.harness.config import ExperimentConfig
-from selm_bench.harness.plan import Sources, Stage, backend_options, checkpoint_folder, resolve_device, train_args
+from selm_bench.harness.plan import (Sources, Stage, backend_options, checkpoint_folder, resolve_device, train_args,
+                                    trusts_base)
 from selm_bench.harness.registry import register_method
 from selm_bench.harness.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
 
@@ -23,7 +24,8 @@ class SFTMethod:
         return ()
 
     def plan(self, cfg: ExperimentConfig, sources: Sources, made: dict[str, Stage], shared: dict[str, Stage]) -> list[Stage]:
-        spec = SFTSpec(base=sources.base_model(), data=sources.sft_data(), train=train_args(cfg, "sft"))
+        spec = SFTSpec(base=sources.base_model(), data=sources.sft_data(), train=train_args(cfg, "sft"),
+                       trust_remote_code=trusts_base(cfg))
         return [Stage("sft", checkpoint_folder("sft"), spec, checkpoint="sft", method="sft")]
 
 
@@ -35,7 +37,8 @@ class DPOMethod:
     def plan(self, cfg: ExperimentConfig, sources: Sources, made: dict[str, Stage], shared: dict[str, Stage]) -> list[Stage]:
         start = made["sft"].ref() if cfg.dpo.start == "sft" else sources.base_model()
         spec = PreferenceSpec(policy=start, reference=start, pairs=sources.offline_pairs(), loss="dpo",
-                              beta=cfg.dpo.beta, alpha=None, nll_weight=0.0, train=train_args(cfg, "dpo"))
+                              beta=cfg.dpo.beta, alpha=None, nll_weight=0.0, train=train_args(cfg, "dpo"),
+                              trust_remote_code=trusts_base(cfg))
         return [Stage("dpo", checkpoint_folder("dpo"), spec, checkpoint="dpo", method="dpo")]
 
 
@@ -67,13 +70,14 @@ class _OnlineMethod:
             rank = RankSpec(candidates=g.ref("candidates.jsonl"), ranker=o.ranker, keep_ties=o.keep_ties,
                             max_failures=o.max_ranker_failures, device=resolve_device(cfg.device),
                             batch_size=cfg.eval.batch_size,
-                            judge_base_url=(cfg.eval.judge_base_url or None) if o.ranker.startswith("judge:") else None)
+                            judge_base_url=(cfg.eval.judge_base_url or None) if o.ranker.startswith("judge:") else None,
+                            trust_remote_code=cfg.model.trusts(o.ranker.split(":", 1)[1]) if ":" in o.ranker else False)
             r = Stage(f"{ckpt}/rank", f"checkpoints/{ckpt}/rank", rank, method=self.name, iteration=t)
             r = shared.setdefault(r.key, r)
             train = PreferenceSpec(
                 policy=policy, reference=policy, pairs=r.ref("generations.jsonl"), loss=self.loss,
                 beta=o.beta, alpha=o.alpha if self.loss == "selm" else None, nll_weight=o.nll_weight,
-                train=train_args(cfg, "online", t),
+                train=train_args(cfg, "online", t), trust_remote_code=trusts_base(cfg),
             )
             trained = Stage(ckpt, checkpoint_folder(ckpt), train, checkpoint=ckpt, method=self.name, iteration=t)
             stages += [g, r, trained]

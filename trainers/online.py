@@ -78,7 +78,7 @@ def rank(spec: RankSpec, root: Path, out: Path, runtime: dict[str, Any] | None =
     prompts = [{k: v for k, v in r.items() if k not in ("candidates", "y_ref")} for r in rows]
     judge = {"base_url": spec.judge_base_url, "cache_dir": str(Path(out).parent / "judge-cache"), **(runtime or {})}
     ranker = registry.get("ranker", spec.ranker)(name=spec.ranker, device=spec.device, batch_size=spec.batch_size,
-                                                 **judge)
+                                                 trust_remote_code=spec.trust_remote_code, **judge)
     scores = ranker.score(prompts, [r["candidates"] for r in rows])
     if len(scores) != len(rows):
         raise RuntimeError(f"ranker {spec.ranker}: {len(scores)} score lists for {len(rows)} prompts")

@@ -37,16 +37,18 @@ class OracleRanker:
 
 @register_ranker("reward-model", help="reward-model:<hub id or path>: a sequence-classification scalar reward")
 class RewardModelRanker:
-    def __init__(self, name: str = "", device: str = "cpu", batch_size: int = 16, **_: Any):
+    def __init__(self, name: str = "", device: str = "cpu", batch_size: int = 16, trust_remote_code: bool = False,
+                 **_: Any):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = _parameter(name, "reward-model")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=trust_remote_code).to(device).eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         if self.model.config.num_labels != 1:

@@ -87,7 +87,7 @@ def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
             "gradient_checkpointing": trainer.args.gradient_checkpointing}, indent=1))
 
 
-def _load_model(path: str, t: TrainArgs):
+def _load_model(path: str, t: TrainArgs, trust_remote_code: bool = False):
     """fp32 weights with bf16/fp16 autocast (the Trainer's mixed precision), except under
     DeepSpeed, which keeps its own fp32 master copy and wants the weights in half precision."""
     import torch
@@ -95,7 +95,8 @@ def _load_model(path: str, t: TrainArgs):
 
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=half if half is not None and deepspeed else torch.float32)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=half if half is not None and deepspeed else torch.float32,
+                                                trust_remote_code=trust_remote_code)
 
 
 PACK_ROW_TOKENS = 128  # a packed row's length: short rows keep the block-diagonal attention cheap
@@ -148,8 +149,8 @@ def train_sft(spec: SFTSpec, root: Path, out: Path) -> None:
 
     check_world_size(spec.train)
     base = spec.base.resolve(root)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = _load_model(base, spec.train)
+    tok = AutoTokenizer.from_pretrained(base, trust_remote_code=spec.trust_remote_code)
+    model = _load_model(base, spec.train, spec.trust_remote_code)
     rows = read_jsonl(Path(spec.data.resolve(root)))
     ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,9 +187,9 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
 
     check_world_size(spec.train)
     policy = spec.policy.resolve(root)
-    tok = AutoTokenizer.from_pretrained(policy)
-    model = _load_model(policy, spec.train)
-    ref_model = _load_model(spec.reference.resolve(root), spec.train)
+    tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=spec.trust_remote_code)
+    model = _load_model(policy, spec.train, spec.trust_remote_code)
+    ref_model = _load_model(spec.reference.resolve(root), spec.train, spec.trust_remote_code)
     rows = preference_rows(read_jsonl(Path(spec.pairs.resolve(root))), with_ref=spec.loss == "selm")
     if not rows:
         raise RuntimeError(f"{spec.pairs.path}: no preference pairs to train on")

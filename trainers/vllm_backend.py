@@ -125,6 +125,7 @@ class VLLMBackend:
         max_model_len: int | None = None,
         data_parallel_size: int = 1,
         worker_module: str | None = None,
+        trust_remote_code: bool = False,
         **_: Any,
     ):
         if worker_module is not None:
@@ -136,7 +137,7 @@ class VLLMBackend:
         from transformers import AutoTokenizer
 
         self.model_name = str(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.device = device  # GPUs are chosen per worker via CUDA_VISIBLE_DEVICES (see gpu_groups)
         self.batch_size = batch_size  # vLLM schedules its own batches
         self.engine = {
@@ -144,6 +145,7 @@ class VLLMBackend:
             "tensor_parallel_size": int(tensor_parallel_size),
             "gpu_memory_utilization": float(gpu_memory_utilization),
             "max_model_len": None if max_model_len is None else int(max_model_len),
+            "trust_remote_code": bool(trust_remote_code),
         }
         self.data_parallel_size = int(data_parallel_size)
 
@@ -247,6 +249,7 @@ def run_job(job: dict[str, Any]) -> list[list[str]]:
         gpu_memory_utilization=eng["gpu_memory_utilization"],
         dtype=eng["dtype"],
         max_model_len=eng["max_model_len"],
+        trust_remote_code=eng.get("trust_remote_code", False),
         seed=s["seed"],
     )
     greedy = s["temperature"] < 1e-4
