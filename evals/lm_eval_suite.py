@@ -181,7 +181,7 @@ def lm_batch_size(ctx: EvalContext) -> int | None:
 def vllm_model_args(ctx: EvalContext) -> dict[str, Any]:
     """Keyword arguments of lm-eval's VLLM model: the checkpoint, the backend options it knows
     (only those set), and the batch size (lm-eval's own "auto" when none is set)."""
-    args: dict[str, Any] = {"pretrained": str(ctx.model), "trust_remote_code": bool(ctx.backend_options.get("trust_remote_code"))}
+    args: dict[str, Any] = {"pretrained": str(ctx.model), **({"trust_remote_code": True} if ctx.backend_options.get("trust_remote_code") else {})}
     args.update({k: ctx.backend_options[k] for k in VLLM_BACKEND_ARGS if ctx.backend_options.get(k) is not None})
     batch_size = lm_batch_size(ctx)
     if batch_size is not None:
