@@ -133,8 +133,19 @@ def _env(ns: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def statement_line(path: Path, line: int) -> int:
+    """The first line of the statement `line` is in: where coverage records a multi-line statement."""
+    from coverage.parser import PythonParser
+
+    parser = PythonParser(filename=str(path))
+    parser.parse_source()
+    return parser.first_line(line)
+
+
 def test_mutant(m: dict, wt: Path, ns: Path, cov: dict, budget: float) -> dict:
-    tests = sorted(cov["lines"].get(m["file"], {}).get(str(m["line"]), []), key=lambda t: cov["durations"].get(t, 60))
+    lines = cov["lines"].get(m["file"], {})
+    tests = lines.get(str(m["line"])) or lines.get(str(statement_line(wt / m["file"], m["line"]))) or []
+    tests = sorted(tests, key=lambda t: cov["durations"].get(t, 60))
     if not tests:
         return {**m, "status": "survived", "reason": "no test runs this line", "tests": 0, "seconds": 0.0}
     chosen, total = [], 0.0
@@ -164,7 +175,9 @@ def test_mutant(m: dict, wt: Path, ns: Path, cov: dict, budget: float) -> dict:
 def run(args: argparse.Namespace) -> None:
     cov = json.loads((WORK / "map.json").read_text())
     results_path = WORK / "results.jsonl"
-    done = {json.loads(r)["id"] for r in results_path.read_text().splitlines()} if results_path.exists() else set()
+    rows = [json.loads(r) for r in results_path.read_text().splitlines()] if results_path.exists() else []
+    retest = {"uncovered": lambda r: r.get("tests") == 0, "partial": lambda r: bool(r.get("partial"))}
+    done = {r["id"] for r in rows if not any(retest[k](r) for k in args.retest)}
     wt0, _ = _worktree(cov["commit"], 0)
     population = all_mutants(wt0)
     sample = random.Random(args.seed).sample(population, min(args.n, len(population)))
@@ -236,6 +249,8 @@ def main() -> None:
     r.add_argument("--n", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--retest", action="append", default=[], choices=["uncovered", "partial"],
+                   help="test again the survivors no test ran (older maps) or whose tests were cut at --budget")
     r.add_argument("--budget", type=float, default=300.0, help="seconds of covering tests (their map-run durations) per mutant")
     r.add_argument("--verdicts", default=str(REPO / "benchmarks" / "mutation_verdicts.json"))
     p = sub.add_parser("report", help="summarise results.jsonl")

@@ -127,3 +127,14 @@ def test_judge_messages_match_fastchat_run_judge_single(tmp_path, monkeypatch):
     assert judge.requests == sent
     assert [r["judge"][1] for r in rows] == ["single-v1", "single-v1-multi-turn",
                                              "single-math-v1", "single-math-v1-multi-turn"]
+
+
+def test_paired_metrics_per_turn_by_hand():
+    """compare's per-item hook: the mean over judged turns and per turn (failed judgments left out)."""
+    from selm_bench.evals.mt_bench import paired
+
+    items = [{"id": "81/turn-1", "turn": 1, "score": 8.0}, {"id": "81/turn-2", "turn": 2, "score": 4.0},
+             {"id": "82/turn-1", "turn": 1, "score": 6.0}, {"id": "82/turn-2", "turn": 2, "score": None},
+             {"id": "83/turn-2", "turn": 2, "score": 3.0}]
+    assert paired(items) == {"score": 21.0 / 4, "turn-1": 7.0, "turn-2": 3.5}
+    assert paired([{"id": "81/turn-1", "turn": 1, "score": None}]) == {"score": None, "turn-1": None, "turn-2": None}
