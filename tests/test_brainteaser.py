@@ -93,6 +93,7 @@ def test_end_to_end_train_slice(tmp_path, tiny_model):
     assert len(res.items) == 12 and res.items[0]["id"] == "SP-0"
     for item in res.items:
         assert {"id", "pred", "label", "correct"} <= set(item) and item["correct"] == (item["pred"] == item["label"])
+        assert item["score"] == (1.0 if item["pred"] == item["label"] else 0.0)  # compare's per-item score
     # The metrics by the task's definitions, written out here (not group_metrics): instance accuracy per
     # kind; a group (original, _SR, _CR) counts for ori_sem when original and semantic are both right.
     right = {i["id"]: i["pred"] == i["label"] for i in res.items}

@@ -151,6 +151,12 @@ def test_eval_command_on_a_checkpoint(micro_run, tmp_path):
         assert (dest / suite / "metrics.json").is_file() and (dest / suite / "items.jsonl").is_file()
     answers = dest / "mt-bench" / "model_answer" / "selm-iter-2.jsonl"
     assert json.loads(answers.read_text().splitlines()[0])["model_id"] == "selm/iter-2"
+    # The run lists its results: a stray metrics.json left in the folder is not a row.
+    stray = json.loads((dest / "tiny-world" / "metrics.json").read_text()) | {"checkpoint": "stray"}
+    (dest / "old" / "tiny-world").mkdir(parents=True)
+    (dest / "old" / "tiny-world" / "metrics.json").write_text(json.dumps(stray))
+    listed = json.loads(cli("leaderboard", "--results", str(dest), "--format", "json", "--no-published").stdout)
+    assert [r["checkpoint"] for r in listed] == ["selm/iter-2"]
 
 
 def test_no_judge_then_judge(micro_run, tmp_path):

@@ -234,6 +234,9 @@ def test_run_report_content(run_report):
                  "SP-7", "What has keys but opens no locks?", "A door", "A piano"):  # BrainTeaser group, question, pred, gold
         assert must in html, must
     assert "0 wins, 1 losses, 1 ties, 1 not annotated" in html
+    sections = re.findall(r'<section id="(\w+)"><h2>([^<]*)</h2>', html)
+    assert sections == [("leaderboard", "Leaderboard"), ("plots", "Plots"), ("drilldown", "Per-suite drill-down"),
+                        ("provenance", "Provenance")]
     compact = html[html.index('<table class="leaderboard">'):html.index("</table>")]
     assert ">accuracy<" in compact and "accuracy/add" not in compact and "accuracy/add" in html  # headline first and "HTTP 500 after 5 retries" in html
     assert re.search(r"<td>sort</td><td>0</td><td></td><td>1</td>", html)  # MT-Bench: only a failed judgment
@@ -277,6 +280,22 @@ def test_sweep_report(tmp_path):
     assert "0.605 ± 0.0071" in html
     links = [a["href"] for tag, a in t.tags if tag == "a" and not a["href"].startswith("#")]
     assert links == ["../sweep/cells/online.alpha=0.1,seed=0/report.html"]
+
+
+def test_key_value_table_leaves_missing_values_blank():
+    from selm_bench.harness.report import _kv
+
+    assert _kv([("seed", 0), ("commit", None), ("a<b", "x&y")]) == (
+        '<table class="kv"><tbody><tr><th>seed</th><td>0</td></tr><tr><th>commit</th><td></td></tr>'
+        "<tr><th>a&lt;b</th><td>x&amp;y</td></tr></tbody></table>")
+
+
+def test_sweep_cells_are_named_by_their_name_else_their_folder(tmp_path):
+    from selm_bench.harness.report import sweep_cells
+
+    cells = sweep_cells(tmp_path, {"cells": [{"name": "alpha=0,seed=0", "dir": "cells/a"}, {"dir": "cells/b"}]})
+    assert [(c["name"], c["status"], c["rows"]) for c in cells] == [("alpha=0,seed=0", "not run", []),
+                                                                     ("cells/b", "not run", [])]
 
 
 def test_bad_targets(tmp_path):
