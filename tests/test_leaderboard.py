@@ -55,6 +55,7 @@ def test_json_rows_carry_provenance_and_labels(tmp_path):
 def test_published_rows_beside_ours(tmp_path):
     run = make_run(tmp_path)
     rows = json.loads(board("--results", str(run), "--all", "--format", "json").output)
+    assert json.loads(board("-r", str(run), "--all", "--format", "json").output) == rows  # the short flag
     published = {r["checkpoint"]: r for r in rows if r["run"] == "published"}
     # the SELM model cards' numbers (results/reference/published.csv)
     assert published["SELM-Zephyr-7B-iter-1"]["alpaca-eval/length_controlled_winrate"] == 20.28

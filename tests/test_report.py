@@ -156,6 +156,9 @@ def test_headline_columns():
     rows[0]["lm-eval/average"] = 0.6
     assert plots.headline_columns(rows)[:3] == ["alpaca-eval/length_controlled_winrate", "brainteaser/overall",
                                                 "lm-eval/average"]
+    # without an average: each task's acc, else acc_norm, else its first metric
+    tasks = [{"lm-eval/arc/ab": 1.0, "lm-eval/arc/acc_norm": 0.5, "lm-eval/gsm8k/exact_match": 0.1}]
+    assert plots.headline_columns(tasks) == ["lm-eval/arc/acc_norm", "lm-eval/gsm8k/exact_match"]
 
 
 def test_sweep_points_mean_and_std_across_seeds():

@@ -66,8 +66,10 @@ def test_hf_backend_runs_a_models_code_only_when_allowed(custom_model):
 
 def test_config_refuses_a_local_model_with_code_it_does_not_name(custom_model):
     path, marker = custom_model
-    with pytest.raises(ConfigError, match="ships its own code"):
+    with pytest.raises(ConfigError) as refused:
         load_config(None, sets=[f"model.pretrained={path}"])
+    assert str(refused.value).endswith(f"{path} ships its own code (auto_map in config.json); to run it, name it in "
+                                       f"model.trust_remote_code")
     with pytest.raises(ConfigError, match="ships its own code"):  # naming another model does not allow this one
         load_config(None, sets=[f"model.pretrained={path}", "model.trust_remote_code=[some/other-model]"])
     assert not marker.exists()
