@@ -50,6 +50,7 @@ def test_metric_names():
     assert L.metric_name("acc,none") == "acc"
     assert L.metric_name("acc_stderr,none") == "acc_stderr"
     assert L.metric_name("exact_match,strict-match") == "exact_match/strict-match"
+    assert L.metric_name("acc") == "acc"  # a key without a filter part
     results = {
         "results": {"mmlu": {"acc,none": 0.5, "alias": "mmlu"}, "mmlu_stem": {"acc,none": 0.4},
                     "gsm8k": {"exact_match,strict-match": 0.1, "exact_match_stderr,strict-match": "N/A"}},

@@ -111,7 +111,8 @@ def test_eval_command_refuses_a_model_with_code_it_does_not_name(custom_model, t
             "--out", str(tmp_path / "run")]
     refused = subprocess.run(base, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert refused.returncode == 2 and not marker.exists() and not (tmp_path / "run").exists()
-    assert refused.stderr.strip().count("\n") == 0 and "model.trust_remote_code" in refused.stderr
+    assert refused.stderr == (f"error: --model {path}: it ships its own code (auto_map in config.json); to run it, "
+                              f"name it in model.trust_remote_code (--set 'model.trust_remote_code=[{path}]')\n")
 
 
 def test_no_loader_turns_trust_on_by_itself():
