@@ -12,8 +12,8 @@ rate estimates the whole population's (Wilson interval). Mutants run in detached
 the commit the map was made at, imported as selm_bench.* through a folder of links, so the
 checkout is never touched. A mutant whose line no test runs survives; one whose tests time out
 counts as killed (reported apart); one whose covering tests were cut at --budget and survived is
-marked `partial`. Survivors get a verdict by hand in --verdicts (JSON: {id: "equivalent: why"}),
-and the report gives the rate over the mutants that change behaviour.
+marked `partial`. Survivors get a verdict by hand in --verdicts (JSON: {id: "equivalent: why",
+"docs: why" or "gap: why"}), and the report gives the rate over the mutants that change behaviour.
 Needs: pip install 'mutmut<3' 'coverage>=7.10'.
 """
 
@@ -204,6 +204,29 @@ def run(args: argparse.Namespace) -> None:
     report(args)
 
 
+def confirm(args: argparse.Namespace) -> None:
+    """Each survivor judged "gap: <test node id> ..." applied to a worktree of HEAD (which has the new
+    test) and run against that test: confirmed.jsonl says whether the new test kills it."""
+    verdicts = json.loads(Path(args.verdicts).read_text())
+    rows = {json.loads(r)["id"]: json.loads(r) for r in (WORK / "results.jsonl").read_text().splitlines()}
+    wt, ns = _worktree(_commit(), 9)
+    with open(WORK / "confirmed.jsonl", "a") as f:
+        for mid, verdict in verdicts.items():
+            test = verdict.split()[1] if verdict.startswith("gap: tests/") else None
+            if test is None or mid not in rows:
+                continue
+            m, path = rows[mid], wt / rows[mid]["file"]
+            original = path.read_text()
+            path.write_text(_mutated_source(wt, m))
+            try:
+                proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", test],
+                                      cwd=wt, env=_env(ns), capture_output=True, text=True, timeout=900)
+            finally:
+                path.write_text(original)
+            f.write(json.dumps({"id": mid, "test": test, "killed": proc.returncode != 0, "commit": _commit()}) + "\n")
+            print(f"{'killed' if proc.returncode else 'SURVIVED':8s} {mid} by {test}", flush=True)
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -220,11 +243,13 @@ def report(args: argparse.Namespace) -> None:
     killed = [r for r in rows if r["status"] == "killed"]
     timeouts = [r for r in rows if r["status"] == "timeout"]
     survived = [r for r in rows if r["status"] == "survived"]
-    equivalent = [r for r in survived if str(verdicts.get(r["id"], "")).startswith("equivalent")]
+    # "equivalent: why" (no observable change) and "docs: why" (only --help or description text) do not
+    # change behaviour; "gap: test" marks a real survivor (and the test written for it since).
+    equivalent = [r for r in survived if str(verdicts.get(r["id"], "")).startswith(("equivalent", "docs"))]
     detected, behaviour = len(killed) + len(timeouts), len(rows) - len(equivalent)
     lo, hi = wilson(detected, behaviour)
     print(f"tested {len(rows)} of {len(sample)} sampled mutants: killed {len(killed)}, timeout {len(timeouts)}, "
-          f"survived {len(survived)} ({len(equivalent)} judged equivalent)")
+          f"survived {len(survived)} ({len(equivalent)} judged not to change behaviour: equivalent or docs only)")
     print(f"kill rate over behaviour-changing mutants: {detected}/{behaviour} = {detected / max(1, behaviour):.1%} "
           f"(95% Wilson interval {lo:.1%} - {hi:.1%}); over all: {detected}/{len(rows)} = {detected / max(1, len(rows)):.1%}")
     by_pkg: dict[str, list[int]] = {}
@@ -235,8 +260,16 @@ def report(args: argparse.Namespace) -> None:
         k[0] += r["status"] != "survived"
         k[1] += 1
     print("  " + ", ".join(f"{p}: {k}/{n}" for p, (k, n) in sorted(by_pkg.items())))
+    confirmed_path = WORK / "confirmed.jsonl"
+    confirmed = {json.loads(c)["id"]: json.loads(c)["killed"] for c in confirmed_path.read_text().splitlines()} \
+        if confirmed_path.exists() else {}
+    now_killed = sum(1 for r in survived if confirmed.get(r["id"]) and r not in equivalent)
+    if confirmed:
+        print(f"after this session's new tests (`confirm`): {now_killed} more killed -> {detected + now_killed}/{behaviour}"
+              f" = {(detected + now_killed) / max(1, behaviour):.1%} of this sample (optimistic: the tests were written "
+              "for these survivors)")
     for r in sorted(survived, key=lambda r: r["id"]):
-        mark = verdicts.get(r["id"], "unjudged")
+        mark = verdicts.get(r["id"], "unjudged") + (" [confirmed killed]" if confirmed.get(r["id"]) else "")
         print(f"  survived {r['id']}{' (partial)' if r.get('partial') else ''}: {r['text'][:80]}  [{mark}]")
 
 
@@ -253,10 +286,12 @@ def main() -> None:
                    help="test again the survivors no test ran (older maps) or whose tests were cut at --budget")
     r.add_argument("--budget", type=float, default=300.0, help="seconds of covering tests (their map-run durations) per mutant")
     r.add_argument("--verdicts", default=str(REPO / "benchmarks" / "mutation_verdicts.json"))
+    c = sub.add_parser("confirm", help="run the survivors judged 'gap: <test>' against that test at HEAD")
+    c.add_argument("--verdicts", default=str(REPO / "benchmarks" / "mutation_verdicts.json"))
     p = sub.add_parser("report", help="summarise results.jsonl")
     p.add_argument("--verdicts", default=str(REPO / "benchmarks" / "mutation_verdicts.json"))
     args = ap.parse_args()
-    {"map": build_map, "run": run, "report": report}[args.cmd](args)
+    {"map": build_map, "run": run, "confirm": confirm, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,8 @@ def test_plan_zephyr_recipe_offline():
     assert (mt["generations"], mt["judge_calls"], mt["judge"]) == (160, 160, "openai:gpt-4")
     assert {a["name"] for a in d["artefacts"]} >= {"HuggingFaceH4/mistral-7b-sft-beta",
                                                    "HuggingFaceH4/ultrafeedback_binarized", "llm-blender/PairRM"}
+    assert {"kind": "lm-eval tasks", "name": "openllm", "where": "hub (lm-eval fetches each task's dataset)",
+            "present": None} in d["artefacts"]
     assert d["totals"]["gpu_hours"] > 0 and d["totals"]["judge_usd"] > 0
 
 
