@@ -140,3 +140,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         assert res.exit_code == 2, (args, res.output)
         lines = [line for line in res.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], (args, res.output)
+
+
+def test_gated_metric_is_the_headline_else_the_first():
+    from selm_bench.harness.compare import headline_metric
+
+    assert headline_metric("mt-bench", ["turn-1", "score", "turn-2"]) == "score"
+    assert headline_metric("mt-bench", ["turn-1", "turn-2"]) == "turn-1"

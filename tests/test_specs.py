@@ -175,3 +175,21 @@ def test_no_import_cycles(module):
         if name.startswith(f"selm_bench.{module}"):
             cyc = [d for d in graph[name] if name in reach(d)]
             assert not cyc, f"{name} <-> {cyc}"
+
+
+def test_trainer_arguments_follow_the_spec(tmp_path):
+    """What TRL is handed: the precision flags, CPU, the schedule and the batch, field by field."""
+    from selm_bench.harness.specs import TrainArgs
+    from selm_bench.trainers.train import trainer_kwargs
+
+    base = dict(learning_rate=3e-3, per_device_batch_size=8, gradient_accumulation_steps=2, num_processes=1, epochs=1.0,
+                warmup_ratio=0.1, max_length=96, logging_steps=5, seed=7, device="cpu", precision="fp32",
+                gradient_checkpointing=False)
+    fp32 = trainer_kwargs(TrainArgs(**base), tmp_path)
+    assert (fp32["bf16"], fp32["fp16"], fp32["use_cpu"], fp32["seed"], fp32["data_seed"]) == (False, False, True, 7, 7)
+    assert (fp32["per_device_train_batch_size"], fp32["gradient_accumulation_steps"], fp32["warmup_steps"]) == (8, 2, 0.1)
+    assert (fp32["lr_scheduler_type"], fp32["max_steps"], fp32["save_strategy"], "optim" not in fp32) == ("cosine", -1, "no", True)
+    bf16 = trainer_kwargs(TrainArgs(**{**base, "precision": "bf16", "device": "cuda", "optim": "adamw_torch"}), tmp_path)
+    assert (bf16["bf16"], bf16["fp16"], bf16["use_cpu"], bf16["optim"]) == (True, False, False, "adamw_torch")
+    fp16 = trainer_kwargs(TrainArgs(**{**base, "precision": "fp16", "device": "cuda"}), tmp_path)
+    assert (fp16["bf16"], fp16["fp16"]) == (False, True)
