@@ -94,9 +94,10 @@ def test_reward_model_ranker_equals_unbatched_forward(tiny_model, tmp_path):
 
     path = _reward_model(tiny_model, tmp_path / "rm")
     ranker = registry.get("ranker", f"reward-model:{path}")(name=f"reward-model:{path}", batch_size=4)
-    prompts = [{"prompt": "add 3 and 4"}, {"prompt": "reverse abcd"}]
-    cands = [["7", "8", "seven is the answer"], ["dcba", "abcd"]]
+    prompts = [{"prompt": "add 3 and 4"}, {"prompt": "reverse abcd"}, {"prompt": "sort 2 1"}]
+    cands = [["7", "8", "seven is the answer"], ["dcba", "abcd"], ["1 2", "2 1", "12"]]
     scores = ranker.score(prompts, cands)
+    assert [len(s) for s in scores] == [3, 2, 3]
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     for p, cs, got in zip(prompts, cands, scores):

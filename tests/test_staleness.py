@@ -68,3 +68,17 @@ def test_rerun_after_a_library_change_stops_then_force_or_keep(tmp_path):
     assert json.loads(record.read_text())["env"]["packages"]["transformers"] != "4.0.0"
     again = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
     assert again.returncode == 0 and "skip sft" in again.stderr  # an unchanged rerun keeps everything
+
+
+def test_each_stage_records_the_libraries_it_runs():
+    """Issue 10's list: torch and transformers everywhere; trl, accelerate, datasets for training;
+    lm-eval, alpaca-eval and fschat for evaluation."""
+    from selm_bench.harness.config import load_config
+    from selm_bench.harness.plan import plan
+    from selm_bench.harness.staleness import stage_env
+
+    stages, evals = plan(load_config(None, sets=["methods=[sft]", "suites=[tiny-world]"]))
+    sft = stage_env(next(s.spec for s in stages if s.name == "sft"))["packages"]
+    assert set(sft) == {"torch", "transformers", "trl", "accelerate", "datasets"}
+    ev = stage_env(evals[0].spec)["packages"]
+    assert {"torch", "transformers", "lm_eval", "alpaca_eval", "fschat"} <= set(ev) and "trl" not in ev
