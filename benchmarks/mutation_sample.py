@@ -182,6 +182,8 @@ def run(args: argparse.Namespace) -> None:
     population = all_mutants(wt0)
     sample = random.Random(args.seed).sample(population, min(args.n, len(population)))
     todo = [m for m in sample if m["id"] not in done]
+    if args.only_retest:  # leave the untested rest of the sample alone
+        todo = [m for m in todo if m["id"] in {r["id"] for r in rows}]
     print(f"{len(population)} mutants in {', '.join(PACKAGES)} at {cov['commit'][:8]}; sample {len(sample)} "
           f"(seed {args.seed}), {len(todo)} to test", flush=True)
     (WORK / "population.json").write_text(json.dumps({"commit": cov["commit"], "count": len(population),
@@ -284,6 +286,7 @@ def main() -> None:
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--retest", action="append", default=[], choices=["uncovered", "partial"],
                    help="test again the survivors no test ran (older maps) or whose tests were cut at --budget")
+    r.add_argument("--only-retest", action="store_true", help="with --retest: test nothing not tested before")
     r.add_argument("--budget", type=float, default=300.0, help="seconds of covering tests (their map-run durations) per mutant")
     r.add_argument("--verdicts", default=str(REPO / "benchmarks" / "mutation_verdicts.json"))
     c = sub.add_parser("confirm", help="run the survivors judged 'gap: <test>' against that test at HEAD")
