@@ -81,6 +81,22 @@ def test_summary_is_mean_and_std_over_seeds(swept):
     assert json.loads(res.stdout)["suites"][0]["shared"] == MICRO["world"]["n_eval"]
 
 
+def test_leaderboard_of_a_sweep_is_the_mean_over_seeds_per_point(swept):
+    _, out, _ = swept
+    res = cli("leaderboard", "--results", str(out), "--format", "json", "--no-published", "--all")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {(r["run"], r["checkpoint"]): r for r in json.loads(res.stdout)}
+    for alpha in ("0", "0.5"):
+        cells = [json.loads((out / "cells" / f"online.alpha={alpha},seed={s}" / "leaderboard.json").read_text())
+                 for s in (0, 1)]
+        for checkpoint in ("sft", "dpo", "selm/iter-1"):
+            vals = [next(r["tiny-world/accuracy"] for r in c if r["checkpoint"] == checkpoint) for c in cells]
+            row = rows[(f"{out.name}[online.alpha={alpha}]", checkpoint)]
+            assert row["tiny-world/accuracy"] == pytest.approx(statistics.fmean(vals))
+            assert row["tiny-world/accuracy_std"] == pytest.approx(statistics.stdev(vals))
+            assert row["provenance"].startswith(f"sweep {out.name} · online.alpha={alpha} · mean of 2 seed(s)")
+
+
 def test_rerun_resumes_without_recomputing(swept):
     _, out, args = swept
     before = {c.name: manifest(out, c.name)["stages"] for c in (out / "cells").iterdir()}
