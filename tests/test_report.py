@@ -366,3 +366,95 @@ def test_report_renders_in_chromium(run_report, tmp_path):
     assert shot.is_file(), res.stderr[-2000:]
     data = shot.read_bytes()
     assert data.startswith(PNG) and len(data) > 10_000
+
+
+# ---------------------------------------------------------------- exact HTML of the pieces, written by hand
+def test_leaderboard_html_exactly():
+    rows = [{"run": "r1", "checkpoint": "sft", "method": "sft", "tiny-world/accuracy": 0.5,
+             "tiny-world/accuracy_stderr": 0.0123, "mt-bench/score": 7.25, "label": "a<b", "provenance": "p1"},
+            {"run": "r1", "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1, "tiny-world/accuracy": 0.61234,
+             "mt-bench/score": float("nan"), "provenance": "p2"}]
+    top = ('<th rowspan="2">run</th><th rowspan="2">checkpoint</th><th rowspan="2">method</th>'
+           '<th rowspan="2">iteration</th><th rowspan="2">label</th><th colspan="1">mt-bench</th>'
+           '<th colspan="1">tiny-world</th><th rowspan="2">provenance</th>')
+    body = ('<tr><td>r1</td><td>sft</td><td>sft</td><td></td><td>a&lt;b</td><td class="num">7.25</td>'
+            '<td class="num">0.5 ± 0.012</td><td>p1</td></tr>'
+            '<tr><td>r1</td><td>selm/iter-1</td><td>selm</td><td>1</td><td></td><td></td>'
+            '<td class="num">0.6123</td><td>p2</td></tr>')
+    assert leaderboard_html(rows) == (
+        '<table class="leaderboard"><caption>± standard error where there is one</caption>'
+        f"<thead><tr>{top}</tr><tr><th>score</th><th>accuracy</th></tr></thead><tbody>{body}</tbody></table>")
+    # two metrics of one suite share its heading; a seed spread (_std) is preferred to a standard error
+    two = leaderboard_html([{"checkpoint": "dpo", "x/a": 1, "x/b": "text", "x/a_std": 0.25, "x/a_stderr": 0.5, "seeds": "2"}])
+    assert two == ('<table class="leaderboard"><caption>± std across seeds where there is one</caption><thead><tr>'
+                   '<th rowspan="2">checkpoint</th><th rowspan="2">seeds</th><th colspan="3">x</th></tr><tr><th>a</th>'
+                   '<th>a_stderr</th><th>b</th></tr></thead><tbody><tr><td>dpo</td><td>2</td><td class="num">1 ± 0.25</td>'
+                   '<td class="num">0.5</td><td>text</td></tr></tbody></table>')
+
+
+def test_page_and_figure_exactly():
+    from selm_bench.harness.report import CSS, _figure, _page
+
+    assert _figure(None, "x") == ""
+    assert _figure(b"\x89PNG", "a<b") == ('<figure><img src="data:image/png;base64,iVBORw==" alt="a&lt;b">'
+                                         "<figcaption>a&lt;b</figcaption></figure>")
+    assert _page("T&1", [("s1", "One", "<p>1</p>"), ("s2", "Two<", "")]) == (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>T&amp;1</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+        '<body><h1>T&amp;1</h1><nav><a href="#s1">One</a> <a href="#s2">Two&lt;</a></nav>'
+        '<section id="s1"><h2>One</h2><p>1</p></section><section id="s2"><h2>Two&lt;</h2></section></body></html>\n')
+
+
+def test_provenance_html_exactly(tmp_path):
+    from selm_bench.harness.report import provenance_html
+
+    manifest = {"git_commit": "abcdef1234567890", "git_dirty": True, "seed": 3, "python": "3.12",
+                "command": ["selm-bench", "train-and-eval"], "created": "c0", "started": "s0", "finished": None,
+                "kept_stale": ["sft", "dpo"], "packages": {"torch": "2.13.0"},
+                "stages": {"sft": {"status": "done", "duration_s": 12.5, "key": "k1", "git_commit": "0123456789abcdef",
+                                   "ended": "e0"}}}
+    _write(tmp_path / "checkpoints/sft/model/train_info.json",
+           {"device": "cpu", "mixed_precision": "no", "num_processes": 2, "global_batch": 64, "learning_rate": 0.003})
+    _write(tmp_path / "checkpoints/.tmp-dpo/model/train_info.json", {"device": "half-written"})  # a temp folder: skipped
+    kv = ("<tr><th>git commit</th><td>abcdef1234567890 (uncommitted changes)</td></tr><tr><th>seed</th><td>3</td></tr>"
+          "<tr><th>python</th><td>3.12</td></tr><tr><th>command</th><td>selm-bench train-and-eval</td></tr>"
+          "<tr><th>created</th><td>c0</td></tr><tr><th>started</th><td>s0</td></tr><tr><th>finished</th><td></td></tr>"
+          "<tr><th>kept stale</th><td>sft, dpo</td></tr>")
+    assert provenance_html(tmp_path, manifest, "name: x<y\n") == (
+        f'<table class="kv"><tbody>{kv}</tbody></table>'
+        '<h3>Package versions</h3><table class="items"><thead><tr><th>package</th><th>version</th></tr></thead>'
+        "<tbody><tr><td>torch</td><td>2.13.0</td></tr></tbody></table>"
+        '<h3>Stages</h3><table class="items"><thead><tr><th>stage</th><th>status</th><th>seconds</th><th>key</th>'
+        "<th>commit</th><th>ended</th></tr></thead><tbody><tr><td>sft</td><td>done</td><td>12.5</td><td>k1</td>"
+        "<td>0123456789ab</td><td>e0</td></tr></tbody></table>"
+        '<h3>Training setup</h3><table class="items"><thead><tr><th>checkpoint</th><th>device</th>'
+        "<th>mixed precision</th><th>processes</th><th>global batch</th><th>learning rate</th></tr></thead>"
+        "<tbody><tr><td>checkpoints/sft/model</td><td>cpu</td><td>no</td><td>2</td><td>64</td><td>0.003</td></tr>"
+        "</tbody></table><h3>config.yaml</h3><pre>name: x&lt;y\n</pre>")
+    clean = provenance_html(tmp_path / "none", {"git_commit": "abc"}, "")
+    assert clean.startswith('<table class="kv"><tbody><tr><th>git commit</th><td>abc</td></tr>')
+    assert "kept stale" not in clean and "Training setup" not in clean and clean.endswith("<h3>config.yaml</h3><p>none</p>")
+
+
+def test_run_summary_line(tmp_path):
+    _write(tmp_path / "manifest.json", {"stages": {"a": {"status": "done"}, "b": {"status": "running"}}, "results": [],
+                                        "git_commit": "0123456789abcdef"})
+    html = write_report(tmp_path).read_text()
+    assert (f'<p class="muted">{tmp_path.resolve()} · not finished (in progress or interrupted) · 1/2 stages done'
+            " · commit 0123456789ab</p>") in html
+    assert "<title>selm-bench report: " + tmp_path.name + "</title>" in html
+    _write(tmp_path / "manifest.json", {"stages": {"a": {"status": "done"}}, "results": [], "finished": "t"})
+    _write(tmp_path / "config.yaml", "name: my-run\n")
+    html = write_report(tmp_path).read_text()
+    assert " · finished · 1/1 stages done · commit ?</p>" in html and "<title>selm-bench report: my-run</title>" in html
+
+
+def test_seed_means_of_a_grid_without_parameters():
+    from selm_bench.harness.report import seed_means
+
+    cells = [{"params": {}, "seed": s, "rows": [{"run": f"c{s}", "checkpoint": "sft", "method": "sft",
+                                                 "tiny-world/accuracy": acc, "label": "tiny"}]}
+             for s, acc in ((0, 0.4), (1, 0.6))]
+    (row,) = seed_means(cells)
+    assert (row["run"], row["checkpoint"], row["seeds"], row["label"]) == ("(defaults)", "sft", "2", "tiny")
+    assert math.isclose(row["tiny-world/accuracy"], 0.5) and math.isclose(row["tiny-world/accuracy_std"], math.sqrt(0.02))
