@@ -129,7 +129,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     cases = [
         ([str(tmp_path / "nope"), str(a)], "run folder not found"),
         ([f"{a}:dpo", str(a)], "no checkpoint 'dpo'"),
-        ([str(a), str(a), "--metric", "tiny-world/nope"], "unknown metric 'tiny-world/nope'"),
+        ([str(a), str(a), "--metric", "tiny-world/nope"],
+         "error: unknown metric 'tiny-world/nope'; metrics both sides have: tiny-world/accuracy, tiny-world/score"),
         ([str(a), str(a), "--threshold", "tiny-world/accuracy"], "--threshold"),
         ([str(a), str(a), "--threshold", "tiny-world/accuracy=x"], "--threshold"),
         ([str(a), str(a), "--format", "xml"], "--format"),

@@ -152,3 +152,31 @@ def test_real_mode_evals_find_pulled_data(tmp_path, monkeypatch):
     (tmp_path / "pulled.json").write_text("{}")
     assert eval_spec(cfg, Ref(path="m"), "m", "mt-bench", None, {}).data_dir == str(tmp_path)
     assert eval_spec(cfg, Ref(path="m"), "m", "mt-bench", Ref(path="world/data"), {}).data_dir is None  # tiny mode
+
+
+def test_object_arrays_pickled_by_numpy_1_and_numpy_2():
+    """The authors' files come from numpy 1 (`numpy.core.multiarray`); numpy 2 writes
+    `numpy._core.multiarray`: both module paths of _reconstruct and scalar load, nothing else."""
+    import io
+    import pickle
+    import warnings
+
+    import numpy as np
+    from numpy.lib import format as npformat
+
+    from selm_bench.harness.datapull import load_object_npy
+
+    arr = np.array([{"label": np.int64(1), "ids": np.array([1, 2])}], dtype=object)
+    buf = io.BytesIO()
+    npformat.write_array_header_1_0(buf, npformat.header_data_from_array_1_0(arr))
+    pickle.dump(arr, buf, protocol=3)  # GLOBAL opcodes name the module in plain text
+    numpy2 = buf.getvalue()
+    assert numpy2.count(b"cnumpy._core.multiarray\n_reconstruct\n") == 1
+    assert numpy2.count(b"cnumpy._core.multiarray\nscalar\n") == 1
+    numpy1 = numpy2.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert load_object_npy(numpy2) == [{"label": 1, "ids": [1, 2]}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2's alias of numpy.core
+        assert load_object_npy(numpy1) == [{"label": 1, "ids": [1, 2]}]
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load numpy.core.umath"):
+        load_object_npy(numpy2.replace(b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.umath\nscalar\n"))

@@ -133,6 +133,13 @@ def test_real_prompt_data_and_schema_errors(tmp_path):
         prepare(DataSpec(source=str(tmp_path / "bad.jsonl"), split="x", chunks=1, expected_rows=None), tmp_path, out)
     with pytest.raises(DataError, match="10 rows, the config expects 11"):
         prepare(DataSpec(source=str(tmp_path / "uf.parquet"), split="x", chunks=1, expected_rows=11), tmp_path, out)
+    (tmp_path / "uf.csv").write_text("prompt\nq\n")
+    for source, line in [(tmp_path / "uf.csv", f"{tmp_path / 'uf.csv'}: expected .parquet, .jsonl or .json (or a saved "
+                                                "dataset folder)"),
+                         (tmp_path / "none.jsonl", f"{tmp_path / 'none.jsonl'}: no such file or folder")]:
+        with pytest.raises(DataError) as err:
+            prepare(DataSpec(source=str(source), split="x", chunks=1, expected_rows=None), tmp_path, out)
+        assert str(err.value) == line
 
 
 def test_iteration_1_shared_by_selm_and_iterative_dpo():

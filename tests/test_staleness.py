@@ -58,6 +58,16 @@ def test_rerun_after_a_library_change_stops_then_force_or_keep(tmp_path):
     assert re.fullmatch(r"error: stage sft is stale \(transformers 4\.0\.0 -> [\w.+]+\): rerun with --force to redo, "
                         r"or --keep-stale to keep the old results\n", stale.stderr), stale.stderr  # one stale stage
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing written
+    rec["env"]["packages"]["torch"] = "1.0.0"  # two differences in one stage, and a second stale stage
+    record.write_text(json.dumps(rec))
+    eval_record = out / "evals/sft/tiny-world/stage.json"
+    other = json.loads(eval_record.read_text())
+    other["env"]["packages"]["transformers"] = "4.0.0"
+    eval_record.write_text(json.dumps(other))
+    two = cli("train-and-eval", "--config", str(cfg), "--out", str(out))
+    assert two.returncode == 2 and re.fullmatch(
+        r"error: stage sft is stale \(torch 1\.0\.0 -> [\w.+]+; transformers 4\.0\.0 -> [\w.+]+\) and 1 more: rerun "
+        r"with --force to redo, or --keep-stale to keep the old results\n", two.stderr), two.stderr
 
     kept = cli("train-and-eval", "--config", str(cfg), "--out", str(out), "--keep-stale")
     assert kept.returncode == 0 and "skip sft" in kept.stderr
