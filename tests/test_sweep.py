@@ -130,3 +130,55 @@ def test_bad_grid_is_one_line_exit_2_and_writes_nothing(tmp_path, grid, msg):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], res.stderr
     assert not out.exists()
+
+
+def test_slurm_parameters_and_waves_reach_submitit(tmp_path, monkeypatch):
+    """What `_run_slurm` hands submitit, through a recording stand-in: the executor's folder and
+    cluster, every resource option (the partition only when given), the first cell of each seed
+    before the rest, and a failed job's last error line."""
+    import types
+
+    from selm_bench.harness.sweep import SlurmOptions, _run_slurm, run_cell
+
+    calls = []
+
+    class Job:
+        def __init__(self, n, fail):
+            self.job_id, self.fail = n, fail
+
+        def result(self):
+            if self.fail:
+                raise RuntimeError("Traceback ...\nValueError: boom")
+
+    class AutoExecutor:
+        def __init__(self, folder, cluster):
+            calls.append(("executor", folder, cluster))
+
+        def update_parameters(self, **params):
+            calls.append(("params", params))
+
+        def submit(self, fn, *args):
+            calls.append(("submit", fn, args))
+            return Job(len(calls), fail=args[1] == "cell-b" and fail_b)
+
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=AutoExecutor))
+    cell = lambda name, seed: types.SimpleNamespace(name=name, seed=seed)
+    jobs = [(cell("a", 0), "cfg-a", "cell-a", "cache"), (cell("b", 0), "cfg-b", "cell-b", "cache"),
+            (cell("c", 1), "cfg-c", "cell-c", "cache")]
+    fail_b = False
+    _run_slurm(jobs, tmp_path, SlurmOptions(partition="gpu", gpus=8, time_min=90, mem_gb=32, cpus=4, executor="local"),
+               ["selm-bench"])
+    assert calls == [
+        ("executor", tmp_path / "slurm" / "%j", "local"),
+        ("params", {"timeout_min": 90, "mem_gb": 32, "gpus_per_node": 8, "cpus_per_task": 4, "name": "selm-bench-sweep",
+                    "slurm_partition": "gpu"}),
+        ("submit", run_cell, ("cfg-a", "cell-a", "cache", ["selm-bench"])),
+        ("submit", run_cell, ("cfg-c", "cell-c", "cache", ["selm-bench"])),
+        ("submit", run_cell, ("cfg-b", "cell-b", "cache", ["selm-bench"]))]
+    calls.clear()
+    fail_b = True
+    with pytest.raises(RuntimeError) as err:
+        _run_slurm(jobs, tmp_path, SlurmOptions(), ["selm-bench"])
+    assert calls[1] == ("params", {"timeout_min": 1440, "mem_gb": 64, "gpus_per_node": 1, "cpus_per_task": 8,
+                                   "name": "selm-bench-sweep"}) and calls[0][2] == "slurm"
+    assert str(err.value) == "sweep cell b failed (job 5): ValueError: boom"
