@@ -119,3 +119,28 @@ def test_vllm_backend_without_vllm_is_one_line(tmp_path, monkeypatch):
         L.make_lm(_ctx(tmp_path, model="m", backend="vllm", backend_options={"tensor_parallel_size": 2}))
     assert str(err.value) == ("backend vllm needs the optional extra: pip install 'selm-bench[vllm]' "
                               "(vllm is not installed)")
+
+
+def test_items_from_samples_by_hand():
+    """Per-sample records from lm-eval's `samples`: the argmax-loglikelihood choice for multiple
+    choice, the response otherwise; ids from the document's own id, else lm-eval's doc_id."""
+    from selm_bench.evals.lm_eval_suite import items_from_samples
+
+    results = {"configs": {"arc": {"output_type": "multiple_choice"}, "gsm": {"output_type": "generate_until"}},
+               "samples": {
+                   "arc": [{"doc_id": 0, "doc": {"id": "Mercury_1"}, "filter": "none", "target": 1,
+                            "filtered_resps": [(-2.0, False), (-0.5, True), (-3.0, False)], "metrics": ["acc", "acc_norm"],
+                            "acc": 1.0, "acc_norm": 0.0},
+                           {"doc_id": 1, "doc": {"question": "no id"}, "filter": "none", "target": 0,
+                            "filtered_resps": [(-1.0, False), (-0.2, True)], "metrics": ["acc"], "acc": 0.0}],
+                   "gsm": [{"doc_id": 0, "doc": "a plain string", "filter": "strict", "target": "4",
+                            "filtered_resps": ["4"], "metrics": ["exact_match"], "exact_match": 1.0},
+                           {"doc_id": 7, "doc": {"id": None}, "filter": "strict", "target": "5",
+                            "filtered_resps": ["a", "b"], "metrics": []}]}}
+    assert items_from_samples(results) == [
+        {"task": "arc", "doc_id": 0, "filter": "none", "target": 1, "pred": 1, "id": "arc/Mercury_1", "acc": 1.0,
+         "acc_norm": 0.0, "score": 1.0},
+        {"task": "arc", "doc_id": 1, "filter": "none", "target": 0, "pred": 1, "id": "arc/1", "acc": 0.0, "score": 0.0},
+        {"task": "gsm", "doc_id": 0, "filter": "strict", "target": "4", "pred": "4", "id": "gsm/0", "exact_match": 1.0,
+         "score": 1.0},
+        {"task": "gsm", "doc_id": 7, "filter": "strict", "target": "5", "pred": ["a", "b"], "id": "gsm/7", "score": None}]

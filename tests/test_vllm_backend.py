@@ -151,3 +151,29 @@ def test_real_vllm_tiny_model(tiny_model):
     sampled = be.chat(convs, Sampling(n=3, temperature=1.0, top_p=0.9, max_new_tokens=8, seed=3))
     assert len(sampled) == 2 and all(len(r) == 3 and all(isinstance(t, str) and t == t.strip() for t in r) for r in sampled)
     json.dumps(sampled)  # plain strings, as the hf backend's records
+
+
+def test_the_job_file_a_worker_gets(monkeypatch, tiny_model, tmp_path):
+    """Everything the real vLLM worker reads from its job file: model, engine options, sampling
+    (greedy sends n=1 and repeats), the tokenizer's eos id and one prompt's token ids."""
+    worker = tmp_path / "echo_job_worker.py"
+    worker.write_text(textwrap.dedent("""
+        import json, sys
+        job = json.load(open(sys.argv[1]))
+        seen = {k: job[k] for k in ("model", "engine", "sampling", "eos_token_id")}
+        out = [[json.dumps({**seen, "prompt": p, "n_ids": len(ids)})] * job["sampling"]["n"]
+               for p, ids in zip(job["prompts"], job["prompt_token_ids"])]
+        json.dump(out, open(sys.argv[2], "w"))
+        """))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    be = VLLMBackend(str(tiny_model), dtype="bfloat16", gpu_memory_utilization=0.5, max_model_len=512,
+                     worker_module=str(worker))
+    (reply, again), = be.complete(["hello"], Sampling(n=2, temperature=0.0, max_new_tokens=9, seed=3))
+    assert reply == again
+    job = json.loads(reply)
+    assert job == {"model": str(tiny_model), "prompt": "hello", "n_ids": len(be.tokenizer("hello", add_special_tokens=False)["input_ids"]),
+                   "engine": {"dtype": "bfloat16", "tensor_parallel_size": 1, "gpu_memory_utilization": 0.5,
+                              "max_model_len": 512, "trust_remote_code": False},
+                   "sampling": {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 9, "seed": 3},
+                   "eos_token_id": be.tokenizer.eos_token_id}
+    assert be.tokenizer.eos_token_id is not None
