@@ -1,0 +1,172 @@
+"""The config's contract, field by field: every default (a changed default changes every stage key,
+so results stop being comparable with earlier runs: it must be a deliberate edit of this table),
+every bound at its edge (the value on the edge accepted, the one past it refused with the key
+named), and the cross-field checks with their full error lines."""
+
+import pytest
+
+from selm_bench.harness.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_value
+
+DEFAULTS = {
+    "name": "tiny", "seed": 0, "output_dir": "results", "device": "auto", "precision": "auto",
+    "gradient_checkpointing": None, "methods": ["sft", "dpo", "iterative-dpo", "selm"],
+    "suites": ["tiny-world", "lm-eval", "mt-bench", "alpaca-eval"],
+    "world": {"categories": ["add", "sub", "reverse", "count", "sort", "extract"], "n_sft": 6000, "n_pref": 1500,
+              "n_prompts": 1200, "n_dev": 400, "n_eval": 1000, "n_two_turn": 120, "n_mc": 300, "sft_noise": 0.0,
+              "two_turn_fraction": 0.15},
+    "model": {"pretrained": "", "hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 341,
+              "max_position_embeddings": 128, "trust_remote_code": []},
+    "sft": {"learning_rate": 3e-3, "batch_size": 64, "gradient_accumulation_steps": 1, "epochs": 8.0, "warmup_ratio": 0.03,
+            "max_length": 256, "logging_steps": 10, "lr_scheduler": "cosine", "optim": None, "max_steps": -1,
+            "weight_decay": 0.0},
+    "dpo": {"learning_rate": 1e-4, "batch_size": 32, "gradient_accumulation_steps": 1, "epochs": 1.0, "warmup_ratio": 0.1,
+            "max_length": 256, "logging_steps": 10, "lr_scheduler": "cosine", "optim": None, "max_prompt_length": None,
+            "precompute_ref_log_probs": True, "beta": 0.1, "start": "sft", "chunk": 1},
+    "online": {"learning_rate": 1e-4, "batch_size": 32, "gradient_accumulation_steps": 1, "epochs": 1.0,
+               "warmup_ratio": 0.1, "max_length": 256, "logging_steps": 10, "lr_scheduler": "cosine", "optim": None,
+               "max_prompt_length": None, "precompute_ref_log_probs": True, "iterations": 2, "start": "dpo",
+               "chunks": None, "keep_ties": False, "beta": 0.1, "alpha": 0.001, "nll_weight": 0.0, "num_samples": 4,
+               "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "candidates": ["policy", "dataset"],
+               "ranker": "oracle", "max_ranker_failures": 0.0, "backend": "hf", "ref_response": "greedy"},
+    "eval": {"batch_size": 64, "judge": "oracle", "data_dir": "", "backend": "hf", "judge_base_url": "",
+             "judge_concurrency": 8, "judge_max_retries": 5, "judge_timeout": 60.0},
+    "data": {"prompts": "", "split": "train_prefs", "chunks": 1, "expected_rows": None},
+    "vllm": {"tensor_parallel_size": 1, "data_parallel_size": 1, "gpu_memory_utilization": 0.9, "dtype": "auto",
+             "max_model_len": None},
+    "launch": {"launcher": "inprocess", "accelerate_config": "", "num_processes": 1, "wrapper": ""},
+    "suite_options": {},
+}
+
+
+def test_every_default():
+    assert ExperimentConfig().to_dict() == DEFAULTS
+
+
+# (key, the value on the edge: accepted, the value past it: refused, pydantic's wording)
+EDGES = [
+    *[(f"world.{k}", 1, 0, "greater than or equal to 1")
+      for k in ("n_sft", "n_pref", "n_prompts", "n_dev", "n_eval", "n_two_turn", "n_mc")],
+    ("world.sft_noise", 0, -0.1, "greater than or equal to 0"), ("world.sft_noise", 0.99, 1, "less than 1"),
+    ("world.two_turn_fraction", 0, -0.1, "greater than or equal to 0"), ("world.two_turn_fraction", 1, 1.01, "less than or equal to 1"),
+    *[(f"model.{k}", 1, 0, "greater than or equal to 1") for k in ("num_layers", "intermediate_size", "max_position_embeddings")],
+    ("model.hidden_size", 4, 0, "greater than or equal to 1"), ("model.num_heads", 1, 0, "greater than or equal to 1"),
+    *[(f"{s}.{k}", v, bad, msg) for s in ("sft", "dpo", "online") for k, v, bad, msg in [
+        ("learning_rate", 1e-9, 0, "greater than 0"), ("batch_size", 1, 0, "greater than or equal to 1"),
+        ("gradient_accumulation_steps", 1, 0, "greater than or equal to 1"), ("epochs", 0.01, 0, "greater than 0"),
+        ("warmup_ratio", 0, -0.1, "greater than or equal to 0"), ("warmup_ratio", 0.99, 1, "less than 1"),
+        ("max_length", 8, 7, "greater than or equal to 8"), ("logging_steps", 1, 0, "greater than or equal to 1")]
+      if not (s == "online" and k == "learning_rate")],
+    ("sft.max_steps", -1, -2, "greater than or equal to -1"), ("sft.weight_decay", 0, -0.1, "greater than or equal to 0"),
+    *[(f"{s}.max_prompt_length", 1, 0, "greater than or equal to 1") for s in ("dpo", "online")],
+    ("dpo.beta", 1e-9, 0, "greater than 0"), ("dpo.chunk", 1, 0, "greater than or equal to 1"),
+    ("online.iterations", 1, 0, "greater than or equal to 1"), ("online.beta", 1e-9, 0, "greater than 0"),
+    ("online.alpha", 0, -0.001, "greater than or equal to 0"), ("online.nll_weight", 0, -1, "greater than or equal to 0"),
+    ("online.num_samples", 0, -1, "greater than or equal to 0"), ("online.temperature", 0, -0.5, "greater than or equal to 0"),
+    ("online.top_p", 1, 1.1, "less than or equal to 1"), ("online.top_p", 0.01, 0, "greater than 0"),
+    ("online.max_new_tokens", 1, 0, "greater than or equal to 1"),
+    ("online.max_ranker_failures", 0, -0.1, "greater than or equal to 0"),
+    ("online.max_ranker_failures", 1, 1.5, "less than or equal to 1"),
+    ("eval.batch_size", 1, 0, "greater than or equal to 1"), ("eval.judge_concurrency", 1, 0, "greater than or equal to 1"),
+    ("eval.judge_max_retries", 0, -1, "greater than or equal to 0"), ("eval.judge_timeout", 0.1, 0, "greater than 0"),
+    ("data.chunks", 1, 0, "greater than or equal to 1"), ("data.expected_rows", 1, 0, "greater than or equal to 1"),
+    ("vllm.tensor_parallel_size", 1, 0, "greater than or equal to 1"), ("vllm.data_parallel_size", 1, 0, "greater than or equal to 1"),
+    ("vllm.gpu_memory_utilization", 1, 1.01, "less than or equal to 1"),
+    ("vllm.gpu_memory_utilization", 0.01, 0, "greater than 0"), ("vllm.max_model_len", 1, 0, "greater than or equal to 1"),
+    ("launch.num_processes", 1, 0, "greater than or equal to 1"), ("seed", 0, -1, "greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize("key,edge,past,wording", EDGES, ids=[f"{e[0]}={e[2]}" for e in EDGES])
+def test_bounds_at_their_edge(key, edge, past, wording):
+    section, _, field = key.rpartition(".")
+    cfg = ExperimentConfig.model_validate({section: {field: edge}} if section else {field: edge})
+    assert (getattr(getattr(cfg, section), field) if section else getattr(cfg, field)) == edge
+    with pytest.raises(ConfigError) as err:
+        load_config(sets=[f"{key}={past}"])
+    assert str(err.value).startswith(f"{key}: Input should be {wording}")
+
+
+@pytest.mark.parametrize("sets,line", [
+    (["launch.num_processes=2"], "launch.num_processes: 2 processes need --launcher accelerate"),
+    (["online.iterations=5", "world.n_prompts=4"],
+     "online.iterations: 5 iterations need at least as many prompts (world.n_prompts = 4)"),
+    (["online.chunks=[1, 2]"], "online.chunks: needs data.prompts and one chunk per iteration"),
+    (["model.hidden_size=10", "model.num_heads=4"], "model: hidden_size must be divisible by num_heads"),
+    (["online.num_samples=0", "online.candidates=[policy]"],
+     "online: no candidates: num_samples is 0 and 'dataset' is not in online.candidates"),
+    (["online.learning_rate=[]"], "online.learning_rate: must be > 0 (one value, or a non-empty list of one per "
+                                  "iteration), got []"),
+    (["online.learning_rate=0"], "online.learning_rate: must be > 0 (one value, or a non-empty list of one per "
+                                 "iteration), got 0.0"),
+    (["model.trust_remote_code=['  ']"], "model.trust_remote_code: an empty model name"),
+    (["online.start=base"], "model.pretrained: a `base` start needs the configured model (a hub id or local path)"),
+    (["dpo.start=base"], "model.pretrained: a `base` start needs the configured model (a hub id or local path)"),
+    (["world.categories=[add, mul]"], "world.categories[1]: unknown category 'mul' (known: add, sub, reverse, count, "
+                                      "sort, extract)"),
+    (["device=cuda:x"], "device: String should match pattern '^(auto|cpu|mps|cuda(:\\d+)?)$', got 'cuda:x'"),
+    (["name=-x"], "name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$', got '-x'"),
+    (["launch.accelerate_config=/no/file.yaml"], "launch.accelerate_config: no such file: /no/file.yaml"),
+    (["online.betta=1"], "online.betta: unknown key"),
+    (["nosection"], "--set nosection: expected KEY=VALUE"),
+    (["nosection=1"], "--set nosection: unknown key"),
+    (["seed.x=1"], "--set seed.x: seed is not a section"),
+])
+def test_error_lines_in_full(sets, line):
+    with pytest.raises(ConfigError) as err:
+        load_config(sets=sets)
+    assert str(err.value) == line
+
+
+def test_real_prompt_cross_checks(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("")
+    real = [f"data.prompts={prompts}", "data.chunks=4", "model.pretrained=org/model-7b", "online.start=base",
+            "online.ranker=pairrm"]
+    cfg = load_config(sets=[*real, "methods=[selm]", "online.chunks=[2, 4]"])
+    assert [cfg.online.chunk(t) for t in (1, 2)] == [2, 4]
+    for sets, line in [
+        (["methods=[selm]", "online.chunks=[2, 5]"], "online.chunks: chunk 5 is outside 1..data.chunks (4)"),
+        (["methods=[selm]", "online.chunks=[0, 1]"], "online.chunks: chunk 0 is outside 1..data.chunks (4)"),
+        (["methods=[dpo]", "dpo.start=base", "dpo.chunk=5"], "dpo.chunk: chunk 5 is outside 1..data.chunks (4)"),
+        (["methods=[sft]"], "methods: sft needs the tiny world's SFT corpus; with data.prompts start from a pretrained model"),
+        (["methods=[dpo]"], "dpo.start: with data.prompts there is no sft stage; use `base` (model.pretrained)"),
+        (["methods=[selm]", "online.start=sft"], "dpo.start: with data.prompts there is no sft stage; use `base` "
+                                                 "(model.pretrained)"),
+        (["methods=[selm]", "online.ranker=oracle"], "online.ranker: oracle needs the tiny world's gold answers; with "
+                                                     "data.prompts use reward-model:<model> or pairrm"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(sets=[*real, *sets])
+        assert str(err.value) == line, sets
+    assert load_config(sets=[*real, "methods=[dpo]", "dpo.start=base", "dpo.chunk=4"]).dpo.chunk == 4
+    assert load_config(sets=["online.iterations=4", "world.n_prompts=4"]).online.iterations == 4  # as many prompts: enough
+
+
+def test_overrides_and_values():
+    assert parse_value("64") == 64 and parse_value("[a, b]") == ["a", "b"] and parse_value("true") is True
+    assert parse_value("a: [b") == "a: [b"  # not YAML: the raw text
+    data = apply_overrides({"online": {"beta": 0.1}}, ["online.alpha=0.5", "name=007", "mt-bench.judge.x=1",
+                                                       "data.split=1e3"])
+    assert data == {"online": {"beta": 0.1, "alpha": 0.5}, "name": "007", "data": {"split": "1e3"},
+                    "suite_options": {"mt-bench": {"judge.x": 1}}}  # text fields stay text
+    cfg = load_config(sets=["online.learning_rate=[1e-4, 5e-5]"])
+    assert [cfg.online.lr(t) for t in (1, 2)] == [1e-4, 5e-5] and load_config().online.lr(2) == 3e-4  # tiny.yaml's
+    assert [load_config().online.chunk(t) for t in (1, 2)] == [1, 2]
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("seed: 0\nonline:\n  beta: [0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(err.value) == f"{bad}: invalid YAML at line 4"
+    bad.write_text("- a\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(err.value) == f"{bad}: expected a mapping of config sections, got list"
+    bad.write_text("")
+    assert load_config(bad).name == "tiny"  # an empty file: every default
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "none.yaml")
+    assert str(err.value) == f"config file not found: {tmp_path / 'none.yaml'}"
+    assert load_config(overrides={"seed": 3, "name": None}).seed == 3
