@@ -73,3 +73,44 @@ def test_import_bad_file_is_one_line_exit_2(tmp_path, suite, content):
     res = _cli("import", "--suite", suite, "--model", "m", str(f), "--results", str(tmp_path / "res"))
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and str(f) in res.stderr, res.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_import_lines_in_full(tmp_path):
+    """Every line `import` prints, success and refusal, compared whole (in-process)."""
+    from typer.testing import CliRunner
+
+    from selm_bench.harness.cli import app
+
+    rows = [{"question_id": 81, "model": m, "judge": ["gpt-4", "single-v1"], "user_prompt": "", "judgment": "[[7]]",
+             "score": 7, "turn": 1, "tstamp": 0} for m in ("org/m1", "m2")]
+    f = tmp_path / "j.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res_dir = tmp_path / "res"
+    run = lambda *args: CliRunner().invoke(app, ["import", *args, "--results", str(res_dir)])
+    ok = run("--suite", "mt-bench", "--model", "org/m1", str(f))
+    dest = res_dir / "imports" / "mt-bench" / "org-m1" / "metrics.json"
+    assert ok.exit_code == 0 and ok.stderr.splitlines()[0] == f"imported mt-bench for org/m1 -> {dest}", ok.stderr
+    saved = json.loads(dest.read_text())
+    assert (saved["suite"], saved["checkpoint"], saved["method"], saved["info"]["source"]) == (
+        "mt-bench", "org/m1", "reference", str(f.resolve()))
+    assert not (res_dir / "imports" / "mt-bench" / "m2").exists()  # --model picks one
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for args, line in [
+        (("--suite", "mt-bench", str(tmp_path / "none.jsonl")), f"error: {tmp_path / 'none.jsonl'}: file not found"),
+        (("--suite", "alpaca-eval", str(f)), "error: --model is required with --suite alpaca-eval"),
+        (("--suite", "gsm8k", str(f)), "error: --suite: import supports alpaca-eval and mt-bench, got 'gsm8k'"),
+        (("--suite", "mt-bench", str(empty)), f"error: {empty}: no judgments in it"),
+        (("--suite", "mt-bench", "--model", "m3", str(f)), f"error: --model m3: not in {f} (has: m2, org/m1)"),
+    ]:
+        res = run(*args)
+        assert res.exit_code == 2 and res.stderr == line + "\n", (args, res.stderr)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    res = run("--suite", "mt-bench", str(bad))
+    assert res.stderr == (f"error: {bad}: not a FastChat judgment .jsonl (rows with model, question_id, turn, score): "
+                          f"DataFileError: {bad}: line 1 is not valid JSON (Expecting value)\n")
+    bad.write_text('{"a": 1}')
+    res = run("--suite", "alpaca-eval", "--model", "m", str(bad))
+    assert res.exit_code == 2 and res.stderr == (f"error: {bad}: not alpaca_eval annotations: 1 rows, missing keys "
+                                                 "['instruction', 'output_1', 'output_2', 'preference']\n")
