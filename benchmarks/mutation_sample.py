@@ -43,14 +43,22 @@ def _commit() -> str:
 
 
 def build_map(args: argparse.Namespace) -> None:
-    """Run the tests under coverage with one context per test; write map.json {file: {line: [tests]}}."""
+    """Run the tests under coverage with one context per test; write map.json {file: {line: [tests]}}.
+    With --merge: run only the given tests and fold them into the existing map (replacing their old
+    entries), provided the packages are unchanged since the map's commit; the map moves to HEAD."""
     if subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", *PACKAGES]).returncode:
         sys.exit("error: trainers/, harness/ or evals/ differ from HEAD; commit first (mutants run on HEAD)")
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    rc = WORK / "main.ini"
-    rc.write_text(f"[run]\ndata_file = {WORK / 'coverage'}\nparallel = true\nsource_pkgs = selm_bench\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SELM_MUT_DIR": str(WORK),
+    base = None
+    if args.merge:
+        base = json.loads((WORK / "map.json").read_text())
+        if subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", base["commit"], "HEAD", "--", *PACKAGES]).returncode:
+            sys.exit(f"error: the packages changed since the map's commit {base['commit'][:8]}: build a new map")
+    work = WORK / "merge" if args.merge else WORK
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    rc = work / "main.ini"
+    rc.write_text(f"[run]\ndata_file = {work / 'coverage'}\nparallel = true\nsource_pkgs = selm_bench\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SELM_MUT_DIR": str(work),
            "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     cmd = [sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m", "pytest", "-q", "-p", "mutation_contexts",
            "-p", "no:cacheprovider", *args.pytest_args]
@@ -59,7 +67,7 @@ def build_map(args: argparse.Namespace) -> None:
     print(f"suite under coverage: exit {proc.returncode} in {time.time() - t0:.0f} s")
     subprocess.run([sys.executable, "-m", "coverage", "combine", f"--rcfile={rc}", "--keep", "-q"], cwd=REPO, env=env,
                    check=True)
-    db = sqlite3.connect(WORK / "coverage")
+    db = sqlite3.connect(work / "coverage")
     files = dict(db.execute("select id, path from file"))
     contexts = dict(db.execute("select id, context from context"))
     covered: dict[str, dict[int, set[str]]] = {}
@@ -73,10 +81,16 @@ def build_map(args: argparse.Namespace) -> None:
         for line in numbits_to_nums(numbits):
             covered.setdefault(rel, {}).setdefault(line, set()).add(test)
     durations: dict[str, float] = {}
-    for row in (WORK / "durations.jsonl").read_text().splitlines():
+    for row in (work / "durations.jsonl").read_text().splitlines():
         r = json.loads(row)
         durations[r["test"]] = max(durations.get(r["test"], 0.0), r["seconds"])
-    out = {"commit": _commit(), "suite_exit": proc.returncode, "durations": durations,
+    if base is not None:  # the merged tests' old entries out, their new ones in
+        for f, lines in base["lines"].items():
+            for n, tests in lines.items():
+                covered.setdefault(f, {}).setdefault(int(n), set()).update(t for t in tests if t not in durations)
+        durations = {**{t: d for t, d in base["durations"].items() if t not in durations}, **durations}
+    out = {"commit": _commit(), "suite_exit": proc.returncode if base is None else max(base["suite_exit"], proc.returncode),
+           "durations": durations, "merged": (base or {}).get("merged", []) + (args.pytest_args if base else []),
            "lines": {f: {str(n): sorted(t) for n, t in lines.items()} for f, lines in covered.items()}}
     (WORK / "map.json").write_text(json.dumps(out))
     print(f"map: {len(covered)} files, {sum(len(v) for v in covered.values())} covered lines, {len(durations)} tests "
@@ -280,6 +294,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("map", help="run the suite under coverage with one context per test")
     m.add_argument("pytest_args", nargs="*", default=["tests"])
+    m.add_argument("--merge", action="store_true", help="run only PYTEST_ARGS and fold them into the existing map")
     r = sub.add_parser("run", help="test a seeded random sample of mutants")
     r.add_argument("--n", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
