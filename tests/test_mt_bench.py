@@ -138,3 +138,118 @@ def test_paired_metrics_per_turn_by_hand():
              {"id": "83/turn-2", "turn": 2, "score": 3.0}]
     assert paired(items) == {"score": 21.0 / 4, "turn-1": 7.0, "turn-2": 3.5}
     assert paired([{"id": "81/turn-1", "turn": 1, "score": None}]) == {"score": None, "turn-1": None, "turn-2": None}
+
+
+class _Generator:
+    """A stand-in backend: replies `<turn>:<last user message>` and records what it was asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def chat(self, convs, sampling, desc=""):
+        self.calls.append(([len(c) for c in convs], sampling.temperature, sampling.max_new_tokens, sampling.seed, desc))
+        return [[f"a{(len(c) + 1) // 2}:{c[-1]['content']}"] for c in convs]
+
+
+class _Scripted(Judge):
+    name = "scripted"
+    model = "gpt-4"
+
+    def __init__(self, replies):
+        self.replies, self.requests = replies, []
+
+    def chat_many(self, requests, **sampling):
+        self.requests += requests
+        return self.replies[:len(requests)]
+
+    def accounting(self):
+        return {"calls": len(self.requests)}
+
+
+def test_real_mode_end_to_end_by_hand(tmp_path):
+    """Two fixture questions (81 writing at FastChat's temperature 0.7, 111 math at 0.0, with its
+    reference), a scripted judge rating [[8]], [[6]], failing, and giving no rating: ratings
+    8 and 6 kept, two errors, every file and item as FastChat lays them out."""
+    from conftest import write_mt_bench_fixture
+    from fastchat.llm_judge.common import API_ERROR_OUTPUT
+
+    data = write_mt_bench_fixture(tmp_path / "mirror")
+    out = tmp_path / "mt-bench"
+    ctx = EvalContext(model="unused", name="org/m", out_dir=out, data_dir=data, judge="openai:gpt-4", seed=5,
+                      options={"question_limit": 2})
+    ctx._generator = gen = _Generator()
+    judge = _Scripted(["Rating: [[8]]", "[[6]]", None, "no rating"])
+    ctx.make_judge = lambda: judge
+    (out / "model_judgment").mkdir(parents=True)
+    other = {"question_id": 81, "model": "other", "judge": ["gpt-4", "single-v1"], "score": 2, "turn": 1}
+    (out / "model_judgment" / "gpt-4_single.jsonl").write_text(json.dumps(other) + "\n")
+    res = run(ctx)
+    # turn 1: the math question (temperature 0) first, then writing (0.7); turn 2 carries turn 1's answer
+    assert gen.calls == [([1], 0.0, 1024, 5, "mt-bench turn 1 org/m"), ([1], 0.7, 1024, 5, "mt-bench turn 1 org/m"),
+                         ([3], 0.0, 1024, 5, "mt-bench turn 2 org/m"), ([3], 0.7, 1024, 5, "mt-bench turn 2 org/m")]
+    answers = [json.loads(line) for line in (out / "model_answer" / "org-m.jsonl").read_text().splitlines()]
+    assert [(a["question_id"], a["model_id"], a["choices"][0]["turns"]) for a in answers] == [
+        (81, "org/m", ["a1:Write a two-line poem about rain.", "a2:Now make it rhyme."]),
+        (111, "org/m", ["a1:What is 12 + 30?", "a2:And doubled?"])]
+    assert res.metrics == {"score": 7.0, "turn-1": 8.0, "turn-2": 6.0, "category/writing": 7.0, "errors": 2}
+    assert [(i["id"], i["question_id"], i["turn"], i["category"], i["question"], i["answer"], i["score"], i["judgment"])
+            for i in res.items] == [
+        ("81/turn-1", 81, 1, "writing", "Write a two-line poem about rain.", "a1:Write a two-line poem about rain.", 8,
+         "Rating: [[8]]"),
+        ("81/turn-2", 81, 2, "writing", "Now make it rhyme.", "a2:Now make it rhyme.", 6, "[[6]]"),
+        ("111/turn-1", 111, 1, "math", "What is 12 + 30?", "a1:What is 12 + 30?", None, API_ERROR_OUTPUT),
+        ("111/turn-2", 111, 2, "math", "And doubled?", "a2:And doubled?", None, "no rating")]
+    assert res.info == {"mode": "fastchat", "n_questions": 2, "judge": {"spec": "openai:gpt-4", "model": "gpt-4", "calls": 4},
+                        "answers": "model_answer/org-m.jsonl", "judgments": "model_judgment/gpt-4_single.jsonl"}
+    rows = [json.loads(line) for line in (out / "model_judgment" / "gpt-4_single.jsonl").read_text().splitlines()]
+    assert rows[0] == other  # another model's judgments stay
+    assert [(r["model"], r["question_id"], r["turn"], r["judge"], r["score"]) for r in rows[1:]] == [
+        ("org/m", 81, 1, ["gpt-4", "single-v1"], 8), ("org/m", 81, 2, ["gpt-4", "single-v1-multi-turn"], 6),
+        ("org/m", 111, 1, ["gpt-4", "single-math-v1"], -1), ("org/m", 111, 2, ["gpt-4", "single-math-v1-multi-turn"], -1)]
+    assert "Reference:\n42" in judge.requests[2][-1]["content"]  # the math question is graded against gpt-4's answer
+
+    judge2 = _Scripted([None] * 4)  # judge again: this model's rows are replaced, every judgment failed
+    ctx.make_judge = lambda: judge2
+    again = judge_saved(ctx)
+    assert again.metrics == {"score": None, "turn-1": None, "turn-2": None, "errors": 4}
+    assert again.info["reason"] == "every judgment failed or had no parseable rating (score -1)"
+    rows = [json.loads(line) for line in (out / "model_judgment" / "gpt-4_single.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and rows[0] == other and {r["score"] for r in rows[1:]} == {-1}
+
+
+def test_answers_only_then_the_judge_errors(tmp_path, tiny_world):
+    from conftest import write_mt_bench_fixture
+
+    data = write_mt_bench_fixture(tmp_path / "mirror")
+    ctx = EvalContext(model="unused", name="m", out_dir=tmp_path / "a", data_dir=data, no_judge=True,
+                      options={"limit": 1, "max_new_tokens": 7})
+    ctx._generator = gen = _Generator()
+    res = run(ctx)
+    assert [c[2] for c in gen.calls] == [7, 7]
+    assert res.metrics == {} and res.info == {
+        "mode": "fastchat", "n_questions": 1, "answers": "model_answer/m.jsonl",
+        "judging": "pending: answers saved; run `selm-bench judge` on this eval folder"}
+    assert [(i["id"], i["turn"], i["category"], i["question"], i["answer"], i["score"]) for i in res.items] == [
+        ("81/turn-1", 1, "writing", "Write a two-line poem about rain.", "a1:Write a two-line poem about rain.", None),
+        ("81/turn-2", 2, "writing", "Now make it rhyme.", "a2:Now make it rhyme.", None)]
+    for c, line in [
+        (EvalContext(model="u", name="m", out_dir=tmp_path / "a", data_dir=data, judge="oracle"),
+         "mt-bench on FastChat's questions needs an LLM judge such as openai:gpt-4, not 'oracle' (pass --judge "
+         "openai:gpt-4 or --set eval.judge=openai:gpt-4)"),
+        (EvalContext(model="u", name="m", out_dir=tmp_path / "a", world_dir=tiny_world, judge="openai:gpt-4"),
+         "mt-bench on the tiny world is graded by the oracle judge, not 'openai:gpt-4'; pass --judge oracle, or set "
+         "source: fastchat for LLM judging"),
+        (EvalContext(model="u", name="other", out_dir=tmp_path / "a", data_dir=data, judge="openai:gpt-4"),
+         f"mt-bench: no saved answers at {tmp_path / 'a' / 'model_answer' / 'other.jsonl'}; run the suite (with "
+         "--no-judge) first"),
+        (EvalContext(model="u", name="m", out_dir=tmp_path / "a", judge="openai:gpt-4"),
+         "mt-bench needs a data dir holding mt_bench/ (from FastChat's fastchat/llm_judge/data/)"),
+    ]:
+        with pytest.raises(SuiteError) as err:
+            (judge_saved if c.judge == "openai:gpt-4" and c.world_dir is None else run)(c)  # run: the judge checked first
+        assert str(err.value) == line
+    (data / "mt_bench" / "question.jsonl").write_text(json.dumps(
+        {"question_id": 5, "category": "writing", "turns": ["a", "b"]}) + "\n")
+    with pytest.raises(SuiteError) as err:
+        judge_saved(EvalContext(model="u", name="m", out_dir=tmp_path / "a", data_dir=data, judge="openai:gpt-4"))
+    assert str(err.value) == f"mt-bench: {tmp_path / 'a' / 'model_answer' / 'm.jsonl'} answers none of the selected questions"
