@@ -144,3 +144,61 @@ def test_items_from_samples_by_hand():
         {"task": "gsm", "doc_id": 0, "filter": "strict", "target": "4", "pred": "4", "id": "gsm/0", "exact_match": 1.0,
          "score": 1.0},
         {"task": "gsm", "doc_id": 7, "filter": "strict", "target": "5", "pred": ["a", "b"], "id": "gsm/7", "score": None}]
+
+
+def test_preset_run_average_and_files_by_hand(tmp_path, monkeypatch):
+    """The openllm preset through a stand-in simple_evaluate: one call per few-shot group with the
+    harness's settings, the results merged, results.json without samples, one samples file per task,
+    and `average` = the mean of the six headline metrics (or None, naming what is missing)."""
+    import lm_eval
+
+    values = {"arc_challenge": {"acc_norm,none": 0.6, "acc,none": 0.5}, "hellaswag": {"acc_norm,none": 0.8},
+              "truthfulqa_mc2": {"acc,none": 0.4}, "mmlu": {"acc,none": 0.55}, "winogrande": {"acc,none": 0.7},
+              "gsm8k": {"exact_match,strict-match": 0.25, "exact_match,flexible-extract": 0.3}}
+    calls = []
+
+    def fake_simple_evaluate(model, tasks, num_fewshot, limit, task_manager, log_samples, predict_only,
+                             apply_chat_template):
+        calls.append((tuple(tasks), num_fewshot, limit, log_samples, predict_only, apply_chat_template))
+        return {"results": {t: values[t] for t in tasks}, "n-shot": {t: num_fewshot for t in tasks},
+                "configs": {t: {"output_type": "multiple_choice"} for t in tasks}, "config": {"call": len(calls)},
+                "samples": {t: [{"doc_id": 0, "doc": {}, "filter": "none", "target": 0,
+                                 "filtered_resps": [(-1.0, True), (-2.0, False)], "metrics": ["acc"], "acc": 1.0}]
+                            for t in tasks}}
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", fake_simple_evaluate)
+    monkeypatch.setattr(L, "make_lm", lambda ctx: "lm")
+    monkeypatch.setattr(L, "make_task_manager", lambda include_path, names: "tm")
+    ctx = _ctx(tmp_path, preset="openllm", options={"limit": 2, "apply_chat_template": True})
+    res = L.run(ctx)
+    assert calls == [(("arc_challenge",), 25, 2, True, False, True), (("hellaswag",), 10, 2, True, False, True),
+                     (("truthfulqa_mc2",), 0, 2, True, False, True),
+                     (("mmlu", "winogrande", "gsm8k"), 5, 2, True, False, True)]
+    assert res.metrics["average"] == pytest.approx((0.6 + 0.8 + 0.4 + 0.55 + 0.7 + 0.25) / 6)
+    assert res.metrics["arc_challenge/acc"] == 0.5 and res.metrics["gsm8k/exact_match/flexible-extract"] == 0.3
+    assert res.info == {"tasks": ["arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k"],
+                        "n-shot": {"arc_challenge": 25, "hellaswag": 10, "truthfulqa_mc2": 0, "mmlu": 5, "winogrande": 5,
+                                   "gsm8k": 5},
+                        "n-samples": {}, "limit": 2,
+                        "headline": ["arc_challenge/acc_norm", "hellaswag/acc_norm", "truthfulqa_mc2/acc", "mmlu/acc",
+                                     "winogrande/acc", "gsm8k/exact_match/strict-match"]}
+    saved = json.loads((ctx.out_dir / "results.json").read_text())
+    assert "samples" not in saved and saved["config"] == {"call": 4} and set(saved["results"]) == set(values)
+    assert sorted(p.name for p in ctx.out_dir.glob("samples_*.jsonl")) == sorted(f"samples_{t}.jsonl" for t in values)
+    assert [i["id"] for i in res.items] == [f"{t}/0" for t in values]
+
+    del values["gsm8k"]["exact_match,strict-match"]
+    res = L.run(_ctx(tmp_path / "again", preset="openllm"))
+    assert res.metrics["average"] is None
+    assert res.info["average"] == "not computed: missing gsm8k/exact_match/strict-match"
+    assert calls[-1][2] is None and calls[-1][5] is False  # no limit, no chat template by default
+
+
+def test_merge_results_and_batch_size(tmp_path):
+    runs = [{"results": {"a": {"x": 1}}, "n-shot": {"a": 0}, "config": {"k": 1}, "date": 1},
+            {"results": {"b": {"x": 2}}, "n-shot": {"b": 5}, "config": {"k": 2}}]
+    assert L.merge_results(runs) == {"results": {"a": {"x": 1}, "b": {"x": 2}}, "n-shot": {"a": 0, "b": 5},
+                                     "config": {"k": 2}, "date": 1}
+    assert L.lm_batch_size(_ctx(tmp_path)) is None
+    assert L.lm_batch_size(_ctx(tmp_path, backend_options={"batch_size": 8})) == 8
+    assert L.lm_batch_size(_ctx(tmp_path, options={"batch_size": 4}, backend_options={"batch_size": 8})) == 4
