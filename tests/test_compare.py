@@ -2,6 +2,8 @@
 
 import json
 import random
+
+import pytest
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -148,3 +150,54 @@ def test_gated_metric_is_the_headline_else_the_first():
 
     assert headline_metric("mt-bench", ["turn-1", "score", "turn-2"]) == "score"
     assert headline_metric("mt-bench", ["turn-1", "turn-2"]) == "turn-1"
+
+
+def test_text_report_exactly():
+    from pathlib import Path
+
+    from selm_bench.harness.compare import MetricResult, Side, SuiteComparison, to_text
+
+    base = Side("a:dpo", [Path("a")], "dpo")
+    new = Side("g:selm", [Path("g/s0"), Path("g/s1")], "selm")
+    ok = SuiteComparison("tiny-world", 400, 0, 0, [
+        MetricResult("tiny-world", "accuracy", 0.5, 0.61234, 0.11234, 0.05, 0.17, "improved", True, 0.01, False),
+        MetricResult("tiny-world", "score", None, 0.7, None, None, None, "no significant change", False, 0.0, False)])
+    bad = SuiteComparison("mt-bench", 10, 2, 1, [
+        MetricResult("mt-bench", "score", 7.0, 6.0, -1.0, -1.5, -0.5, "regressed", True, 0.25, True)])
+    assert to_text(base, new, [ok]) == (
+        "base: a:dpo\n"
+        "new:  g:selm (mean of 2 seeds)\n"
+        "\n"
+        "tiny-world: 400 items paired\n"
+        "  accuracy                           0.5 -> 0.6123    delta    0.1123 95% CI [0.05, 0.17]  improved"
+        " [gate, threshold 0.01]\n"
+        "  score                                - -> 0.7       delta         - 95% CI [-, -]  no significant change\n"
+        "\n"
+        "result: ok (no gated metric regressed beyond its threshold)\n")
+    assert to_text(new, base, [bad]).splitlines()[:4] == [
+        "base: g:selm (mean of 2 seeds)", "new:  a:dpo", "",
+        "mt-bench: 10 items paired; excluded: 2 only in base, 1 only in new"]
+    assert to_text(new, base, [bad]).splitlines()[4:] == [
+        "  score                                  7 -> 6         delta        -1 95% CI [-1.5, -0.5]  regressed"
+        " [gate, threshold 0.25]  REGRESSION", "",
+        "result: REGRESSION (a gated metric regressed beyond its threshold)"]
+
+
+def test_seed_items_are_averaged(tmp_path):
+    from selm_bench.harness.compare import CompareError, _average, side_runs
+
+    assert _average([{"id": "a", "score": 1.0, "correct": True, "text": "x"},
+                     {"id": "a", "score": 0.0, "correct": False, "text": "y"}]) == {
+        "id": "a", "score": 0.5, "correct": 0.5, "text": "x"}
+    assert _average([{"id": "a", "score": 1.0}, {"id": "a", "score": None}])["score"] is None
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "seeds.json").write_text(json.dumps({"runs": ["../s0", "../s1"]}))
+    write_run(tmp_path / "s0", base_items(4))
+    with pytest.raises(CompareError) as err:
+        side_runs(tmp_path / "g")
+    assert str(err.value) == f"{tmp_path / 'g'}: seed runs not finished: {tmp_path / 'g' / '../s1'}"
+    write_run(tmp_path / "s1", base_items(4))
+    assert side_runs(tmp_path / "g") == [tmp_path / "g" / "../s0", tmp_path / "g" / "../s1"]
+    with pytest.raises(CompareError) as err:
+        side_runs(tmp_path)
+    assert str(err.value) == f"{tmp_path}: not a run folder (no manifest.json) nor a seed group (seeds.json)"
