@@ -178,7 +178,7 @@ def test_text_report_exactly():
         "base: g:selm (mean of 2 seeds)", "new:  a:dpo", "",
         "mt-bench: 10 items paired; excluded: 2 only in base, 1 only in new"]
     assert to_text(new, base, [bad]).splitlines()[4:] == [
-        "  score                                  7 -> 6         delta        -1 95% CI [-1.5, -0.5]  regressed"
+        "  score                                7 -> 6         delta        -1 95% CI [-1.5, -0.5]  regressed"
         " [gate, threshold 0.25]  REGRESSION", "",
         "result: REGRESSION (a gated metric regressed beyond its threshold)"]
 
