@@ -68,7 +68,7 @@ def test_leaderboard_formats(tmp_path):
     assert html.stdout.startswith("<!DOCTYPE html>") and html.stdout.endswith("</html>\n\n")
     assert f"<title>leaderboard: {run}</title>" in html.stdout
     table = cli("leaderboard", "-r", str(run), "-r", str(run))
-    assert table.exit_code == 0 and f"leaderboard: {run}, {run} + published" in " ".join(table.stderr.split())
+    assert table.exit_code == 0 and "".join(f"leaderboard: {run}, {run} + published".split()) in "".join(table.stderr.split())
 
 
 def test_report_and_plan_lines(tmp_path):

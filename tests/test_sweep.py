@@ -182,3 +182,54 @@ def test_slurm_parameters_and_waves_reach_submitit(tmp_path, monkeypatch):
     assert calls[1] == ("params", {"timeout_min": 1440, "mem_gb": 64, "gpus_per_node": 1, "cpus_per_task": 8,
                                    "name": "selm-bench-sweep"}) and calls[0][2] == "slurm"
     assert str(err.value) == "sweep cell b failed (job 5): ValueError: boom"
+
+
+def test_grid_cells_summary_and_table_by_hand(tmp_path):
+    """The sweep's pure pieces: the grid's error lines in full, cell names, the summary over seeds,
+    and the terminal table's cells."""
+    from selm_bench.harness.config import ConfigError
+    from selm_bench.harness.progress import console
+    from selm_bench.harness.sweep import cells, parse_grid, print_summary, summarize
+
+    assert parse_grid([" online.alpha = 0, 0.1 ,", "online.beta=0.1"]) == {"online.alpha": ["0", "0.1"],
+                                                                           "online.beta": ["0.1"]}
+    for specs, line in [(["online.alpha"], "--grid 'online.alpha': expected KEY=V1,V2,... e.g. online.alpha=0,0.001,0.1"),
+                        (["=1"], "--grid '=1': expected KEY=V1,V2,... e.g. online.alpha=0,0.001,0.1"),
+                        (["online.alpha=,"], "--grid 'online.alpha=,': expected KEY=V1,V2,... e.g. online.alpha=0,0.001,0.1"),
+                        (["online.alpha=0", "online.alpha=1"], "--grid online.alpha: given twice"),
+                        (["name=a,b"], "--grid name: not a swept value (seeds: --seeds)"),
+                        (["output_dir=a,b"], "--grid output_dir: not a swept value (seeds: --seeds)"),
+                        (["online.alpha=1,1"], "--grid online.alpha: repeated value"),
+                        ([], "--grid: give at least one KEY=V1,V2,...")]:
+        with pytest.raises(ConfigError) as err:
+            parse_grid(specs)
+        assert str(err.value) == line
+    got = cells({"online.alpha": ["0", "0.1"], "online.beta": ["0.2"]}, [0, 1])
+    assert [(c.name, c.params, c.seed) for c in got] == [
+        ("online.alpha=0,online.beta=0.2,seed=0", {"online.alpha": "0", "online.beta": "0.2"}, 0),
+        ("online.alpha=0,online.beta=0.2,seed=1", {"online.alpha": "0", "online.beta": "0.2"}, 1),
+        ("online.alpha=0.1,online.beta=0.2,seed=0", {"online.alpha": "0.1", "online.beta": "0.2"}, 0),
+        ("online.alpha=0.1,online.beta=0.2,seed=1", {"online.alpha": "0.1", "online.beta": "0.2"}, 1)]
+    for bad in ("a/b", ".x"):
+        with pytest.raises(ConfigError) as err:
+            cells({"data.split": [bad]}, [0]) if bad == "a/b" else cells({".x": ["1"]}, [0])
+        assert str(err.value).startswith("--grid: value makes an unusable folder name: ")
+    rows = [{"cell": "c", "a": "1", "seed": s, "run": "r", "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1,
+             "provenance": "p", "label": "tiny world (tiny-world)", "tiny-world/accuracy": acc,
+             "tiny-world/accuracy_stderr": 0.01, "tiny-world/n": float("nan") if s else 3}
+            for s, acc in ((0, 0.5), (1, 0.7), (2, 0.6))]
+    rows.append({"a": "2", "seed": 0, "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1,
+                 "tiny-world/accuracy": 0.4})
+    (one, two) = summarize(rows, ["a"])
+    assert one == {"a": "1", "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1, "n_seeds": 3,
+                   "label": "tiny world (tiny-world)", "tiny-world/accuracy": pytest.approx(0.6),
+                   "tiny-world/accuracy_std": pytest.approx(0.1), "tiny-world/n": 3, "tiny-world/n_std": None}
+    assert two == {"a": "2", "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1, "n_seeds": 1,
+                   "tiny-world/accuracy": 0.4, "tiny-world/accuracy_std": None}
+    (tmp_path / "sweep.json").write_text(json.dumps({"grid": {"a": ["1", "2"]}}))
+    with console.capture() as cap:
+        print_summary([one, two], tmp_path)
+    text = cap.get()
+    assert "".join(f"sweep: {tmp_path} (mean ± std over seeds)".split()) in "".join(text.split())  # rich wraps titles
+    body = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if "selm/iter-1" in line]
+    assert body == [["1", "selm/iter-1", "3", "0.6 ± 0.1"], ["2", "selm/iter-1", "1", "0.4"]]
