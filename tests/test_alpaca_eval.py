@@ -364,3 +364,116 @@ def test_real_mode_missing_key_fails_before_generating(tmp_path, monkeypatch):
     with pytest.raises(SuiteError, match=r"^alpaca-eval: OPENAI_API_KEY is not set .*--no-judge"):
         run(ctx)  # the model (which does not exist) is never loaded
     assert not (tmp_path / "ae" / "model_outputs.json").exists()
+
+
+def test_small_pieces_by_hand(tmp_path, monkeypatch):
+    import numpy as np
+
+    from selm_bench.evals import alpaca_eval as A
+
+    info = {}
+    out = A._plain({"win_rate": np.float64(12.5), "n_wins": np.int64(3), "avg_length": 10.7,
+                    "standard_error": float("nan")}, info)
+    assert out == {**{k: None for k in METRIC_KEYS}, "win_rate": 12.5, "n_wins": 3, "avg_length": 10}
+    assert type(out["n_wins"]) is int and info == {"non_finite": ["standard_error"]}
+    assert A.paired([{"score": 1.0}, {"score": 0.5}, {"score": 0.0}, {"score": None}]) == {"win_rate": 50.0}
+    assert A.paired([{"score": None}]) == {"win_rate": None}
+    res = A._unjudged([{"output": "abc"}, {"output": "abcdefgh"}])
+    assert res.metrics == {**{k: None for k in METRIC_KEYS}, "avg_length": 5}
+    assert res.info == {"no_judge": "outputs saved to model_outputs.json, not annotated"}
+    monkeypatch.setenv("OPENAI_API_KEY", "my-secret-123")
+    assert A._redact("bad key my-secret-123 and sk-abcdEFGH_12 here") == "bad key <OPENAI_API_KEY> and <key> here"
+    assert (A._number(None), A._number(float("nan")), A._number(2)) == (None, None, 2.0)
+
+
+def test_lc_reasons_in_full(tmp_path):
+    import pandas as pd
+
+    from selm_bench.evals import alpaca_eval as A
+
+    df = pd.DataFrame(_annotations([1.0, 2.0]))
+    assert A._length_controlled(df, None) == (
+        {}, "no data_dir: LC needs df_gamed.csv (HF dataset tatsu-lab/alpaca_eval), never downloaded here")
+    gamed = tmp_path / "alpaca_eval" / "df_gamed.csv"
+    assert A._length_controlled(df, tmp_path) == (
+        {}, f"{gamed} not found (LC needs it; source: HF dataset tatsu-lab/alpaca_eval)")
+    gamed.parent.mkdir(parents=True)
+    gamed.write_text("x\n")
+    ref = tmp_path.joinpath(*A.REFERENCE_FILE)
+    ref.parent.mkdir(parents=True)
+    ref.write_text(json.dumps([{"instruction": "instruction 0", "output": "r"}]))
+    assert A._length_controlled(df, tmp_path) == ({}, "1 annotated instructions are not AlpacaEval instructions")
+    ref.write_text(json.dumps([{"instruction": "instruction 0"}, {"instruction": "instruction 1"}]))
+    two = pd.DataFrame(_annotations([1.0, 2.0])).assign(generator_2=["a", "b"])
+    assert A._length_controlled(two, tmp_path) == ({}, "LC needs exactly one generator_2 in the annotations")
+    assert A._length_controlled(df.drop(columns=["generator_1"]), tmp_path) == (
+        {}, "LC needs exactly one generator_1 in the annotations")
+
+
+def test_judge_saved_lines_in_full(tmp_path):
+    ctx = EvalContext(model="m", name="m", out_dir=tmp_path / "ae", data_dir=tmp_path, suite="alpaca-eval")
+    with pytest.raises(SuiteError) as err:
+        judge_saved(ctx)
+    assert str(err.value) == (f"alpaca-eval: no saved outputs at {tmp_path / 'ae' / 'model_outputs.json'}; run "
+                              "`selm-bench eval ... --no-judge` first")
+    (tmp_path / "ae").mkdir()
+    (tmp_path / "ae" / "model_outputs.json").write_text(json.dumps([{"instruction": "not in the set " * 8, "output": "o"}]))
+    ref = tmp_path / "alpaca_eval" / "results" / "gpt4_1106_preview" / "model_outputs.json"
+    with pytest.raises(SuiteError) as err:
+        judge_saved(ctx)
+    assert str(err.value) == (f"alpaca-eval reference outputs not found: {ref} (get it from the alpaca_eval GitHub repo "
+                              "(tatsu-lab/alpaca_eval) results/gpt4_1106_preview/model_outputs.json, or the HF dataset "
+                              "tatsu-lab/alpaca_eval)")
+    ref.parent.mkdir(parents=True)
+    ref.write_text(json.dumps([{"instruction": "a", "output": "r"}]))
+    with pytest.raises(SuiteError) as err:
+        judge_saved(ctx)
+    assert str(err.value) == (f"alpaca-eval: 1 saved instruction(s) are not in {ref}, e.g. {('not in the set ' * 4)[:60]!r}; "
+                              "were the outputs made with another reference?")
+    with pytest.raises(SuiteError) as err:
+        judge_saved(EvalContext(model="m", name="m", out_dir=tmp_path / "ae", suite="alpaca-eval"))
+    assert str(err.value).startswith("alpaca-eval needs data_dir with alpaca_eval/results/gpt4_1106_preview/"
+                                     "model_outputs.json (from the alpaca_eval GitHub repo")
+
+
+def test_completions_contract_served_by_the_judge_client(tmp_path, monkeypatch):
+    """What alpaca_eval's annotator gets back from the harness's client: texts, tool-call
+    arguments, failures with their reason, price and time per example (a stand-in clock)."""
+    from alpaca_eval.decoders.openai import _get_price_per_token
+
+    from selm_bench.evals import alpaca_eval as A
+
+    class Client:
+        def complete_many(self, requests, **params):
+            self.requests, self.params = requests, params
+            return [{"message": {"content": "m"}, "total_tokens": 10},
+                    {"message": {"tool_calls": [{"function": {"arguments": "{\"x\": 1}"}}]}, "total_tokens": 4},
+                    None]
+
+        def failure_reason(self, messages, **params):
+            return "HTTP 500 after 3 attempt(s)"
+
+        def accounting(self):
+            return {"calls": 3, "failure_reasons": {"HTTP 500": 1}}
+
+    client = Client()
+    monkeypatch.setattr(A, "_judge_client", lambda ctx, model: client)
+    clock = iter([100.0, 106.0])
+    monkeypatch.setattr(A.time, "time", lambda: next(clock))
+    comp = A._Completions(EvalContext(model="m", name="m", out_dir=tmp_path))
+    chatml = [f"<|im_start|>user\n{p}\n<|im_end|>" for p in ("p1", "p2")] + [" <|im_start|>user\np3\n<|im_end|> "]
+    out = comp(chatml, "gpt-4-1106-preview", max_tokens=5, temperature=0, num_procs=4)
+    price = _get_price_per_token("gpt-4-1106-preview", None)
+    assert out["completions"] == ["m", "{\"x\": 1}", ""]
+    assert out["price_per_example"] == [10 * price, 4 * price, 0]
+    assert out["time_per_example"] == [2.0, 2.0, 2.0]  # 6 s over 3 prompts
+    assert out["completions_all"][2] == {"text": "", "total_tokens": 0, "failed": "judge call failed: HTTP 500 after "
+                                                                                   "3 attempt(s)"}
+    assert comp.failed == {chatml[2]: "judge call failed: HTTP 500 after 3 attempt(s)"}
+    assert client.requests[2] == [{"role": "user", "content": "p3"}]  # the chatml prompt, stripped, as messages
+    assert client.params == {"max_tokens": 5, "temperature": 0}  # alpaca_eval's own knobs are not sent
+    assert comp.accounting() == {"calls": 3, "failure_reasons": {"HTTP 500": 1}}
+    with pytest.raises(SuiteError) as err:
+        comp(chatml[:1], "gpt-4-1106-preview", logit_bias={})
+    assert str(err.value) == ("the annotator's completion settings are not chat-completion parameters the judge client "
+                              "sends (logit_bias)")
