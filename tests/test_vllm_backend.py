@@ -177,3 +177,65 @@ def test_the_job_file_a_worker_gets(monkeypatch, tiny_model, tmp_path):
                    "sampling": {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 9, "seed": 3},
                    "eos_token_id": be.tokenizer.eos_token_id}
     assert be.tokenizer.eos_token_id is not None
+
+
+def test_worker_drives_vllm_as_the_job_says(monkeypatch, tmp_path, capsys):
+    """The worker's side (GPU-only in real use) against a recording stand-in `vllm` module: the
+    engine and sampling arguments, token-id inputs, greedy forcing temperature 0 and top_p 1,
+    stripped texts, and the usage / failure contract of `main`."""
+    import sys
+    import types
+
+    seen = {}
+
+    class LLM:
+        def __init__(self, **kw):
+            seen["llm"] = kw
+
+        def generate(self, inputs, params):
+            seen["inputs"], seen["params"] = inputs, params
+            out = lambda t: types.SimpleNamespace(text=t)
+            return [types.SimpleNamespace(outputs=[out(f" r{i}a "), out(f"r{i}b\n")]) for i in range(len(inputs))]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: kw))
+    job = {"model": "/m", "prompts": ["p0", "p1"], "prompt_token_ids": [[1, 2], [3]], "eos_token_id": 7,
+           "engine": {"dtype": "bfloat16", "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5,
+                      "max_model_len": 512, "trust_remote_code": True},
+           "sampling": {"n": 2, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 9, "seed": 3}}
+    assert vllm_backend.run_job(job) == [["r0a", "r0b"], ["r1a", "r1b"]]
+    assert seen["llm"] == {"model": "/m", "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5, "dtype": "bfloat16",
+                           "max_model_len": 512, "trust_remote_code": True, "seed": 3}
+    assert seen["params"] == {"n": 2, "temperature": 0.7, "top_p": 0.9, "max_tokens": 9, "seed": 3,
+                              "skip_special_tokens": True, "stop_token_ids": [7]}
+    assert seen["inputs"] == [{"prompt_token_ids": [1, 2]}, {"prompt_token_ids": [3]}]
+    greedy = {**job, "prompt_token_ids": None, "eos_token_id": None, "engine": {**job["engine"], "trust_remote_code": None},
+              "sampling": {**job["sampling"], "temperature": 0.00001}}
+    del greedy["engine"]["trust_remote_code"]
+    vllm_backend.run_job(greedy)
+    assert seen["inputs"] == ["p0", "p1"] and seen["llm"]["trust_remote_code"] is False
+    assert (seen["params"]["temperature"], seen["params"]["top_p"], seen["params"]["stop_token_ids"]) == (0.0, 1.0, None)
+
+    assert vllm_backend.main(["only-one"]) == 2
+    assert capsys.readouterr().err == "usage: python -m selm_bench.trainers.vllm_backend JOB.json OUT.json\n"
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert vllm_backend.main([str(tmp_path / "job.json"), str(tmp_path / "out.json")]) == 0
+    assert json.loads((tmp_path / "out.json").read_text()) == [["r0a", "r0b"], ["r1a", "r1b"]]
+    assert not (tmp_path / "out.json.tmp").exists()
+    (tmp_path / "bad.json").write_text(json.dumps({**job, "engine": {}}))
+    assert vllm_backend.main([str(tmp_path / "bad.json"), str(tmp_path / "bad-out.json")]) == 1
+    assert (tmp_path / "bad-out.err").read_text() == "KeyError: 'tensor_parallel_size'\n"
+    assert capsys.readouterr().err.endswith("KeyError: 'tensor_parallel_size'\n") and not (tmp_path / "bad-out.json").exists()
+
+
+def test_worker_command_and_last_line(tmp_path):
+    import sys
+
+    assert vllm_backend.worker_command("pkg.mod", tmp_path / "j", tmp_path / "o") == [
+        sys.executable, "-m", "pkg.mod", str(tmp_path / "j"), str(tmp_path / "o")]
+    assert vllm_backend.worker_command("/x/w.py", tmp_path / "j", tmp_path / "o") == [
+        sys.executable, "/x/w.py", str(tmp_path / "j"), str(tmp_path / "o")]
+    (tmp_path / "log").write_text("first\n  last one  \n\n")
+    assert vllm_backend._last_line(tmp_path / "log") == "last one"
+    assert vllm_backend._last_line(tmp_path / "none") == ""
+    (tmp_path / "empty").write_text("\n")
+    assert vllm_backend._last_line(tmp_path / "empty") == ""
