@@ -89,3 +89,81 @@ def test_every_split_tokenizes_without_unknowns(tiny_world, tiny_model):
         ids = tok(t, add_special_tokens=False)["input_ids"]
         assert tok.unk_token_id not in ids, t
         assert tok.decode(ids).strip() == t.strip()
+
+
+def test_generators_against_an_independent_reading_of_their_prompts():
+    """2,000 draws per category: the gold answer recomputed from the prompt text alone, the
+    systematic mistake as documented, every value range exactly as documented (its edges seen),
+    and wrong answers that are never the gold one."""
+    import random
+    import re
+
+    from selm_bench.harness.tinyworld import GENERATORS, LETTERS, NAMES, THINGS, WORDS
+
+    rng = random.Random(1234)
+    seen: dict[str, set] = {}
+    for category, gen in GENERATORS.items():
+        for _ in range(2000):
+            t = gen(rng)
+            assert t.category == category
+            for _ in range(3):
+                assert t.wrong(rng) != t.answer
+            if category in ("add", "sub"):
+                m = re.fullmatch(r"(\w+) has (\d+) (\w+) and (gets|loses) (\d+)( more)? \. How many (\w+) \?", t.prompt)
+                name, a, thing, verb, b, _, thing2 = m.groups()
+                a, b = int(a), int(b)
+                assert name in NAMES and thing == thing2 and thing in THINGS
+                if category == "add":
+                    assert verb == "gets" and t.answer == str(a + b)
+                    assert t.mistake == str(abs(a - b) if a != b else a + b + 1)
+                    seen.setdefault("add a", set()).add(a)
+                    seen.setdefault("add b", set()).add(b)
+                else:
+                    assert verb == "loses" and t.answer == str(a - b) and t.mistake == str(a + b)
+                    seen.setdefault("sub b", set()).add(b)
+                    seen.setdefault("sub a-b", set()).add(a - b)
+            elif category == "reverse":
+                s = t.prompt.removeprefix("Reverse : ").split()
+                assert t.answer == " ".join(s[::-1]) and t.mistake == " ".join(s) and s != s[::-1]
+                assert set(s) <= set(LETTERS)
+                seen.setdefault("reverse len", set()).add(len(s))
+                seen.setdefault("reverse letters", set()).update(s)
+            elif category == "count":
+                m = re.fullmatch(r"How many (\w) in : ([a-z ]+) \?", t.prompt)
+                target, s = m.group(1), m.group(2).split()
+                assert target in s and t.answer == str(s.count(target)) and t.mistake == str(s.count(target) + 1)
+                seen.setdefault("count len", set()).add(len(s))
+                seen.setdefault("count letters", set()).update(s)
+            elif category == "sort":
+                nums = [int(x) for x in t.prompt.removeprefix("Sort : ").split()]
+                assert len(nums) == 3 == len(set(nums))
+                assert t.answer == " ".join(map(str, sorted(nums))) and t.mistake == " ".join(map(str, sorted(nums)[::-1]))
+                seen.setdefault("sort nums", set()).update(nums)
+            else:
+                m = re.fullmatch(r"Word (\d) of : ([a-z ]+)", t.prompt)
+                k, words = int(m.group(1)), m.group(2).split()
+                assert len(set(words)) == len(words) and set(words) <= set(WORDS)
+                assert t.answer == words[k - 1] and t.mistake == words[k]
+                seen.setdefault("extract len", set()).add(len(words))
+                seen.setdefault("extract k", set()).add(k)
+    assert seen == {"add a": set(range(1, 10)), "add b": set(range(1, 10)), "sub b": set(range(1, 10)),
+                    "sub a-b": set(range(1, 10)), "reverse len": {3, 4}, "reverse letters": set("abcdefgh"),
+                    "count len": {4, 5, 6}, "count letters": set("abcd"), "sort nums": set(range(1, 20)),
+                    "extract len": {3, 4}, "extract k": {1, 2, 3}}
+
+
+def test_follow_ups_and_normalize():
+    import random
+
+    from selm_bench.harness.tinyworld import Task, _follow_up, normalize
+
+    task = lambda c, a: Task(c, "p", a, "m", lambda r: "w")
+    rng = random.Random(0)
+    for c in ("add", "sub", "count"):
+        q, a = _follow_up(rng, task(c, "7"))
+        n = int(q.removeprefix("Add ").removesuffix(" to that ."))
+        assert 1 <= n <= 9 and a == str(7 + n)
+    assert _follow_up(rng, task("extract", "fox")) == ("Spell that .", "f o x")
+    assert _follow_up(rng, task("sort", "1 5 9")) == ("Reverse that .", "9 5 1")
+    assert _follow_up(rng, task("reverse", "c b a")) == ("Reverse that .", "a b c")
+    assert normalize("  The  Fox.!  ") == "the fox" and normalize("a . b") == "a . b"
