@@ -92,3 +92,43 @@ def test_each_stage_records_the_libraries_it_runs():
     assert set(sft) == {"torch", "transformers", "trl", "accelerate", "datasets"}
     ev = stage_env(evals[0].spec)["packages"]
     assert {"torch", "transformers", "lm_eval", "alpaca_eval", "fschat"} <= set(ev) and "trl" not in ev
+
+
+def test_code_hash_details(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text('class C:\n    """Doc."""\n\n\ndef f():\n    """Only a docstring."""\n')
+    b.write_text("x = 1\n")
+    base = code_hash([a, b])
+    assert code_hash([b, a]) == base  # order of the list does not matter
+    assert len(base) == 16 and int(base, 16) >= 0
+    a.write_text("class C:\n    pass\n\n\ndef f():\n    pass\n")  # docstring-only bodies are `pass`
+    assert code_hash([a, b]) == base
+    a.write_text("class C:\n    pass\n\n\ndef f():\n    return None\n")
+    assert code_hash([a, b]) != base
+    c = tmp_path / "c.py"
+    c.write_text("x = 1\n")
+    a.write_text("class C:\n    pass\n\n\ndef f():\n    pass\n")
+    assert code_hash([a, c]) != base  # the same code under another file name is another module
+    s = tmp_path / "s.py"
+    s.write_text('x = "not a docstring"\n"""Neither is this."""\n')
+    s2 = tmp_path / "s.py"
+    first = code_hash([s])
+    s2.write_text('x = "not a docstring"\n"""Nor this, changed."""\n')
+    assert code_hash([s2]) != first  # only a leading string is a docstring
+
+
+def test_differences_name_absent_packages_and_each_kind_has_its_code():
+    from selm_bench.harness.staleness import KIND_CODE, REPO, SUITE_MODULES
+
+    now = {"code": "c", "packages": {"torch": "2.13.0", "vllm": None, "openai": "1.0"}}
+    old = {"code": "c", "packages": {"torch": "2.13.0", "vllm": "0.6.0"}}
+    assert differences(old, now) == ["vllm 0.6.0 -> absent", "openai absent -> 1.0"]
+    assert differences({}, now) == []
+    assert sorted(KIND_CODE) == ["data", "eval", "generate", "preference", "rank", "sft", "world"]
+    for modules, _ in [*KIND_CODE.values(), *((m, ()) for m in SUITE_MODULES.values())]:
+        assert all((REPO / m).is_file() for m in modules)
+    assert KIND_CODE["preference"][0] == ("trainers/train.py", "trainers/selm_trainer.py", "trainers/losses.py")
+    assert KIND_CODE["generate"][1] == ("vllm",) and KIND_CODE["rank"][1] == ("openai",)
+    assert KIND_CODE["data"] == (("harness/prompt_data.py",), ("datasets",))
+    assert KIND_CODE["eval"][1] == ("lm_eval", "alpaca_eval", "fschat", "openai", "vllm")
+    assert SUITE_MODULES["brainteaser"] == ("evals/brainteaser.py", "evals/lm_eval_suite.py")
