@@ -239,3 +239,30 @@ def test_worker_command_and_last_line(tmp_path):
     assert vllm_backend._last_line(tmp_path / "none") == ""
     (tmp_path / "empty").write_text("\n")
     assert vllm_backend._last_line(tmp_path / "empty") == ""
+
+
+def test_hf_backend_batches_equal_one_prompt_at_a_time(tiny_model):
+    """The hf backend's batched, left-padded, longest-first generation gives each prompt the
+    reply transformers' own generate() gives it alone; sampling returns n replies per prompt,
+    the same ones for the same seed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selm_bench.trainers.generation import HFBackend
+
+    prompts = ["add 1 and 2", "reverse abc please now", "sort 3 1 2", "x"]
+    be = HFBackend(str(tiny_model), batch_size=2)
+    got = be.complete(prompts, Sampling(max_new_tokens=6))
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    for p, replies in zip(prompts, got):
+        ids = tok(p, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                                 eos_token_id=tok.eos_token_id)
+        assert replies == [tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()]
+    sampled = be.complete(prompts, Sampling(n=3, temperature=1.0, max_new_tokens=6, seed=7))
+    assert [len(r) for r in sampled] == [3, 3, 3, 3]
+    assert be.complete(prompts, Sampling(n=3, temperature=1.0, max_new_tokens=6, seed=7)) == sampled
+    assert be.chat([[{"role": "user", "content": "add 1 and 2"}]], Sampling(max_new_tokens=6)) == be.complete(
+        [render_prompt(be.tokenizer, [{"role": "user", "content": "add 1 and 2"}], str(tiny_model))], Sampling(max_new_tokens=6))
