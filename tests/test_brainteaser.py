@@ -133,3 +133,30 @@ def test_test_split_writes_predictions_only(tmp_path, tiny_model):
     assert [i["pred"] for i in res.items] == [int(x) for x in lines] and all(i["label"] is None for i in res.items)
     demos = yaml.safe_load((ctx.out_dir / "tasks" / "brainteaser_sp.yaml").read_text())["fewshot_config"]["samples"]
     assert len(demos) == 8 and json.loads((ctx.out_dir / "results.json").read_text())["n-shot"]["brainteaser_sp"] == 2
+
+
+def test_task_yaml_and_acc_norm_choice_by_hand(tmp_path):
+    """The local lm-eval task written for a puzzle type (labelled, unlabelled, with demonstrations)
+    and lm-eval's choice rules: argmax log-likelihood (acc) or per character (acc_norm)."""
+    from selm_bench.evals.brainteaser import _choice_from_lls, write_task
+
+    rows = [{"id": "SP-0", "question": "q", "choice_list": ["a", "bb"], "label": 1}]
+    assert write_task(tmp_path, "SP", rows, [], labelled=True) == "brainteaser_sp"
+    config = yaml.safe_load((tmp_path / "brainteaser_sp.yaml").read_text())
+    data = tmp_path.resolve() / "brainteaser_sp.jsonl"
+    assert config == {
+        "task": "brainteaser_sp", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:",
+        "doc_to_choice": "choice_list", "doc_to_target": "label",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                        {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0}}
+    assert [json.loads(line) for line in data.read_text().splitlines()] == rows
+    demos = [{"id": "demo-0", "question": "d", "choice_list": ["x", "y"], "label": 0}]
+    write_task(tmp_path, "WP", rows, demos, labelled=False)
+    config = yaml.safe_load((tmp_path / "brainteaser_wp.yaml").read_text())
+    assert config["doc_to_target"] == "{{label if label is not none else 0}}"
+    assert config["fewshot_config"] == {"sampler": "default", "samples": demos}
+    # lls -4 and -6 over choices of 2 and 4 characters: acc picks the first, acc_norm (-2 vs -1.5) the second
+    assert _choice_from_lls([-4.0, -6.0], ["ab", "abcd"], "acc") == 0
+    assert _choice_from_lls([-4.0, -6.0], ["ab", "abcd"], "acc_norm") == 1

@@ -202,3 +202,19 @@ def test_merge_results_and_batch_size(tmp_path):
     assert L.lm_batch_size(_ctx(tmp_path)) is None
     assert L.lm_batch_size(_ctx(tmp_path, backend_options={"batch_size": 8})) == 8
     assert L.lm_batch_size(_ctx(tmp_path, options={"batch_size": 4}, backend_options={"batch_size": 8})) == 4
+
+
+def test_tiny_world_task_yaml_by_hand(tmp_path):
+    (tmp_path / "mc.jsonl").write_text('{"prompt": "p", "choices": ["a", "b"], "label": 0}\n')
+    assert L.write_tinyworld_task(tmp_path, tmp_path / "tasks") == "tinyworld_mc"
+    assert yaml.safe_load((tmp_path / "tasks" / "tinyworld_mc.yaml").read_text()) == {
+        "task": "tinyworld_mc", "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str((tmp_path / "mc.jsonl").resolve())}}, "test_split": "test",
+        "output_type": "multiple_choice", "doc_to_text": "<|user|>{{prompt}}<|end|><|assistant|>", "target_delimiter": "",
+        "doc_to_choice": "choices", "doc_to_target": "label",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                        {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0}}
+    with pytest.raises(SuiteError) as err:
+        L.write_tinyworld_task(tmp_path / "none", tmp_path / "tasks")
+    assert str(err.value) == f"lm-eval: the tiny world has no {(tmp_path / 'none' / 'mc.jsonl').resolve()}"

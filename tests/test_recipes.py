@@ -265,6 +265,8 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
             if "broken" in text:
                 return send_json(self, 500, {"error": {"message": "injected"}})
             verdict = "[[C]]" if ("good" in a) == ("good" in b) else ("[[A]]" if "good" in a else "[[B]]")
+            if "garbled" in text:
+                verdict = "I cannot decide."
             send_json(self, 200, {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "m",
                                   "choices": [{"index": 0, "finish_reason": "stop",
                                                "message": {"role": "assistant", "content": f"Verdict: {verdict}"}}],
@@ -277,14 +279,15 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
     try:
         kw = dict(name="judge:fake-judge", cache_dir=str(tmp_path / "cache"),
                   base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=0, concurrency=2)
-        prompts = [{"prompt": "p1"}, {"prompt": "p2 broken"}]
-        cands = [["bad one", "good one", "also bad"], ["good", "bad"]]
+        prompts = [{"prompt": "p1"}, {"prompt": "p2 broken"}, {"prompt": "p3 garbled"}]
+        cands = [["bad one", "good one", "also bad"], ["good", "bad"], ["good", "bad"]]
         ranker = registry.get("ranker", "judge:fake-judge")(**kw)
         scores = ranker.score(prompts, cands)
         assert scores[0] == [0.5, 2.0, 0.5]  # by hand: good beats both; the two bad ones tie
-        assert scores[1] is None and ranker.errors == ["prompt 1: call failed"]
+        assert scores[1] is None and scores[2] is None
+        assert ranker.errors == ["prompt 1: call failed", "prompt 2: no single [[A]]/[[B]]/[[C]] verdict"]
         first = len(calls)
-        assert first == 3 + 1
+        assert first == 3 + 1 + 1
         again = registry.get("ranker", "judge:fake-judge")(**kw).score(prompts[:1], cands[:1])
         assert again == [[0.5, 2.0, 0.5]] and len(calls) == first  # all three from the cache
     finally:
