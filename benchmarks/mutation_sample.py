@@ -156,9 +156,26 @@ def statement_line(path: Path, line: int) -> int:
     return parser.first_line(line)
 
 
+def import_time(path: Path, line: int) -> bool:
+    """Whether `line` runs when its module is imported (module level, a class body, a def line with
+    its decorators and defaults) rather than inside a function body. Coverage credits such a line
+    only to the test that first imported the module in-process (and to tests' subprocesses), so its
+    covering tests are taken as every test that runs any line of the module (they import it)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            body = node.body if isinstance(node.body, list) else [node.body]
+            if body[0].lineno <= line <= max(getattr(b, "end_lineno", b.lineno) for b in body):
+                return False
+    return True
+
+
 def test_mutant(m: dict, wt: Path, ns: Path, cov: dict, budget: float) -> dict:
     lines = cov["lines"].get(m["file"], {})
     tests = lines.get(str(m["line"])) or lines.get(str(statement_line(wt / m["file"], m["line"]))) or []
+    if import_time(wt / m["file"], m["line"]):
+        tests = sorted({t for ts in lines.values() for t in ts})
     tests = sorted(tests, key=lambda t: cov["durations"].get(t, 60))
     if not tests:
         return {**m, "status": "survived", "reason": "no test runs this line", "tests": 0, "seconds": 0.0}
@@ -190,7 +207,8 @@ def run(args: argparse.Namespace) -> None:
     cov = json.loads((WORK / "map.json").read_text())
     results_path = WORK / "results.jsonl"
     rows = [json.loads(r) for r in results_path.read_text().splitlines()] if results_path.exists() else []
-    retest = {"uncovered": lambda r: r.get("tests") == 0, "partial": lambda r: bool(r.get("partial"))}
+    retest = {"uncovered": lambda r: r.get("tests") == 0, "partial": lambda r: bool(r.get("partial")),
+              "import-time": lambda r: r["status"] == "survived" and import_time(REPO / r["file"], r["line"])}
     done = {r["id"] for r in rows if not any(retest[k](r) for k in args.retest)}
     wt0, _ = _worktree(cov["commit"], 0)
     population = all_mutants(wt0)
@@ -299,7 +317,7 @@ def main() -> None:
     r.add_argument("--n", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--workers", type=int, default=2)
-    r.add_argument("--retest", action="append", default=[], choices=["uncovered", "partial"],
+    r.add_argument("--retest", action="append", default=[], choices=["uncovered", "partial", "import-time"],
                    help="test again the survivors no test ran (older maps) or whose tests were cut at --budget")
     r.add_argument("--only-retest", action="store_true", help="with --retest: test nothing not tested before")
     r.add_argument("--budget", type=float, default=300.0, help="seconds of covering tests (their map-run durations) per mutant")
