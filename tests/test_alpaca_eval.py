@@ -477,3 +477,35 @@ def test_completions_contract_served_by_the_judge_client(tmp_path, monkeypatch):
         comp(chatml[:1], "gpt-4-1106-preview", logit_bias={})
     assert str(err.value) == ("the annotator's completion settings are not chat-completion parameters the judge client "
                               "sends (logit_bias)")
+
+
+def test_an_annotator_crash_is_one_line_without_the_key(tmp_path, monkeypatch):
+    import types
+
+    from selm_bench.evals import alpaca_eval as A
+
+    sentinel = object()
+
+    class Single:
+        fn_completions = sentinel
+
+    class Annotator:
+        def __init__(self, **kw):
+            self.df_annotations, self.annotators = None, {"a": Single()}
+            self.all_keys, self.annotation_key = ["instruction"], "preference"
+
+        def annotate_head2head(self, outputs_1, outputs_2):
+            raise ValueError("endpoint said sk-abcdefgh1234 is bad\nsecond line")
+
+    fake = types.SimpleNamespace(annotators=types.SimpleNamespace(PairwiseAnnotator=Annotator),
+                                 decoders=types.SimpleNamespace(openai=types.SimpleNamespace(openai_completions=sentinel)))
+    monkeypatch.setattr(A, "_alpaca_eval", lambda: fake)
+    ctx = EvalContext(model="m", name="m", out_dir=tmp_path, suite="alpaca-eval")
+    with pytest.raises(SuiteError) as err:
+        A._annotate(ctx, [{"instruction": "i"}], [{"instruction": "i"}])
+    assert str(err.value) == "alpaca-eval annotator failed: ValueError: endpoint said <key> is bad"
+    Single.fn_completions = object()  # an annotator that does not call OpenAI chat completions
+    with pytest.raises(SuiteError) as err:
+        A._annotate(ctx, [{"instruction": "i"}], [{"instruction": "i"}])
+    assert str(err.value) == ("alpaca-eval: annotator 'weighted_alpaca_eval_gpt4_turbo' does not use OpenAI chat "
+                              "completions; the harness judges through an OpenAI-compatible endpoint only")

@@ -170,3 +170,10 @@ def test_yaml_errors_name_the_line(tmp_path):
         load_config(tmp_path / "none.yaml")
     assert str(err.value) == f"config file not found: {tmp_path / 'none.yaml'}"
     assert load_config(overrides={"seed": 3, "name": None}).seed == 3
+
+
+def test_each_iteration_samples_with_its_own_seed():
+    from selm_bench.harness.plan import plan
+
+    stages, _ = plan(load_config(sets=["seed=3", "methods=[iterative-dpo]", "online.iterations=3"]))
+    assert [s.spec.seed for s in stages if s.spec.kind == "generate"] == [3001, 3002, 3003]  # seed x 1000 + iteration

@@ -102,6 +102,7 @@ def test_suite_labels_and_provenance(tmp_path):
     assert label("alpaca-eval", {"annotator": "weighted_alpaca_eval_gpt4_turbo"}) == []
     assert label("alpaca-eval", {"annotator": "chatgpt"}) == ["chatgpt judge"]
     assert label("lm-eval:x", {"tasks": ["tinyworld_mc"]}) == ["tiny world"]
+    assert label("new-suite", {"mode": "tiny"}) == ["tiny world"] and label("new-suite", {"mode": "real"}) == []
     assert label("lm-eval:openllm", {"tasks": ["arc_easy"]}) == []
     run = tmp_path / "myrun"
     run.mkdir()

@@ -151,6 +151,10 @@ def test_eval_command_on_a_checkpoint(micro_run, tmp_path):
         assert (dest / suite / "metrics.json").is_file() and (dest / suite / "items.jsonl").is_file()
     answers = dest / "mt-bench" / "model_answer" / "selm-iter-2.jsonl"
     assert json.loads(answers.read_text().splitlines()[0])["model_id"] == "selm/iter-2"
+    tw = json.loads((dest / "tiny-world" / "metrics.json").read_text())["metrics"]
+    done = next(line for line in res.stderr.splitlines() if line.startswith("done tiny-world in "))
+    shown = ", ".join(f"{k}={tw[k]:.4g}" for k in ("accuracy", "accuracy_stderr", "score", "score_stderr"))
+    assert done.endswith(f"s: {shown}")  # the first four metrics, no more
     # The run lists its results: a stray metrics.json left in the folder is not a row.
     stray = json.loads((dest / "tiny-world" / "metrics.json").read_text()) | {"checkpoint": "stray"}
     (dest / "old" / "tiny-world").mkdir(parents=True)

@@ -167,3 +167,18 @@ def test_follow_ups_and_normalize():
     assert _follow_up(rng, task("sort", "1 5 9")) == ("Reverse that .", "9 5 1")
     assert _follow_up(rng, task("reverse", "c b a")) == ("Reverse that .", "a b c")
     assert normalize("  The  Fox.!  ") == "the fox" and normalize("a . b") == "a . b"
+
+
+def test_shuffled_other_falls_back_to_a_rotation():
+    """When 20 shuffles all give the gold order (a shuffle that does nothing, here), the wrong
+    answer is the gold list rotated by one."""
+    import random
+
+    from selm_bench.harness.tinyworld import _shuffled_other
+
+    class Stuck(random.Random):
+        def shuffle(self, x):
+            pass
+
+    assert _shuffled_other(Stuck(0), ["a", "b", "c"], ["a", "b", "c"]) == "b c a"
+    assert _shuffled_other(Stuck(0), ["a", "b", "c"], ["c", "b", "a"]) == "a b c"  # the first shuffle already differs
