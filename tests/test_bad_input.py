@@ -91,6 +91,8 @@ ROWS = [
      "{broken}/mt_bench/question.jsonl: line 4 is not valid JSON"),
     ("missing API key", ["eval", "--model", "{model}", "--suites", "mt-bench", "--data-dir", "{mirror}",
                          "--judge", "openai:gpt-4", "--out", f"{R}/e5"], 1, "OPENAI_API_KEY is not set"),
+    ("missing API key of the default judge", ["eval", "--model", "{model}", "--suites", "mt-bench", "--data-dir", "{mirror}",
+                                              "--out", f"{R}/e7"], 1, "OPENAI_API_KEY is not set"),
     ("unknown eval suite", ["eval", "--model", "{model}", "--suites", "mt-bnch", "--out", f"{R}/e6"], 2,
      "--suites: unknown suite 'mt-bnch'"),
     ("bad leaderboard format", ["leaderboard", "--results", f"{R}/run", "--format", "xml"], 2, "--format: expected"),

@@ -5,7 +5,7 @@ import pytest
 from conftest import mt_bench_mirror
 from selm_bench.evals.base import EvalContext, SuiteError
 from selm_bench.evals.judges import Judge
-from selm_bench.evals.mt_bench import _judge_llm, judge_saved, metrics_from_judgments, parse_rating, run
+from selm_bench.evals.mt_bench import _judge_llm, judge_saved, load_mt_questions, metrics_from_judgments, parse_rating, run
 
 
 @pytest.mark.parametrize(
@@ -253,3 +253,22 @@ def test_answers_only_then_the_judge_errors(tmp_path, tiny_world):
     with pytest.raises(SuiteError) as err:
         judge_saved(EvalContext(model="u", name="m", out_dir=tmp_path / "a", data_dir=data, judge="openai:gpt-4"))
     assert str(err.value) == f"mt-bench: {tmp_path / 'a' / 'model_answer' / 'm.jsonl'} answers none of the selected questions"
+
+
+def test_a_broken_reference_answer_line_names_its_file(tmp_path):
+    """The data files are read line by line before FastChat's loaders (which would not name the
+    file), including every file of the reference_answer folder."""
+    from conftest import write_mt_bench_fixture
+
+    from selm_bench.harness.tinyworld import DataFileError
+
+    data = write_mt_bench_fixture(tmp_path / "mirror")
+    ref = data / "mt_bench" / "reference_answer" / "gpt-4.jsonl"
+    ref.write_text(ref.read_text() + '{"question_id": 1, "choices": [\n')
+    n = len(ref.read_text().splitlines())
+    ctx = EvalContext(model="u", name="m", out_dir=tmp_path / "a", data_dir=data, options={"question_limit": 2})
+    questions = [q for q in load_mt_questions(ctx) if q["question_id"] == 111]
+    saved = {111: {"question_id": 111, "choices": [{"index": 0, "turns": ["a", "b"]}]}}
+    with pytest.raises(DataFileError) as err:
+        _judge_llm(ctx, _Recorder(), "gpt-4", questions, saved)
+    assert str(err.value).startswith(f"{ref}: line {n} is not valid JSON")

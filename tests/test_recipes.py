@@ -131,8 +131,9 @@ def test_real_prompt_data_and_schema_errors(tmp_path):
     Dataset.from_list([{k: v for k, v in r.items() if k != "rejected"} for r in rows]).to_json(str(tmp_path / "bad.jsonl"))
     with pytest.raises(DataError, match=r"missing column 'rejected'"):
         prepare(DataSpec(source=str(tmp_path / "bad.jsonl"), split="x", chunks=1, expected_rows=None), tmp_path, out)
-    with pytest.raises(DataError, match="10 rows, the config expects 11"):
+    with pytest.raises(DataError) as err:
         prepare(DataSpec(source=str(tmp_path / "uf.parquet"), split="x", chunks=1, expected_rows=11), tmp_path, out)
+    assert str(err.value) == f"{tmp_path / 'uf.parquet'} [x]: 10 rows, the config expects 11"
     (tmp_path / "uf.csv").write_text("prompt\nq\n")
     for source, line in [(tmp_path / "uf.csv", f"{tmp_path / 'uf.csv'}: expected .parquet, .jsonl or .json (or a saved "
                                                 "dataset folder)"),
