@@ -126,3 +126,15 @@ def test_sweep_rows(tmp_path):
         {"checkpoint": "selm/iter-2", "method": "selm", "tiny-world/accuracy": 0.6, "tiny-world/accuracy_std": 0.1,
          "run": f"{tmp_path.name}[online.alpha=0.1]",
          "provenance": f"sweep {tmp_path.name} · online.alpha=0.1 · mean of 2 seed(s), ± std across seeds"}]
+
+
+def test_rows_of_several_folders(tmp_path):
+    for name, acc in (("a", 0.5), ("b", 0.6)):
+        d = tmp_path / name / "evals" / "sft" / "tiny-world"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"suite": "tiny-world", "checkpoint": "sft", "metrics": {"accuracy": acc}}))
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"results": ["evals/sft/tiny-world"]}))
+    rows = L.collect_many([tmp_path / "a", tmp_path / "b"], published=False)
+    assert [(r["run"], r["tiny-world/accuracy"]) for r in rows] == [("a", 0.5), ("b", 0.6)]
+    both = L.collect_many([tmp_path], published=False)  # a folder of runs: each row names its run
+    assert [(r["run"], r["tiny-world/accuracy"]) for r in both] == [("a", 0.5), ("b", 0.6)]

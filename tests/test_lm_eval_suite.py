@@ -218,3 +218,18 @@ def test_tiny_world_task_yaml_by_hand(tmp_path):
     with pytest.raises(SuiteError) as err:
         L.write_tinyworld_task(tmp_path / "none", tmp_path / "tasks")
     assert str(err.value) == f"lm-eval: the tiny world has no {(tmp_path / 'none' / 'mc.jsonl').resolve()}"
+
+
+def test_paired_metric_per_task_kind():
+    items = [{"task": "gsm", "exact_match": 1.0, "score": 1.0}, {"task": "gsm", "exact_match": 0.0, "score": 0.0},
+             {"task": "arc", "acc": 1.0, "acc_norm": 0.0, "score": 1.0}, {"task": "x", "score": 0.5},
+             {"task": "arc", "acc": 0.0, "score": None}]
+    assert L.paired(items) == {"gsm/exact_match": 0.5, "arc/acc": 1.0, "x/score": 0.5, "average": (0.5 + 1.0 + 0.5) / 3}
+    assert L.paired([]) == {"average": None}
+
+
+def test_nothing_to_run_line_in_full(tmp_path):
+    with pytest.raises(SuiteError) as err:
+        L.resolve_plan(_ctx(tmp_path))
+    assert str(err.value) == ("lm-eval has nothing to run: name a preset (lm-eval:openllm, known: openllm), a task list "
+                              "(lm-eval:hellaswag,arc_easy), the option `tasks`, or run inside the tiny world")

@@ -91,6 +91,9 @@ def test_selm_training_step_lowers_ref_response_logp(tiny_model, tmp_path):
     with torch.no_grad():
         after = selm._sequence_logps(selm.model, batch, grad=False).chunk(3)[2]
     assert after.mean() < before.mean()
+    logged = set(selm._metrics["train"]) | {k for entry in selm.state.log_history for k in entry}
+    assert {f"rewards/{k}" for k in ("chosen", "rejected", "accuracies", "margins", "ref_response")} <= logged
+    assert {f"logps/{k}" for k in ("chosen", "rejected", "ref_response")} <= logged  # what the report's curves read
 
 
 def _direct_logp(model, prompt_ids, response_ids):

@@ -182,3 +182,15 @@ def test_shuffled_other_falls_back_to_a_rotation():
 
     assert _shuffled_other(Stuck(0), ["a", "b", "c"], ["a", "b", "c"]) == "b c a"
     assert _shuffled_other(Stuck(0), ["a", "b", "c"], ["c", "b", "a"]) == "a b c"  # the first shuffle already differs
+
+
+def test_every_split_names_its_rows(tmp_path):
+    from selm_bench.harness.config import WorldConfig
+    from selm_bench.harness.tinyworld import build_world, read_jsonl
+
+    cfg = WorldConfig(n_sft=3, n_pref=2, n_prompts=2, n_dev=2, n_eval=2, n_two_turn=2, n_mc=2)
+    counts = build_world(cfg, 0, tmp_path)
+    assert counts == {"eval": 2, "dev": 2, "two_turn": 2, "mc": 2, "sft": 3, "pref": 2, "prompts": 2}
+    prefix = {"eval": "eval", "dev": "dev", "two_turn": "mt", "mc": "mc", "sft": "sft", "pref": "pref", "prompts": "prompt"}
+    for split, p in prefix.items():
+        assert [r["id"] for r in read_jsonl(tmp_path / f"{split}.jsonl")] == [f"{p}-{i}" for i in range(counts[split])]
