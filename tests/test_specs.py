@@ -193,3 +193,39 @@ def test_trainer_arguments_follow_the_spec(tmp_path):
     assert (bf16["bf16"], bf16["fp16"], bf16["use_cpu"], bf16["optim"]) == (True, False, False, "adamw_torch")
     fp16 = trainer_kwargs(TrainArgs(**{**base, "precision": "fp16", "device": "cuda"}), tmp_path)
     assert (fp16["bf16"], fp16["fp16"]) == (False, True)
+
+
+def test_trainer_inputs_by_hand(tmp_path, monkeypatch, tiny_model):
+    """Preference rows as TRL's conversations (unused pairs skipped), the launched-process check's
+    line, and the weights' dtype: fp32 with autocast, half precision only under DeepSpeed."""
+    import torch
+
+    from selm_bench.harness.specs import TrainArgs
+    from selm_bench.trainers.train import _load_model, check_world_size, preference_rows, trainer_kwargs
+
+    rows = [{"prompt": "p", "chosen": "c", "rejected": "r", "y_ref": "y", "used": True},
+            {"prompt": "q", "chosen": "c2", "rejected": "r2", "y_ref": "y2", "used": False},
+            {"prompt": "s", "chosen": "c3", "rejected": "r3", "y_ref": "y3"}]
+    conv = lambda role, text: [{"role": role, "content": text}]
+    assert preference_rows(rows, with_ref=False) == [
+        {"prompt": conv("user", "p"), "chosen": conv("assistant", "c"), "rejected": conv("assistant", "r")},
+        {"prompt": conv("user", "s"), "chosen": conv("assistant", "c3"), "rejected": conv("assistant", "r3")}]
+    assert [r["ref_response"] for r in preference_rows(rows, with_ref=True)] == [conv("assistant", "y"), conv("assistant", "y3")]
+    t = TrainArgs(learning_rate=1e-3, per_device_batch_size=4, gradient_accumulation_steps=1, num_processes=2, epochs=1.0,
+                  warmup_ratio=0.0, max_length=64, logging_steps=1, seed=0, device="cpu", precision="bf16",
+                  gradient_checkpointing=True, weight_decay=0.01, max_steps=3)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(RuntimeError) as err:
+        check_world_size(t)
+    assert str(err.value) == "this stage's spec is for 2 process(es) but 1 were launched"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_world_size(t)
+    kw = trainer_kwargs(t, tmp_path)
+    assert (kw["weight_decay"], kw["max_steps"], kw["gradient_checkpointing"], kw["max_length"], kw["logging_steps"]) == (
+        0.01, 3, True, 64, 1)
+    assert (kw["output_dir"], kw["disable_tqdm"], kw["dataloader_num_workers"], kw["report_to"]) == (str(tmp_path), True, 0, [])
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    assert next(_load_model(str(tiny_model), t).parameters()).dtype == torch.float32
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert next(_load_model(str(tiny_model), t).parameters()).dtype == torch.bfloat16
+    assert next(_load_model(str(tiny_model), t.model_copy(update={"precision": "fp32"})).parameters()).dtype == torch.float32
