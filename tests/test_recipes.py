@@ -77,7 +77,11 @@ def _reward_model(tiny_model: Path, out: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
+    from tokenizers.processors import TemplateProcessing
+
     tok = AutoTokenizer.from_pretrained(tiny_model)
+    # like Llama's tokenizers, this one prepends a special token unless told not to (the chat template has it already)
+    tok._tokenizer.post_processor = TemplateProcessing(single="<unk> $A", special_tokens=[("<unk>", tok.unk_token_id)])
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                       num_key_value_heads=2, intermediate_size=64, num_labels=1, pad_token_id=tok.pad_token_id)
