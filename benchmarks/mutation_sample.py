@@ -207,8 +207,11 @@ def run(args: argparse.Namespace) -> None:
     cov = json.loads((WORK / "map.json").read_text())
     results_path = WORK / "results.jsonl"
     rows = [json.loads(r) for r in results_path.read_text().splitlines()] if results_path.exists() else []
+    verdicts = json.loads(Path(args.verdicts).read_text()) if Path(args.verdicts).exists() else {}
+    no_change = {k for k, v in verdicts.items() if v.startswith(("docs", "equivalent"))}  # nothing to learn again
     retest = {"uncovered": lambda r: r.get("tests") == 0, "partial": lambda r: bool(r.get("partial")),
-              "import-time": lambda r: r["status"] == "survived" and import_time(REPO / r["file"], r["line"])}
+              "import-time": lambda r: (r["status"] == "survived" and r["id"] not in no_change
+                                        and import_time(REPO / r["file"], r["line"]))}
     done = {r["id"] for r in rows if not any(retest[k](r) for k in args.retest)}
     wt0, _ = _worktree(cov["commit"], 0)
     population = all_mutants(wt0)
