@@ -91,6 +91,8 @@ def test_end_to_end_train_slice(tmp_path, tiny_model):
     assert set(res.metrics) == {f"{p}{k}" for p in ("", "sp/", "wp/") for k in KEYS}
     assert all(0.0 <= v <= 1.0 for v in res.metrics.values())
     assert len(res.items) == 12 and res.items[0]["id"] == "SP-0"
+    assert res.info == {"split": "train", "puzzles": ["SP", "WP"], "mode": "loglikelihood", "num_fewshot": 0,
+                        "n": {"SP": 6, "WP": 6}, "unparsed": 0, "score": "acc"}
     for item in res.items:
         assert {"id", "pred", "label", "correct"} <= set(item) and item["correct"] == (item["pred"] == item["label"])
         assert item["score"] == (1.0 if item["pred"] == item["label"] else 0.0)  # compare's per-item score
