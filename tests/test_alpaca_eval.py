@@ -279,6 +279,7 @@ def test_real_mode_through_fake_local_openai_server(tmp_path, tiny_model, fake_j
     n = len(fake_judge.requests)
     again = judge_saved(later)  # re-judging unchanged outputs: alpaca_eval's cache, zero calls
     assert len(fake_judge.requests) == n and (again.info["judge"]["calls"], again.info["judge"]["cached"]) == (0, 3)
+    assert [(i["id"], i["index"], i["dataset"]) for i in again.items] == [("0", 0, "test"), ("1", 1, "test"), ("2", 2, "test")]
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert API_KEY not in f.read_text(errors="ignore"), f

@@ -272,3 +272,34 @@ def test_a_broken_reference_answer_line_names_its_file(tmp_path):
     with pytest.raises(DataFileError) as err:
         _judge_llm(ctx, _Recorder(), "gpt-4", questions, saved)
     assert str(err.value).startswith(f"{ref}: line {n} is not valid JSON")
+
+
+def test_a_missing_judge_prompt_is_named(tmp_path):
+    from conftest import write_mt_bench_fixture
+
+    data = write_mt_bench_fixture(tmp_path / "mirror")
+    prompts = data / "mt_bench" / "judge_prompts.jsonl"
+    prompts.write_text("".join(line + "\n" for line in prompts.read_text().splitlines()
+                               if '"single-v1-multi-turn"' not in line))
+    ctx = EvalContext(model="u", name="m", out_dir=tmp_path / "a", data_dir=data, options={"question_limit": 1})
+    saved = {81: {"question_id": 81, "choices": [{"index": 0, "turns": ["a", "b"]}]}}
+    with pytest.raises(SuiteError) as err:
+        _judge_llm(ctx, _Recorder(), "gpt-4", load_mt_questions(ctx), saved)
+    assert str(err.value) == "mt-bench: judge prompt 'single-v1-multi-turn' missing from judge_prompts.jsonl"
+
+
+def test_fastchat_template_for_a_tokenizer_without_one():
+    """A tokenizer without a chat template gets FastChat's conversation template (vicuna by default:
+    its system prompt, then USER: / ASSISTANT: turns)."""
+    import types
+
+    from selm_bench.trainers.generation import render_prompt
+
+    system = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+              "detailed, and polite answers to the user's questions.")
+    tok = types.SimpleNamespace(chat_template=None)
+    assert render_prompt(tok, [{"role": "user", "content": "hi"}]) == f"{system} USER: hi ASSISTANT:"
+    assert render_prompt(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                               {"role": "user", "content": "more"}]) == f"{system} USER: hi ASSISTANT: yo</s>USER: more ASSISTANT:"
+    assert render_prompt(tok, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]) == (
+        "Be brief. USER: hi ASSISTANT:")

@@ -19,6 +19,7 @@ class FakeOpenAI:
     def __init__(self):
         self.requests, self.auth, self.fail = [], [], []
         self.content = lambda body: "Rating: [[7]]"  # the judge's reply to a request body
+        self.usage = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
         self.lock = threading.Lock()
         fake = self
 
@@ -40,7 +41,7 @@ class FakeOpenAI:
                     "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": fake.content(body)}}],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+                    "usage": fake.usage,
                 }
                 send_json(self, status, payload)
 
@@ -195,3 +196,11 @@ def test_mt_bench_varied_ratings_land_on_their_turn_and_category(fake_openai, ti
         (f"{q}/turn-{t}", c, t) for q, c in ((81, "writing"), (111, "math"), (121, "reasoning")) for t in (1, 2)}
     assert res.metrics == pytest.approx({"score": 32 / 6, "turn-1": 18 / 3, "turn-2": 14 / 3, "category/writing": 8.0,
                                          "category/math": 4.0, "category/reasoning": 4.0, "errors": 0})
+
+
+def test_token_counts_when_the_endpoint_reports_none(fake_openai, tmp_path):
+    fake_openai.usage = {"completion_tokens": 2}  # some OpenAI-compatible servers leave fields out
+    judge = make_judge("openai:gpt-4", cache_dir=tmp_path, base_url=fake_openai.url, concurrency=1)
+    assert judge.chat_many([_msgs("a")]) == ["Rating: [[7]]"]
+    acct = judge.accounting()
+    assert (acct["prompt_tokens"], acct["completion_tokens"]) == (0, 2)

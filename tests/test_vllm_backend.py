@@ -266,3 +266,15 @@ def test_hf_backend_batches_equal_one_prompt_at_a_time(tiny_model):
     assert be.complete(prompts, Sampling(n=3, temperature=1.0, max_new_tokens=6, seed=7)) == sampled
     assert be.chat([[{"role": "user", "content": "add 1 and 2"}]], Sampling(max_new_tokens=6)) == be.complete(
         [render_prompt(be.tokenizer, [{"role": "user", "content": "add 1 and 2"}], str(tiny_model))], Sampling(max_new_tokens=6))
+
+
+def test_merge_refuses_repeated_or_out_of_range_indices():
+    for shards, line in [([[0], [0]], "shard 1: index 0 is out of range or repeated"),
+                         ([[0], [2]], "shard 1: index 2 is out of range or repeated"),
+                         ([[0], [-1]], "shard 1: index -1 is out of range or repeated")]:
+        with pytest.raises(ValueError) as err:
+            merge(shards, [["a"], ["b"]], 2)
+        assert str(err.value) == line
+    with pytest.raises(ValueError) as err:
+        merge([[0], []], [["a"], []], 2)
+    assert str(err.value) == "shards cover 1 of 2 prompts"
