@@ -115,3 +115,9 @@ def test_lm_eval_generic_and_sections(tmp_path):
     assert "<p>2 items, mean score 0.5.</p></details>" in dd.suite_section("other", [("sft", tmp_path / "b")])
     assert sorted(["lm-eval:x", "zz", "alpaca-eval", "brainteaser", "mt-bench", "aa", "tiny-world"], key=dd.suite_order) == [
         "tiny-world", "mt-bench", "alpaca-eval", "brainteaser", "lm-eval:x", "aa", "zz"]
+
+
+def test_brainteaser_shows_at_most_k_missed_groups(tmp_path):
+    items = [{"id": f"SP-{g}", "puzzle": "SP", "correct": False, "pred": 0, "label": 1} for g in range(3)]
+    html = dd.brainteaser(items, tmp_path, k=2)
+    assert html.count("<td>SP-") == 2 and "first 2;" in html

@@ -204,3 +204,15 @@ def test_token_counts_when_the_endpoint_reports_none(fake_openai, tmp_path):
     assert judge.chat_many([_msgs("a")]) == ["Rating: [[7]]"]
     acct = judge.accounting()
     assert (acct["prompt_tokens"], acct["completion_tokens"]) == (0, 2)
+
+
+def test_which_statuses_are_retried(fake_openai, tmp_path):
+    """408, 409, 429 and every 5xx are retried (the openai client's own set); another 4xx is not."""
+    judge = make_judge("openai:gpt-4", cache_dir=tmp_path, base_url=fake_openai.url, concurrency=1, backoff=0.01)
+    fake_openai.fail = [408, 409, 429, 502, 599]
+    assert judge.chat_many([_msgs("a")]) == ["Rating: [[7]]"]
+    assert judge.accounting()["retries"] == 5
+    for status in (404, 422):
+        fake_openai.fail = [status]
+        assert judge.chat_many([_msgs(f"s{status}")]) == [None]
+    assert judge.accounting()["retries"] == 5 and judge.accounting()["failure_reasons"]["HTTP 422"] == 1
