@@ -63,6 +63,7 @@ class _FakeGenerator:
 
     def chat(self, conversations, sampling, desc=""):
         self.seen += conversations
+        self.desc, self.sampling = desc, sampling
         return [[self.reply(c[-1]["content"])] for c in conversations]
 
 
@@ -81,6 +82,7 @@ def test_generate_mode_scores_parsed_letters(tmp_path):
     assert res.metrics["ori_sem"] == 0.5 and res.metrics["sp/ori_sem_con"] == 0.5
     assert res.metrics["overall"] == 5 / 6 and "wp/overall" not in res.metrics
     assert all(i["pred"] == 1 for i in res.items) and "(A) w" in ctx._generator.seen[0][-1]["content"]
+    assert ctx._generator.desc == "brainteaser" and ctx._generator.sampling.max_new_tokens == 32  # the option's default
 
 
 def test_end_to_end_train_slice(tmp_path, tiny_model):

@@ -216,3 +216,14 @@ def test_which_statuses_are_retried(fake_openai, tmp_path):
         fake_openai.fail = [status]
         assert judge.chat_many([_msgs(f"s{status}")]) == [None]
     assert judge.accounting()["retries"] == 5 and judge.accounting()["failure_reasons"]["HTTP 422"] == 1
+
+
+def test_a_cache_entry_of_the_older_format_is_read(tmp_path, monkeypatch):
+    """Cache files written before whole choices were kept hold only the text: still a hit, no call."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    judge = make_judge("openai:gpt-4", cache_dir=tmp_path, base_url="http://127.0.0.1:9/v1", max_retries=0)
+    key = judge._key(_msgs("old"), {"temperature": 0.0, "max_tokens": 64})
+    (tmp_path / "openai").mkdir()
+    (tmp_path / "openai" / f"{key}.json").write_text(json.dumps({"content": "Rating: [[3]]"}))
+    assert judge.chat_many([_msgs("old")], temperature=0.0, max_tokens=64) == ["Rating: [[3]]"]
+    assert judge.accounting()["calls"] == 0 and judge.accounting()["cached"] == 1
