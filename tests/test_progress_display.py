@@ -42,3 +42,17 @@ def test_harness_lm_eval_run_shows_no_foreign_bar(tiny_model, tiny_world, tmp_pa
     err = _stderr("harness", tiny_model, tiny_world, tmp_path)
     assert not TQDM_BAR.search(err), err[-2000:]
     assert (tmp_path / "harness" / "metrics.json").exists()
+
+
+def test_thread_settings_only_before_torch_loads():
+    """OpenMP's wait policy is read when torch loads: set before it, left alone after it."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); os.environ.pop('GOMP_SPINCOUNT', None); {first}"
+             "from selm_bench.harness import progress; print(os.environ.get('OMP_WAIT_POLICY'), "
+             "os.environ.get('GOMP_SPINCOUNT'), os.environ.get('TOKENIZERS_PARALLELISM'))")
+    before = subprocess.run([sys.executable, "-c", probe.format(first="")], capture_output=True, text=True)
+    after = subprocess.run([sys.executable, "-c", probe.format(first="import torch; ")], capture_output=True, text=True)
+    assert before.stdout.split() == ["PASSIVE", "10000", "false"], before.stderr[-500:]
+    assert after.stdout.split() == ["None", "None", "false"], after.stderr[-500:]
