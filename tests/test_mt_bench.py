@@ -303,3 +303,25 @@ def test_fastchat_template_for_a_tokenizer_without_one():
                                {"role": "user", "content": "more"}]) == f"{system} USER: hi ASSISTANT: yo</s>USER: more ASSISTANT:"
     assert render_prompt(tok, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]) == (
         "Be brief. USER: hi ASSISTANT:")
+
+
+def test_oracle_ratings_by_hand(tmp_path):
+    """Tiny mode: each turn is rated 1 + 9 x the verifier's score: 10 for an exact answer, 1 for none."""
+    from selm_bench.evals.judges import Judge, make_judge
+    from selm_bench.evals.mt_bench import _judge_oracle
+
+    questions = [{"question_id": "mt-0", "category": "add", "turns": ["q1", "q2"], "answers": ["12", "15"]}]
+    saved = {"mt-0": {"choices": [{"turns": ["12", ""]}]}}
+    ctx = EvalContext(model="u", name="m", out_dir=tmp_path)
+    rows = _judge_oracle(ctx, make_judge("oracle"), "oracle", questions, saved)
+    assert [(r["turn"], r["score"], r["judge"], r["user_prompt"], r["model"]) for r in rows] == [
+        (1, 10.0, ["oracle", "oracle-verify"], "q1", "m"), (2, 1.0, ["oracle", "oracle-verify"], "q2", "m")]
+    assert rows[0]["judgment"] == "verifier score 1.0000 against the gold answer; Rating: [[10.0000]]"
+    base = Judge()
+    with pytest.raises(NotImplementedError) as err:
+        base.chat_many([])
+    assert str(err.value) == "judge 'judge' does not answer chat requests"
+    with pytest.raises(NotImplementedError) as err:
+        base.score({}, "x")
+    assert str(err.value) == "judge 'judge' cannot verify answers"
+    assert base.accounting() == {} and base.check() is None

@@ -56,3 +56,25 @@ def test_thread_settings_only_before_torch_loads():
     after = subprocess.run([sys.executable, "-c", probe.format(first="import torch; ")], capture_output=True, text=True)
     assert before.stdout.split() == ["PASSIVE", "10000", "false"], before.stderr[-500:]
     assert after.stdout.split() == ["None", "None", "false"], after.stderr[-500:]
+
+
+def test_one_bar_on_a_terminal_none_elsewhere(monkeypatch):
+    """A bar only on a terminal, without SELM_BENCH_QUIET, and never nested inside another."""
+    from selm_bench.harness import progress as P
+
+    monkeypatch.delenv("SELM_BENCH_QUIET", raising=False)
+    monkeypatch.setattr(P.sys.stderr, "isatty", lambda: False, raising=False)
+    with P.progress("x", 3) as bar:
+        assert bar._p is None and P._active == []
+    monkeypatch.setattr(P.sys, "stderr", type("TTY", (), {"isatty": lambda self: True, "write": lambda self, s: None,
+                                                         "flush": lambda self: None})())
+    with P.progress("outer", 3) as bar:
+        assert bar._p is not None and P._active == [bar._p]
+        with P.progress("inner", 2) as inner:
+            assert inner._p is None  # one display at a time
+        bar.advance(2)
+        assert bar._p.tasks[0].completed == 2 and bar._p.tasks[0].description == "outer"
+    assert P._active == []
+    monkeypatch.setenv("SELM_BENCH_QUIET", "1")
+    with P.progress("x", 3) as bar:
+        assert bar._p is None
