@@ -121,3 +121,8 @@ def test_brainteaser_shows_at_most_k_missed_groups(tmp_path):
     items = [{"id": f"SP-{g}", "puzzle": "SP", "correct": False, "pred": 0, "label": 1} for g in range(3)]
     html = dd.brainteaser(items, tmp_path, k=2)
     assert html.count("<td>SP-") == 2 and "first 2;" in html
+
+
+def test_a_long_judge_error_is_cut_at_500_characters():
+    html = dd.alpaca_eval([{"preference": None, "judge_error": "e" * 600}], None)
+    assert T("e" * 500 + " […cut]") in html and "e" * 501 not in html

@@ -67,7 +67,7 @@ def test_tiny_mode_with_oracle(tiny_world, tiny_model, tmp_path):
     assert 1.0 <= res.metrics["score"] <= 10.0 and res.metrics["errors"] == 0
     assert {"turn-1", "turn-2"} <= set(res.metrics)
     assert any(k.startswith("category/") for k in res.metrics)
-    assert res.info["judge"]["calls"] == 8
+    assert res.info["judge"]["calls"] == 8 and res.info["mode"] == "tiny" and res.info["n_questions"] == 4
     answers = [json.loads(x) for x in (ctx.out_dir / "model_answer" / "tiny.jsonl").read_text().splitlines()]
     assert len(answers) == 4 and len(answers[0]["choices"][0]["turns"]) == 2
     judged = ctx.out_dir / "model_judgment" / "oracle_single.jsonl"

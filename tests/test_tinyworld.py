@@ -194,3 +194,16 @@ def test_every_split_names_its_rows(tmp_path):
     prefix = {"eval": "eval", "dev": "dev", "two_turn": "mt", "mc": "mc", "sft": "sft", "pref": "pref", "prompts": "prompt"}
     for split, p in prefix.items():
         assert [r["id"] for r in read_jsonl(tmp_path / f"{split}.jsonl")] == [f"{p}-{i}" for i in range(counts[split])]
+
+
+def test_wrong_numbers_are_near_misses_or_random():
+    """A wrong number is gold -10, -2, -1, +1, +2, +10 or a random one in the category's range
+    (never negative, never the gold one)."""
+    import random
+
+    from selm_bench.harness.tinyworld import _other_number
+
+    rng = random.Random(5)
+    deltas = {_other_number(rng, 50, 0, 3) - 50 for _ in range(3000)}
+    assert {-10, -2, -1, 1, 2, 10} <= deltas and deltas <= {-10, -2, -1, 1, 2, 10, -50, -49, -48, -47}
+    assert {_other_number(rng, 0, 0, 0) for _ in range(500)} == {1, 2, 10}  # -1, -2, -10 and the random 0 are refused
