@@ -281,6 +281,8 @@ def test_sweep_report(tmp_path):
     assert "not run" in text and "5 (4 finished, 1 not run)" in text
     # seed means of selm/iter-2 accuracy at alpha 0.1: 0.55 + 0.05 + {0, 0.01}
     assert "0.605 ± 0.0071" in html
+    assert '<section id="leaderboard"><h2>Sweep table</h2><h3>Mean ± std across seeds</h3>' in html
+    assert html.index("<h3>Every cell</h3>") > html.index("<h3>Mean ± std across seeds</h3>")
     links = [a["href"] for tag, a in t.tags if tag == "a" and not a["href"].startswith("#")]
     assert links == ["../sweep/cells/online.alpha=0.1,seed=0/report.html"]
 
@@ -431,6 +433,8 @@ def test_provenance_html_exactly(tmp_path):
         "<th>mixed precision</th><th>processes</th><th>global batch</th><th>learning rate</th></tr></thead>"
         "<tbody><tr><td>checkpoints/sft/model</td><td>cpu</td><td>no</td><td>2</td><td>64</td><td>0.003</td></tr>"
         "</tbody></table><h3>config.yaml</h3><pre>name: x&lt;y\n</pre>")
+    bare = provenance_html(tmp_path / "none", {"stages": {"sft": {}}}, "")  # a record with nothing in it yet
+    assert "<tbody><tr><td>sft</td><td></td><td></td><td></td><td></td><td></td></tr></tbody>" in bare
     clean = provenance_html(tmp_path / "none", {"git_commit": "abc"}, "")
     assert clean.startswith('<table class="kv"><tbody><tr><th>git commit</th><td>abc</td></tr>')
     assert "kept stale" not in clean and "Training setup" not in clean and clean.endswith("<h3>config.yaml</h3><p>none</p>")
