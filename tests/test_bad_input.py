@@ -93,6 +93,8 @@ ROWS = [
                          "--judge", "openai:gpt-4", "--out", f"{R}/e5"], 1, "OPENAI_API_KEY is not set"),
     ("missing API key of the default judge", ["eval", "--model", "{model}", "--suites", "mt-bench", "--data-dir", "{mirror}",
                                               "--out", f"{R}/e7"], 1, "OPENAI_API_KEY is not set"),
+    ("unknown eval judge", ["eval", "--model", "{model}", "--suites", "tiny-world", "--judge", "gpt5", "--out", f"{R}/e8"], 2,
+     "--judge: unknown judge 'gpt5' (known: openai, oracle)"),
     ("unknown eval suite", ["eval", "--model", "{model}", "--suites", "mt-bnch", "--out", f"{R}/e6"], 2,
      "--suites: unknown suite 'mt-bnch'"),
     ("bad leaderboard format", ["leaderboard", "--results", f"{R}/run", "--format", "xml"], 2, "--format: expected"),
