@@ -263,9 +263,10 @@ def test_a_broken_reference_answer_line_names_its_file(tmp_path):
     from selm_bench.harness.tinyworld import DataFileError
 
     data = write_mt_bench_fixture(tmp_path / "mirror")
-    ref = data / "mt_bench" / "reference_answer" / "gpt-4.jsonl"
-    ref.write_text(ref.read_text() + '{"question_id": 1, "choices": [\n')
-    n = len(ref.read_text().splitlines())
+    ref = data / "mt_bench" / "reference_answer" / "other-model.jsonl"  # FastChat's loader reads every file there
+    ref.write_text('{"question_id": 111, "model_id": "o", "choices": [{"index": 0, "turns": ["1", "2"]}]}\n'
+                   '{"question_id": 1, "choices": [\n')
+    n = 2
     ctx = EvalContext(model="u", name="m", out_dir=tmp_path / "a", data_dir=data, options={"question_limit": 2})
     questions = [q for q in load_mt_questions(ctx) if q["question_id"] == 111]
     saved = {111: {"question_id": 111, "choices": [{"index": 0, "turns": ["a", "b"]}]}}
