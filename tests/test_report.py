@@ -283,6 +283,7 @@ def test_sweep_report(tmp_path):
     assert "0.605 ± 0.0071" in html
     assert '<section id="leaderboard"><h2>Sweep table</h2><h3>Mean ± std across seeds</h3>' in html
     assert html.index("<h3>Every cell</h3>") > html.index("<h3>Mean ± std across seeds</h3>")
+    assert '</details><h3>Every cell</h3><div class="scroll">' in html and "</details></section>" in html
     links = [a["href"] for tag, a in t.tags if tag == "a" and not a["href"].startswith("#")]
     assert links == ["../sweep/cells/online.alpha=0.1,seed=0/report.html"]
 
