@@ -86,6 +86,9 @@ def test_checksums_cache_and_one_line_errors(serve, tmp_path):
     with pytest.raises(DataPullError) as err:
         pull(["mt-bench"], tmp_path / "third", artefacts=(good,))
     assert "cannot fetch d/q.jsonl" in str(err.value) and "--data-dir" in str(err.value)
+    assert str(err.value).startswith(f"mt-bench: cannot fetch d/q.jsonl from http://127.0.0.1:{closed}/d/q.jsonl (")
+    assert str(err.value).endswith("); download it from https://example.invalid/q.jsonl yourself and pass --data-dir DIR "
+                                   "(the file at DIR/d/q.jsonl)")
     assert "\n" not in str(err.value)
 
 
