@@ -233,3 +233,26 @@ def test_nothing_to_run_line_in_full(tmp_path):
         L.resolve_plan(_ctx(tmp_path))
     assert str(err.value) == ("lm-eval has nothing to run: name a preset (lm-eval:openllm, known: openllm), a task list "
                               "(lm-eval:hellaswag,arc_easy), the option `tasks`, or run inside the tiny world")
+
+
+def test_vllm_branch_with_vllm_installed(tmp_path, monkeypatch):
+    """Where vllm is installed (GPU machines), lm-eval's own VLLM model gets the backend's engine options;
+    checked with stand-ins for the installed package and lm-eval's vLLM module."""
+    import importlib.util
+    import sys
+    import types
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
+    made = {}
+
+    class VLLM:
+        def __init__(self, **kw):
+            made.update(kw)
+
+    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", types.SimpleNamespace(VLLM=VLLM))
+    ctx = _ctx(tmp_path, model="/m", backend="vllm", backend_options={"tensor_parallel_size": 2, "dtype": "bfloat16",
+                                                                      "batch_size": 8})
+    lm = L.make_lm(ctx)
+    assert type(lm).__name__ == "VLLM" and made == {"pretrained": "/m", "tensor_parallel_size": 2, "dtype": "bfloat16",
+                                                   "batch_size": 8}
