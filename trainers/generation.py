@@ -98,9 +98,3 @@ class HFBackend:
                 bar.advance(len(idx))
         outputs = [by_index[i] for i in range(len(prompts))]
         return outputs
-
-
-def make_backend(name: str, model: str, device: str = "cpu", **options: Any):
-    from selm_bench.harness import registry
-
-    return registry.get("backend", name)(model, device=device, **options)
