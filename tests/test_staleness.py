@@ -100,7 +100,7 @@ def test_code_hash_details(tmp_path):
     b.write_text("x = 1\n")
     base = code_hash([a, b])
     assert code_hash([b, a]) == base  # order of the list does not matter
-    assert len(base) == 16 and int(base, 16) >= 0
+    assert len(base) == 16
     a.write_text("class C:\n    pass\n\n\ndef f():\n    pass\n")  # docstring-only bodies are `pass`
     assert code_hash([a, b]) == base
     a.write_text("class C:\n    pass\n\n\ndef f():\n    return None\n")
@@ -111,10 +111,9 @@ def test_code_hash_details(tmp_path):
     assert code_hash([a, c]) != base  # the same code under another file name is another module
     s = tmp_path / "s.py"
     s.write_text('x = "not a docstring"\n"""Neither is this."""\n')
-    s2 = tmp_path / "s.py"
     first = code_hash([s])
-    s2.write_text('x = "not a docstring"\n"""Nor this, changed."""\n')
-    assert code_hash([s2]) != first  # only a leading string is a docstring
+    s.write_text('x = "not a docstring"\n"""Nor this, changed."""\n')
+    assert code_hash([s]) != first  # only a leading string is a docstring
 
 
 def test_differences_name_absent_packages_and_each_kind_has_its_code():
