@@ -113,9 +113,11 @@ class SELMTrainer(DPOTrainer):
     """DPOTrainer whose dataset carries `ref_response` (y_ref) beside chosen and rejected."""
 
     def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, SELMConfig):
+        # checked before DPOTrainer's own set-up, which already runs this class's dataset hooks
+        config = kwargs["args"] if "args" in kwargs else (args[2] if len(args) > 2 else None)  # (model, ref_model, args)
+        if not isinstance(config, SELMConfig):
             raise TypeError("SELMTrainer needs args=SELMConfig(...)")
+        super().__init__(*args, **kwargs)
         if self.args.padding_free:
             raise ValueError("SELMTrainer scores y_ref in the live forward pass: padding_free is unsupported")
         unsupported = {"loss_type": (["sigmoid"], ("sigmoid",)), "label_smoothing": (0.0,), "ld_alpha": (None,),
