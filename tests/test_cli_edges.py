@@ -170,3 +170,59 @@ def test_detect_world_finds_the_nearest_run(tmp_path):
     model.mkdir(parents=True)
     assert _detect_world(str(model)) == (run / "world" / "data").resolve()
     assert _detect_world(str(tmp_path / "other" / "model")) is None
+
+
+def test_sweep_default_folder_is_results_sweeps_name(here):
+    (here / "results" / "sweeps" / "tiny").mkdir(parents=True)
+    (here / "results" / "sweeps" / "tiny" / "notes.txt").write_text("keep")
+    code, lines, _ = run_cli(SWEEP)  # no --out: <output_dir>/sweeps/<config name>, default results/ and tiny
+    assert (code, lines) == (2, ["error: --out results/sweeps/tiny: not empty and not a sweep folder; choose another --out"])
+
+
+def test_eval_judge_from_set_overrides_the_worlds_oracle(here, tiny_model, tiny_world):
+    # with --world the default judge is the oracle; --set eval.judge picks the OpenAI judge, which tiny-mode
+    # MT-Bench refuses (its answers are graded by the verifier)
+    code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "mt-bench", "--world", str(tiny_world),
+                              "--set", "eval.judge=openai:gpt-4", "--out", "ev"])
+    assert code != 0 and len(lines) == 1
+    assert lines[0].startswith("error: mt-bench on the tiny world is graded by the oracle judge, not 'openai:gpt-4'")
+    assert not (here / "ev").exists()
+
+
+def test_eval_records_running_then_done_or_failed(here, tiny_model, tiny_world, monkeypatch):
+    from selm_bench.harness import evaluate
+
+    seen, out = [], {"dir": "ev"}
+
+    class Result:
+        def leaderboard_metrics(self):
+            return {"accuracy": 0.5, "accuracy_stderr": 0.125}
+
+    def stand_in_run_suite(ctx, suite, method=None):
+        stages = json.loads((here / out["dir"] / "manifest.json").read_text())["stages"]
+        seen.append({name: (s["key"], s["status"]) for name, s in stages.items()})
+        if suite == "mt-bench":
+            raise RuntimeError("suite broke")
+        return Result()
+
+    monkeypatch.setattr(evaluate, "run_suite", stand_in_run_suite)
+    code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "tiny-world", "--world", str(tiny_world),
+                              "--out", "ev"])
+    assert code == 0 and lines[0].startswith("done tiny-world in ") and lines[0].endswith("s: accuracy=0.5, accuracy_stderr=0.125")
+    assert seen == [{"tiny-world": ("eval", "running")}]
+    stages = json.loads((here / "ev" / "manifest.json").read_text())["stages"]
+    assert {name: (s["key"], s["status"]) for name, s in stages.items()} == {"tiny-world": ("eval", "done")}
+    # a second suite fails after the first finished: the folder stays, the failure is recorded
+    seen.clear()
+    out["dir"] = "ev2"
+    code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "tiny-world,mt-bench", "--world",
+                              str(tiny_world), "--out", "ev2"])
+    assert code == 1 and lines[-1] == "error: suite broke"
+    assert seen == [{"tiny-world": ("eval", "running")}, {"tiny-world": ("eval", "done"), "mt-bench": ("eval", "running")}]
+    stages = json.loads((here / "ev2" / "manifest.json").read_text())["stages"]
+    assert {name: s["status"] for name, s in stages.items()} == {"tiny-world": "done", "mt-bench": "failed"}
+    # the first suite fails in a new folder: nothing is left behind
+    out["dir"] = "ev3"
+    code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "mt-bench", "--world", str(tiny_world),
+                              "--out", "ev3"])
+    assert (code, lines) == (1, ["error: suite broke"]) and not (here / "ev3").exists()

@@ -96,6 +96,16 @@ def test_brainteaser_groups(tmp_path):
         "<p>No labels (test split): predictions only, no accuracy.</p>")
 
 
+def test_brainteaser_items_without_id_or_puzzle_fall_in_group_question_mark(tmp_path):
+    # no id: group "?" and kind "original" (no _SR/_CR suffix); no puzzle: puzzle "?"
+    items = [{"correct": False, "pred": 1, "label": 2}, {"id": "x_SR", "correct": True}]
+    assert dd.brainteaser(items, tmp_path) == (
+        table(["puzzle", "groups", "all three right", "complete groups"], [["?", "2", "0", "0"]])
+        + "<p>Groups with a miss (first 10; predicted and gold answers of the original):</p>"
+        + table(["puzzle", "group", "members", "original question", "predicted", "gold"],
+                [["?", "?", "original: ✗", T(""), "1", "2"]]))
+
+
 def test_lm_eval_generic_and_sections(tmp_path):
     assert dd.lm_eval([{"task": "arc", "score": 1}, {"task": "arc", "acc": 0}, {"task": "boolq", "score": 0.25}], None) == (
         table(["task", "samples", "mean per-sample score"], [["arc", "2", "0.5"], ["boolq", "1", "0.25"]]))

@@ -3,6 +3,7 @@ line, a failed launch's one line, the stage cache's link fallback and first-writ
 registry's default paired metric."""
 
 import errno
+import json
 import os
 import sys
 from pathlib import Path
@@ -142,3 +143,15 @@ def test_mean_score_by_hand():
     assert mean_score([{"score": 0}, {"score": 0}]) == {"score": 0.0}
     assert mean_score([{"x": 1}]) == {"score": None}
     assert mean_score([]) == {"score": None}
+
+
+def test_judge_failures_read_from_the_suites_judge_accounting(tmp_path):
+    from selm_bench.harness.pipeline import judge_failures
+
+    assert judge_failures(tmp_path) == 0  # no metrics.json
+    for info, failures in [({"judge": {"failures": 3, "calls": 10}}, 3), ({"judge": {"failures": None}}, 0),
+                           ({"judge": "oracle"}, 0), ({}, 0), (None, 0)]:
+        (tmp_path / "metrics.json").write_text(json.dumps({"suite": "mt-bench", "info": info}))
+        assert judge_failures(tmp_path) == failures, info
+    (tmp_path / "metrics.json").write_text(json.dumps({"suite": "mt-bench", "judge": {"failures": 2}}))
+    assert judge_failures(tmp_path) == 0  # only the info's judge accounting counts

@@ -155,6 +155,9 @@ def test_eval_command_on_a_checkpoint(micro_run, tmp_path):
     done = next(line for line in res.stderr.splitlines() if line.startswith("done tiny-world in "))
     shown = ", ".join(f"{k}={tw[k]:.4g}" for k in ("accuracy", "accuracy_stderr", "score", "score_stderr"))
     assert done.endswith(f"s: {shown}")  # the first four metrics, no more
+    stages = json.loads((dest / "manifest.json").read_text())["stages"]
+    assert {name: (s["key"], s["status"]) for name, s in stages.items()} == {
+        suite: ("eval", "done") for suite in ("tiny-world", "mt-bench", "alpaca-eval")}
     # The run lists its results: a stray metrics.json left in the folder is not a row.
     stray = json.loads((dest / "tiny-world" / "metrics.json").read_text()) | {"checkpoint": "stray"}
     (dest / "old" / "tiny-world").mkdir(parents=True)

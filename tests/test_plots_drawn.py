@@ -72,6 +72,7 @@ def test_metric_vs_iteration_plot(drawn):
     assert [round(s[1][1] - s[0][1], 6) for s in seg.get_segments()] == [0.04, 0.032, 0.0]
     assert list(ax.get_xticks()) == [0, 1, 2]
     assert legend(ax) == ["sft", "dpo", "selm", "iterative-dpo"]
+    assert ax.title.get_fontsize() == 10 and {t.get_fontsize() for t in ax.get_legend().get_texts()} == {7}
     fig, (ax,) = drawn(plots.metric_vs_iteration_plot, ROWS[:2], None)  # references only
     assert ax.get_xlabel() == "iteration" and not ax.containers
     assert plots.metric_vs_iteration_plot([{"checkpoint": "x", "note": "text"}]) is None

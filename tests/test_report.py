@@ -286,6 +286,18 @@ def test_sweep_report(tmp_path):
     assert '</details><h3>Every cell</h3><div class="scroll">' in html and "</details></section>" in html
     links = [a["href"] for tag, a in t.tags if tag == "a" and not a["href"].startswith("#")]
     assert links == ["../sweep/cells/online.alpha=0.1,seed=0/report.html"]
+    sections = re.findall(r'<section id="(\w+)"><h2>([^<]*)</h2>', html)
+    assert sections == [("sweep", "Sweep"), ("leaderboard", "Sweep table"), ("plots", "Plots"), ("cells", "Cells")]
+    assert "<tr><th>seeds</th><td>0, 1</td></tr>" in html
+
+
+def test_sweep_report_without_recorded_seeds_lists_the_cells_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    cells = [{"name": "b", "dir": "cells/b", "params": {}, "seed": 3}, {"name": "a", "dir": "cells/a", "params": {}, "seed": 1},
+             {"name": "c", "dir": "cells/c", "params": {}, "seed": None}, {"name": "d", "dir": "cells/d", "params": {}, "seed": 3}]
+    _write(sweep / "sweep.json", {"config": "c.yaml", "grid": {}, "cells": cells})  # no "seeds": sorted, distinct, no None
+    html = write_report(sweep).read_text()
+    assert "<tr><th>seeds</th><td>1, 3</td></tr>" in html
 
 
 def test_key_value_table_leaves_missing_values_blank():
