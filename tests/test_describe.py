@@ -148,3 +148,11 @@ def test_plan_of_the_tiny_world_by_hand():
                                             ("org/bert-base", None), ("org/7bit-model", None), ("7b-org/model", None)])
 def test_params_from_the_model_name(name, billions):
     assert params_billions(name) == billions
+
+
+def test_plan_of_the_tiny_world_with_a_configured_model():
+    # a pretrained model on the tiny world's data: the world stage builds no tiny Llama
+    cfg = load_config(sets=["model.pretrained=org/some-model", "methods=[sft]", "suites=[tiny-world]"])
+    text = to_text(describe(cfg)).splitlines()
+    assert text[1:3] == ["  1. world [world] -> world",
+                         "       detail=tiny world (seed 0); base model: the configured model"]
