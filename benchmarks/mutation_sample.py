@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> None:
     rows = [json.loads(r) for r in results_path.read_text().splitlines()] if results_path.exists() else []
     verdicts = json.loads(Path(args.verdicts).read_text()) if Path(args.verdicts).exists() else {}
     no_change = {k for k, v in verdicts.items() if v.startswith(("docs", "equivalent"))}  # nothing to learn again
-    retest = {"uncovered": lambda r: r.get("tests") == 0, "partial": lambda r: bool(r.get("partial")),
+    retest = {"uncovered": lambda r: r.get("tests") == 0, "partial": lambda r: bool(r.get("partial")) and r["id"] not in no_change,
               "import-time": lambda r: (r["status"] == "survived" and r["id"] not in no_change
                                         and import_time(REPO / r["file"], r["line"]))}
     done = {r["id"] for r in rows if not any(retest[k](r) for k in args.retest)}
