@@ -254,6 +254,13 @@ def confirm(args: argparse.Namespace) -> None:
                 continue
             m, path = rows[mid], wt / rows[mid]["file"]
             original = path.read_text()
+            lines = original.split("\n")
+            if lines[m["line"] - 1].strip() != m["text"]:  # the file changed since the map: find the line by its text
+                at = [n + 1 for n, line in enumerate(lines) if line.strip() == m["text"]]
+                if len(at) != 1:
+                    print(f"moved    {mid}: its line is {'not' if not at else 'not uniquely'} at HEAD; not confirmed", flush=True)
+                    continue
+                m = {**m, "line": at[0]}
             path.write_text(_mutated_source(wt, m))
             try:
                 proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", test],

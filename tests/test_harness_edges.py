@@ -155,3 +155,22 @@ def test_judge_failures_read_from_the_suites_judge_accounting(tmp_path):
         assert judge_failures(tmp_path) == failures, info
     (tmp_path / "metrics.json").write_text(json.dumps({"suite": "mt-bench", "judge": {"failures": 2}}))
     assert judge_failures(tmp_path) == 0  # only the info's judge accounting counts
+
+
+def test_pulled_files_come_from_the_pinned_upstream_paths():
+    # upstream repositories, commits and paths as listed in ../shared/data/SOURCES.md (the snapshot the SHA-256s are of)
+    from selm_bench.harness.datapull import ARTEFACTS
+
+    raw = "https://raw.githubusercontent.com"
+    fastchat = f"{raw}/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d/fastchat/llm_judge/data"
+    assert [(a.suite, a.dest, a.url) for a in ARTEFACTS] == [
+        ("mt-bench", "mt_bench/question.jsonl", f"{fastchat}/mt_bench/question.jsonl"),
+        ("mt-bench", "mt_bench/reference_answer/gpt-4.jsonl", f"{fastchat}/mt_bench/reference_answer/gpt-4.jsonl"),
+        ("mt-bench", "mt_bench/judge_prompts.jsonl", f"{fastchat}/judge_prompts.jsonl"),
+        ("alpaca-eval", "alpaca_eval/results/gpt4_1106_preview/model_outputs.json",
+         f"{raw}/tatsu-lab/alpaca_eval/cd543a149df89434d8a54582c0151c0b945c3d20/results/gpt4_1106_preview/model_outputs.json"),
+        ("brainteaser", "brainteaser/raw/BTDATA.zip",
+         f"{raw}/1171-jpg/BrainTeaser/4d164df75ba95682758248727bfc9d2746e598b7/data/BTDATA.zip"),
+        ("brainteaser", "brainteaser/raw/demonstration.npy",
+         f"{raw}/1171-jpg/BrainTeaser/4d164df75ba95682758248727bfc9d2746e598b7/Prompting/demonstration.npy"),
+    ]

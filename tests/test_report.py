@@ -300,6 +300,16 @@ def test_sweep_report_without_recorded_seeds_lists_the_cells_seeds(tmp_path):
     assert "<tr><th>seeds</th><td>1, 3</td></tr>" in html
 
 
+def test_sweep_cell_status_not_run_not_finished_finished(tmp_path):
+    from selm_bench.harness.report import sweep_cells
+
+    _write(tmp_path / "cells/b/manifest.json", {"stages": {}, "finished": None})  # started, interrupted
+    _write(tmp_path / "cells/c/manifest.json", {"stages": {}, "finished": "2026-11-27T10:00:00", "git_commit": "abc"})
+    cells = sweep_cells(tmp_path, {"cells": [{"dir": "cells/a"}, {"dir": "cells/b"}, {"dir": "cells/c"}]})
+    assert [(c["name"], c["status"], c["commit"]) for c in cells] == [
+        ("cells/a", "not run", None), ("cells/b", "not finished", None), ("cells/c", "finished", "abc")]
+
+
 def test_key_value_table_leaves_missing_values_blank():
     from selm_bench.harness.report import _kv
 
