@@ -148,8 +148,13 @@ class SFTConfig(TrainConfig):
 
 
 class PreferenceTrainConfig(TrainConfig):
-    max_prompt_length: int | None = Field(None, ge=1, description="Keep the prompt's last N tokens (cut from the "
-                                          "left, as the SELM authors do); None = no separate prompt limit.")
+    max_prompt_length: int | None = Field(None, ge=1, description="The prompt's token budget: a cut prompt keeps its "
+                                          "last N tokens (cut from the left, BOS kept); None = no separate prompt limit.")
+    truncation: Literal["authors", "cut-prompt"] = Field(
+        "authors", description="authors (as the SELM authors' TRL 0.8): only where prompt + the longest response "
+        "exceed max_length, the prompt is cut to max_prompt_length, then each response to max_length - "
+        "max_prompt_length; cut-prompt: every prompt is cut to max_prompt_length, then the sequence to max_length. "
+        "Either way a row whose prompt alone fills max_length is dropped and counted (train_info.json).")
     precompute_ref_log_probs: bool = Field(True, description="Score chosen, rejected (and SELM's y_ref) with the frozen "
                                            "reference once before training (TRL's precompute_ref_log_probs), so each "
                                            "step runs the policy only; same loss. Multi-process runs score it live (TRL passes the "

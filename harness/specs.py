@@ -58,7 +58,8 @@ class TrainArgs(Frozen):
     warmup_ratio: float
     weight_decay: float = 0.0
     max_length: int
-    max_prompt_length: int | None = None  # preference stages: keep the prompt's last N tokens
+    max_prompt_length: int | None = None  # preference stages: the prompt's token budget
+    truncation: Literal["authors", "cut-prompt"] = "authors"  # preference stages: how rows are fitted to max_length
     precompute_ref_log_probs: bool = True  # preference stages: reference log-probs scored once up front
     logging_steps: int
     lr_scheduler: str = "cosine"

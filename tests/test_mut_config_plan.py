@@ -222,7 +222,7 @@ REQUIRED_TRAIN = dict(learning_rate=1e-3, per_device_batch_size=4, gradient_accu
 
 def test_train_args_defaults():
     assert TrainArgs(**REQUIRED_TRAIN).model_dump() == {
-        **REQUIRED_TRAIN, "max_steps": -1, "weight_decay": 0.0, "max_prompt_length": None,
+        **REQUIRED_TRAIN, "max_steps": -1, "weight_decay": 0.0, "max_prompt_length": None, "truncation": "authors",
         "precompute_ref_log_probs": True, "lr_scheduler": "cosine", "optim": None}
 
 
@@ -321,7 +321,7 @@ def test_train_args_of_sft_in_full():
     assert train_args(cfg, "sft").model_dump() == {
         "learning_rate": 3e-3, "per_device_batch_size": 8,  # 64 / (2 processes x 4 accumulation steps)
         "gradient_accumulation_steps": 4, "num_processes": 2, "epochs": 8.0, "max_steps": 7, "warmup_ratio": 0.03,
-        "weight_decay": 0.01, "max_length": 256, "max_prompt_length": None, "precompute_ref_log_probs": True,
+        "weight_decay": 0.01, "max_length": 256, "max_prompt_length": None, "truncation": "authors", "precompute_ref_log_probs": True,
         "logging_steps": 10, "lr_scheduler": "linear", "optim": "adamw_torch", "seed": 5, "device": "cpu",
         "precision": "fp32", "gradient_checkpointing": False}
 
@@ -332,7 +332,7 @@ def test_train_args_of_dpo_in_full():
     assert train_args(cfg, "dpo").model_dump() == {
         "learning_rate": 1e-4, "per_device_batch_size": 16,  # 32 / (2 x 1)
         "gradient_accumulation_steps": 1, "num_processes": 2, "epochs": 1.0, "max_steps": -1, "warmup_ratio": 0.1,
-        "weight_decay": 0.0, "max_length": 256, "max_prompt_length": 64, "precompute_ref_log_probs": False,
+        "weight_decay": 0.0, "max_length": 256, "max_prompt_length": 64, "truncation": "authors", "precompute_ref_log_probs": False,
         "logging_steps": 10, "lr_scheduler": "cosine", "optim": None, "seed": 5, "device": "cuda:1",
         "precision": "bf16", "gradient_checkpointing": True}  # None on CUDA: on
 

@@ -311,20 +311,24 @@ class _FakeLMTokenizer:
         return 2 if self.pad_token == "</s>" else 9
 
     eos_token_id = 2
+    bos_token_id = None  # like the tiny world's: no BOS to add
 
     def apply_chat_template(self, messages, **kw):
         self.templated.append(kw)
         return "<" + messages[-1]["content"] + ">"
 
-    def __call__(self, texts, **kw):
-        self.calls.append((list(texts), kw))
+    def __call__(self, text, **kw):
+        self.calls.append((text, kw))
+        return {"input_ids": [self.vocab.index(text)]}
 
+    def pad(self, enc, return_tensors):
         class Enc(dict):
             def to(self, device):
                 self.device = device
                 return self
 
-        return Enc(input_ids=torch.tensor([[self.vocab.index(t)] for t in texts]))
+        assert return_tensors == "pt"
+        return Enc(input_ids=torch.tensor(enc["input_ids"]))
 
     def batch_decode(self, ids, skip_special_tokens):
         assert skip_special_tokens is True
@@ -332,6 +336,8 @@ class _FakeLMTokenizer:
 
 
 class _FakeLM:
+    generation_config = None
+
     def __init__(self):
         self.calls, self.moved, self.evaluated = [], None, False
 
@@ -404,17 +410,17 @@ def test_hf_backend_loads_pads_left_and_batches_longest_first(monkeypatch):
     # sampled, n=2: 4 // 2 = 2 prompts a batch, longest first: ["ccc", "bb"], then ["a"]
     got = be.complete(prompts, Sampling(n=2, temperature=0.7, top_p=0.9, max_new_tokens=7, seed=5), desc="draw")
     assert got == [["bb#0", "bb#1"], ["a#0", "a#1"], ["ccc#0", "ccc#1"]]
-    sampled = {"max_new_tokens": 7, "num_return_sequences": 2, "pad_token_id": 2, "eos_token_id": 2, "do_sample": True,
+    sampled = {"max_new_tokens": 7, "num_return_sequences": 2, "pad_token_id": 2, "eos_token_id": [2], "do_sample": True,
                "temperature": 0.7, "top_p": 0.9, "top_k": 0, "grad": False, "seed": 5}
     assert model.calls == [{**sampled, "rows": [2, 0]}, {**sampled, "rows": [1]}]
-    kw = {"return_tensors": "pt", "padding": True, "add_special_tokens": False}
-    assert tok.calls == [(["ccc", "bb"], kw), (["a"], kw)]
+    kw = {"add_special_tokens": False}
+    assert tok.calls == [("ccc", kw), ("bb", kw), ("a", kw)]
     assert bars == [("draw", 3, [2, 1])]
 
     # greedy, n=1: all 4 fit one batch; default desc
     model.calls.clear()
     assert be.complete(prompts, Sampling(max_new_tokens=3, seed=1)) == [["bb#0"], ["a#0"], ["ccc#0"]]
-    assert model.calls == [{"max_new_tokens": 3, "num_return_sequences": 1, "pad_token_id": 2, "eos_token_id": 2,
+    assert model.calls == [{"max_new_tokens": 3, "num_return_sequences": 1, "pad_token_id": 2, "eos_token_id": [2],
                             "do_sample": False, "grad": False, "seed": 1, "rows": [2, 0, 1]}]
     assert bars[-1] == ("generate", 3, [3])
 
@@ -734,11 +740,27 @@ def test_rank_stage_record_and_summary_line_for_a_plain_ranker(monkeypatch, tmp_
                     {"prompt": "p4", **ok}]
     assert json.loads((tmp_path / "r" / "stage_info.json").read_text()) == {
         "prompts": 4, "ranker": "plain", "ranker_failures": 1, "ranker_calls": {}, "ranker_failure_fraction": 0.25,
-        "ranker_errors": [], "pairs": 3}
+        "ranker_errors": [], "pairs": 3, "tie_pairs": 0}
     assert said == ["  3/4 prompts gave a pair (1 ranker failures)"]
     write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "candidates": ["a", "bb"], "y_ref": "a"}])
     online.rank(spec.model_copy(update={"candidates": Ref(path="d.jsonl")}), tmp_path, tmp_path / "d")
     assert said[-1] == "  1/1 prompts gave a pair"
+
+
+def test_rank_stage_counts_tie_pairs_kept_with_keep_ties(monkeypatch, tmp_path):
+    """keep_ties keeps a prompt whose candidates all tie (chosen = rejected): counted in the record."""
+    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.trainers import online
+
+    monkeypatch.setattr(online, "registry", _OneEntryRegistry("ranker", "plain", _PlainRanker))
+    monkeypatch.setattr(online, "say", lambda line: None)
+    # lengths 1, 1 (a tie), 1, 2 (not), 2, 2 (a tie)
+    write_jsonl(tmp_path / "c.jsonl", [{"prompt": f"p{i}", "candidates": c, "y_ref": c[0]}
+                                       for i, c in enumerate([["a", "b"], ["a", "bb"], ["cc", "dd"]])])
+    spec = RankSpec(candidates=Ref(path="c.jsonl"), ranker="plain", keep_ties=True)
+    online.rank(spec, tmp_path, tmp_path / "r")
+    info = json.loads((tmp_path / "r" / "stage_info.json").read_text())
+    assert (info["pairs"], info["tie_pairs"]) == (3, 2)
 
 
 def test_build_pairs_whole_records():

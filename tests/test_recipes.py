@@ -65,7 +65,8 @@ def test_prompts_cut_from_the_left(tiny_model):
     full = tok.apply_chat_template(rows[0]["prompt"], tokenize=False, add_generation_prompt=True)
     full_ids = tok(full, add_special_tokens=False)["input_ids"]
     assert len(full_ids) > 12
-    args = PromptCutDPOConfig(output_dir="/tmp/unused", max_prompt_length=12, report_to=[], use_cpu=True, bf16=False)
+    args = PromptCutDPOConfig(output_dir="/tmp/unused", max_prompt_length=12, truncation="cut-prompt", report_to=[],
+                              use_cpu=True, bf16=False)
     trainer = PromptCutDPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
                                   processing_class=tok)
     example = trainer.train_dataset[0]

@@ -86,6 +86,7 @@ def other_value(key: str, field, value, tmp_path: Path):
         **{f"{sec}.optim": "adamw_torch" for sec in ("sft", "dpo", "online")},
         **{f"{sec}.lr_scheduler": "linear" for sec in ("sft", "dpo", "online")},
         **{f"{sec}.max_prompt_length": 64 for sec in ("dpo", "online")},
+        **{f"{sec}.truncation": "cut-prompt" for sec in ("dpo", "online")},
     }
     if key in special:
         return special[key]

@@ -44,6 +44,47 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, str]], model_name: st
     return conv.get_prompt()
 
 
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts a BOS before plain text (Mistral's and Llama-3's do; the tiny world's has none)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """A rendered prompt's token ids with exactly one BOS where the model's own tokenizer puts one.
+
+    A chat template that writes the BOS itself (Llama-3's) keeps it and gets no second one; one that
+    does not (Zephyr's, on Mistral) gets the tokenizer's BOS in front, as FastChat and vLLM add it."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if adds_bos(tokenizer) and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id, *ids]
+    return ids
+
+
+def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """One stop list for every backend: the tokenizer's eos plus the model's generation_config eos
+    (Llama-3-Instruct's is [128001, 128009]), in that order, without repeats."""
+    ids: list[int] = []
+    cfg_eos = getattr(generation_config, "eos_token_id", None)
+    for i in [tokenizer.eos_token_id, *(cfg_eos if isinstance(cfg_eos, (list, tuple)) else [cfg_eos])]:
+        if i is not None and int(i) not in ids:
+            ids.append(int(i))
+    return ids
+
+
+def load_generation_config(model: str, trust_remote_code: bool = False) -> Any:
+    """The model's generation_config.json (None when it has none)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except OSError:
+        return None
+
+
 @register_backend("hf", help="transformers generate(), batched with left padding (CPU or GPU)")
 class HFBackend:
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, dtype: str = "auto",
@@ -60,6 +101,7 @@ class HFBackend:
                                                           trust_remote_code=trust_remote_code).to(device).eval()
         self.device = device
         self.batch_size = batch_size
+        self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
 
     def chat(self, conversations: list[list[dict[str, str]]], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
         """For each conversation, `sampling.n` replies to its last user turn."""
@@ -77,14 +119,13 @@ class HFBackend:
         with progress(desc, total=len(prompts)) as bar:
             for start in range(0, len(order), step):
                 idx = order[start : start + step]
-                enc = self.tokenizer(
-                    [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-                ).to(self.device)
+                enc = self.tokenizer.pad({"input_ids": [encode_prompt(self.tokenizer, prompts[i]) for i in idx]},
+                                         return_tensors="pt").to(self.device)
                 gen_kwargs: dict[str, Any] = dict(
                     max_new_tokens=sampling.max_new_tokens,
                     num_return_sequences=sampling.n,
                     pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=self.tokenizer.eos_token_id,
+                    eos_token_id=self.stop_ids,
                 )
                 if sampling.greedy:
                     gen_kwargs.update(do_sample=False)

@@ -95,7 +95,11 @@ def rank(spec: RankSpec, root: Path, out: Path, runtime: dict[str, Any] | None =
     write_jsonl(out / "generations.jsonl", records)
     from selm_bench.harness.store import atomic_write_json
 
-    atomic_write_json(out / "stage_info.json", {**info, "pairs": len(pairs)})
+    # With keep_ties, a prompt whose candidates all tie is a pair with chosen = rejected: only the
+    # optimism term moves the policy on it (the SELM authors keep them too); counted, never hidden.
+    ties = sum(1 for p in pairs if p["chosen"] == p["rejected"] or max(p["scores"]) == min(p["scores"]))
+    atomic_write_json(out / "stage_info.json", {**info, "pairs": len(pairs), "tie_pairs": ties})
     if not pairs:
         raise RuntimeError("every prompt's candidates scored the same; nothing to train on")
-    say(f"  {len(pairs)}/{len(records)} prompts gave a pair" + (f" ({failed} ranker failures)" if failed else ""))
+    say(f"  {len(pairs)}/{len(records)} prompts gave a pair" + (f", {ties} of them ties (chosen = rejected score)" if ties else "")
+        + (f" ({failed} ranker failures)" if failed else ""))

@@ -24,15 +24,24 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from selm_bench.trainers.losses import selm_loss
 
 
+TRUNCATION_RULES = ("authors", "cut-prompt")
+
+
 @dataclass
 class PromptCutDPOConfig(DPOConfig):
     max_prompt_length: int | None = field(default=None, metadata={
-        "help": "Keep each prompt's last N tokens (cut from the left, as the SELM authors do); None = no cut."})
+        "help": "The prompt's token budget: a cut prompt keeps its last N tokens (cut from the left, BOS kept)."})
+    truncation: str = field(default="authors", metadata={
+        "help": "authors: as the SELM authors' TRL 0.8, only a prompt + longest response over max_length is cut "
+                "(prompt to max_prompt_length, then each response to max_length - max_prompt_length); "
+                "cut-prompt: every prompt is cut to max_prompt_length, the sequence then to max_length."})
 
     def __post_init__(self):
         super().__post_init__()
         if self.max_prompt_length is not None and self.max_prompt_length < 1:
             raise ValueError(f"max_prompt_length must be >= 1, got {self.max_prompt_length}")
+        if self.truncation not in TRUNCATION_RULES:
+            raise ValueError(f"truncation must be one of {', '.join(TRUNCATION_RULES)}, got {self.truncation!r}")
 
 
 @dataclass
@@ -41,21 +50,89 @@ class SELMConfig(PromptCutDPOConfig):
     nll_weight: float = field(default=0.0, metadata={"help": "Weight of the chosen-response NLL (TRL's 'sft' loss term)."})
 
 
-def cut_prompts(dataset, max_prompt_length: int | None):
-    """Keep each tokenized prompt's last `max_prompt_length` tokens (the responses are untouched;
-    `max_length` then cuts the whole sequence from the end)."""
-    if max_prompt_length is None:
-        return dataset
-    return dataset.map(lambda ex: {"prompt_ids": ex["prompt_ids"][-max_prompt_length:]},
-                       desc="Cutting prompts from the left")
+RESPONSES = ("chosen_ids", "rejected_ids", "ref_response_ids")
 
 
-class PromptCutDPOTrainer(DPOTrainer):
-    """TRL's DPOTrainer, with prompts cut from the left to `args.max_prompt_length` tokens."""
+def cut_left(ids: list[int], keep: int, bos: int | None) -> list[int]:
+    """The last `keep` tokens; a leading BOS stays the first of them."""
+    if len(ids) <= keep:
+        return ids
+    if bos is not None and ids and ids[0] == bos:
+        return [bos, *ids[len(ids) - keep + 1:]] if keep > 1 else [bos]
+    return ids[len(ids) - keep:]
+
+
+def fit_row(ex: dict[str, Any], max_length: int | None, max_prompt_length: int | None, rule: str,
+            bos: int | None) -> dict[str, Any]:
+    """One tokenized row made to fit `max_length` by `rule`, with `bos` (the tokenizer's, when it adds
+    one) first in the prompt exactly once. Adds `fit`: "kept", "prompt-cut", "responses-cut" or
+    "dropped" (the prompt alone fills max_length: nothing would be left to learn from)."""
+    prompt = list(ex["prompt_ids"])
+    if bos is not None and prompt[:1] != [bos]:
+        prompt = [bos, *prompt]
+    responses = {k: list(ex[k]) for k in RESPONSES if k in ex}
+    status = "kept"
+    if rule == "cut-prompt":
+        if max_prompt_length is not None and len(prompt) > max_prompt_length:
+            prompt, status = cut_left(prompt, max_prompt_length, bos), "prompt-cut"
+    elif max_length is not None:
+        longest = max(len(r) for r in responses.values())
+        budget = max_prompt_length if max_prompt_length is not None else len(prompt)
+        if len(prompt) + longest > max_length and len(prompt) > budget:
+            prompt, status = cut_left(prompt, budget, bos), "prompt-cut"
+        if len(prompt) + longest > max_length:  # as TRL 0.8: the original longest response decides
+            keep = max_length - budget if max_prompt_length is not None else max_length - len(prompt)
+            responses = {k: r[:max(keep, 0)] for k, r in responses.items()}
+            status = "responses-cut"
+    if max_length is not None and len(prompt) >= max_length:
+        status = "dropped"
+    return {"prompt_ids": prompt, **responses, "fit": status}
+
+
+def fit_dataset(dataset, tokenizer, args, name: str) -> tuple[Any, dict[str, int]]:
+    """Every row through `fit_row`; dropped rows removed. Returns the dataset and the counts by status."""
+    from selm_bench.trainers.generation import adds_bos
+
+    bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
+    rule = getattr(args, "truncation", "cut-prompt")
+    fitted = dataset.map(fit_row, fn_kwargs=dict(max_length=args.max_length, bos=bos, rule=rule,
+                                                 max_prompt_length=getattr(args, "max_prompt_length", None)),
+                         desc=f"Fitting {name} rows to max_length ({rule})")
+    counts = {s: 0 for s in ("kept", "prompt-cut", "responses-cut", "dropped")}
+    for status in fitted["fit"]:
+        counts[status] += 1
+    if counts["dropped"]:
+        fitted = fitted.filter(lambda ex: ex["fit"] != "dropped", desc=f"Dropping {name} rows whose prompt fills max_length")
+    return fitted.remove_columns("fit"), {"rows": len(dataset), "trained": len(dataset) - counts["dropped"], **counts}
+
+
+class PreparedRows:
+    """DPOTrainer's tokenization, then this project's fit (`fit_dataset`) instead of TRL's silent drop:
+    TRL's filter sees max_length None, so every dropped row is counted in `self.row_counts`."""
+
+    row_counts: dict[str, dict[str, int]]
+
+    def _tokenized(self, dataset, processing_class, args, dataset_name):
+        limit, args.max_length = args.max_length, None
+        try:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = limit
+
+    def _fitted(self, dataset, processing_class, args, dataset_name):
+        fitted, counts = fit_dataset(dataset, processing_class, args, dataset_name)
+        if not hasattr(self, "row_counts"):
+            self.row_counts = {}
+        self.row_counts[dataset_name] = counts
+        return fitted
+
+
+class PromptCutDPOTrainer(PreparedRows, DPOTrainer):
+    """TRL's DPOTrainer with this project's BOS and truncation rule (`PromptCutDPOConfig.truncation`)."""
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        return cut_prompts(prepared, getattr(args, "max_prompt_length", None))
+        tokenized = self._tokenized(dataset, processing_class, args, dataset_name)
+        return self._fitted(tokenized, processing_class, args, dataset_name)
 
 
 @dataclass
@@ -109,7 +186,7 @@ def _selm_collator(base: Any) -> DataCollatorForSELM:
                                truncation_mode=base.truncation_mode)
 
 
-class SELMTrainer(DPOTrainer):
+class SELMTrainer(PreparedRows, DPOTrainer):
     """DPOTrainer whose dataset carries `ref_response` (y_ref) beside chosen and rejected."""
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -130,9 +207,9 @@ class SELMTrainer(DPOTrainer):
         self.data_collator = _selm_collator(self.data_collator)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        prepared = self._tokenized(dataset, processing_class, args, dataset_name)
         if "ref_response_ids" in prepared.column_names:
-            return cut_prompts(prepared, args.max_prompt_length)
+            return self._fitted(prepared, processing_class, args, dataset_name)
         tok = processing_class
 
         def add_ref(example):
@@ -144,8 +221,9 @@ class SELMTrainer(DPOTrainer):
                 raise ValueError("tokenized prompt is not a prefix of prompt + y_ref; check the chat template")
             return {"ref_response_ids": f_ids[len(example["prompt_ids"]) :]}
 
-        # y_ref's ids are cut off the full prompt first, then every prompt is cut from the left
-        return cut_prompts(prepared.map(add_ref, desc=f"Tokenizing y_ref for {dataset_name}"), args.max_prompt_length)
+        # y_ref's ids are cut off the full prompt first, then every row is fitted (BOS, truncation)
+        with_ref = prepared.map(add_ref, desc=f"Tokenizing y_ref for {dataset_name}")
+        return self._fitted(with_ref, processing_class, args, dataset_name)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

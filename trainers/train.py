@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.progress import progress
+from selm_bench.harness.progress import progress, say
 from selm_bench.harness.specs import PreferenceSpec, SFTSpec, TrainArgs
 from selm_bench.harness.tinyworld import read_jsonl
 
@@ -72,7 +72,7 @@ def _quiet(trainer: Any) -> Any:
     return trainer
 
 
-def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
+def _save(trainer: Any, tokenizer: Any, out: Path, extra: dict[str, Any] | None = None) -> None:
     trainer.save_model(str(out))  # every process takes part (ZeRO-3 gathers); the main one writes
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))
@@ -84,7 +84,9 @@ def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
             "learning_rate": trainer.args.learning_rate, "lr_scheduler": str(trainer.args.lr_scheduler_type),
             "optim": str(trainer.args.optim), "global_batch": trainer.args.per_device_train_batch_size
             * trainer.args.gradient_accumulation_steps * acc.num_processes,
-            "gradient_checkpointing": trainer.args.gradient_checkpointing}, indent=1))
+            "gradient_checkpointing": trainer.args.gradient_checkpointing, **(extra or {})}, indent=1))
+        if extra:  # the pipeline copies a stage's own counts into the manifest
+            (out / "stage_info.json").write_text(json.dumps(extra, indent=1))
 
 
 def _load_model(path: str, t: TrainArgs, trust_remote_code: bool = False):
@@ -181,8 +183,6 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
     """DPO (TRL's DPOTrainer, sigmoid loss) or SELM (SELMTrainer) from `policy` against the frozen `reference`."""
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-
     from selm_bench.trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer, SELMConfig, SELMTrainer
 
     check_world_size(spec.train)
@@ -201,17 +201,23 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
                   # TRL's precompute hands its result between processes through the dataset's cache
                   # file, which an in-memory dataset keeps in a per-process temp folder: one process only
                   "precompute_ref_log_probs": spec.train.precompute_ref_log_probs and spec.train.num_processes == 1}
-        cut = spec.train.max_prompt_length
+        # Both fit rows to max_length by the configured rule (BOS once, drops counted), not TRL's silent filter.
+        fit = {"max_prompt_length": spec.train.max_prompt_length, "truncation": spec.train.truncation}
         if spec.loss == "dpo":
             w = spec.nll_weight
             losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, w]} if w else {}
-            if cut is None:  # TRL's DPOTrainer as it is
-                args, cls = DPOConfig(**common, **losses), DPOTrainer
-            else:
-                args, cls = PromptCutDPOConfig(**common, **losses, max_prompt_length=cut), PromptCutDPOTrainer
+            args, cls = PromptCutDPOConfig(**common, **losses, **fit), PromptCutDPOTrainer
         else:
-            args, cls = SELMConfig(**common, alpha=spec.alpha, nll_weight=spec.nll_weight, max_prompt_length=cut), SELMTrainer
+            args, cls = SELMConfig(**common, alpha=spec.alpha, nll_weight=spec.nll_weight, **fit), SELMTrainer
         trainer = _quiet(cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
                              callbacks=[_progress_callback(spec.loss)]))
+        rows = trainer.row_counts["train"]
+        if trainer.is_world_process_zero():
+            say(f"  {spec.loss}: {rows['trained']}/{rows['rows']} rows trained ({spec.train.truncation} truncation: "
+                f"{rows['prompt-cut']} prompts cut, {rows['responses-cut']} responses cut, {rows['dropped']} dropped "
+                f"because the prompt alone fills max_length={spec.train.max_length})")
+        if not rows["trained"]:
+            raise RuntimeError(f"{spec.pairs.path}: every row's prompt fills max_length={spec.train.max_length}; "
+                               "nothing to train on")
         trainer.train()
-    _save(trainer, tok, out)
+    _save(trainer, tok, out, extra={"rows": rows})
