@@ -248,6 +248,9 @@ class VLLMConfig(Section):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory an engine may take.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weights' dtype in vLLM.")
     max_model_len: int | None = Field(None, ge=1, description="Context length (None = the model's).")
+    python: str = Field("", description="Interpreter whose environment has vllm (e.g. .venv-vllm/bin/python from "
+                        "`make vllm-env`); empty = this one. The worker imports nothing of this project.",
+                        json_schema_extra=RUNTIME)
 
 
 class LaunchConfig(Section):

@@ -166,10 +166,12 @@ _ADAPTER: TypeAdapter = TypeAdapter(Spec)
 
 def spec_key(spec: BaseModel) -> str:
     """The hash of the spec's JSON. `trust_remote_code` enters it only when on, so specs that load
-    no foreign code keep the keys they had before the field existed."""
+    no foreign code keep the keys they had before the field existed; the vllm interpreter never does."""
     dumped = spec.model_dump(mode="json")
     if dumped.get("trust_remote_code") is False:
         del dumped["trust_remote_code"]
+    if isinstance(dumped.get("backend_options"), dict):  # where vllm runs (vllm.python) cannot change an output
+        dumped["backend_options"].pop("python", None)
     return stable_hash(dumped)
 
 

@@ -32,7 +32,7 @@ DEFAULTS = {
              "judge_concurrency": 8, "judge_max_retries": 5, "judge_timeout": 60.0},
     "data": {"prompts": "", "split": "train_prefs", "chunks": 1, "expected_rows": None},
     "vllm": {"tensor_parallel_size": 1, "data_parallel_size": 1, "gpu_memory_utilization": 0.9, "dtype": "auto",
-             "max_model_len": None},
+             "max_model_len": None, "python": ""},
     "launch": {"launcher": "inprocess", "accelerate_config": "", "num_processes": 1, "wrapper": ""},
     "suite_options": {},
 }
