@@ -147,7 +147,7 @@ def artefacts(cfg: ExperimentConfig) -> list[dict[str, Any]]:
         out.append(_artefact("dataset", cfg.data.prompts, "dataset"))
     r = cfg.online.ranker
     if any(m in cfg.methods for m in ("iterative-dpo", "selm")) and r != "oracle":
-        ranker_repo = "llm-blender/PairRM" if r == "pairrm" else r.split(":", 1)[1]
+        ranker_repo = "llm-blender/PairRM-hf" if r == "pairrm" else r.split(":", 1)[1]
         out.append(_artefact(f"ranker ({r.split(':')[0]})", ranker_repo))
     if not cfg.data.prompts:
         return out

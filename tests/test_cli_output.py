@@ -21,7 +21,8 @@ judge    openai           OpenAI-compatible chat judge, e.g. openai:gpt-4 (cache
 judge    oracle           the tiny world's verifier (graded score in [0, 1])
 ranker   judge            judge:<model>: pairwise preference of an OpenAI-compatible LLM, cached
 ranker   oracle           the tiny world's graded verifier (needs gold answers)
-ranker   pairrm           PairRM (llm-blender/PairRM), pairwise; optional extra .[pairrm]
+ranker   pairrm           pairrm[:<hub id or path>]: PairRM (default llm-blender/PairRM-hf), pairwise, \
+in-project
 ranker   reward-model     reward-model:<hub id or path>: a sequence-classification scalar reward
 backend  hf               transformers generate(), batched with left padding (CPU or GPU)
 backend  vllm             vLLM in worker subprocesses (GPU, optional extra selm-bench[vllm]); data_parallel_size \

@@ -261,30 +261,6 @@ def test_reward_model_ranker_refuses_a_model_with_several_outputs(monkeypatch):
     assert str(err.value) == "reward-model:/rm: expected one output (a scalar reward), has 2"
 
 
-def test_pairrm_ranker_default_batch_and_whole_import_error(monkeypatch):
-    from selm_bench.trainers.rankers import PairRMRanker
-
-    calls = {}
-
-    class Blender:
-        def loadranker(self, name, device):
-            calls["load"] = (name, device)
-
-        def rank(self, instructions, candidates, return_scores, batch_size):
-            calls["rank"] = batch_size
-            return [[1, 2]]
-
-    monkeypatch.setitem(sys.modules, "llm_blender", types.SimpleNamespace(Blender=Blender))
-    r = PairRMRanker()
-    assert calls["load"] == ("llm-blender/PairRM", "cpu")
-    assert r.score([{"prompt": "p"}], [["a", "b"]]) == [[-1.0, -2.0]] and calls["rank"] == 16
-    monkeypatch.setitem(sys.modules, "llm_blender", None)  # Python: import of a None entry raises ModuleNotFoundError
-    with pytest.raises(RuntimeError) as err:
-        PairRMRanker()
-    assert str(err.value) == ("ranker pairrm needs llm-blender (pip install 'selm-bench[pairrm]'), which does not import "
-                              "here: ModuleNotFoundError: import of llm_blender halted; None in sys.modules")
-
-
 # ================================================================ generation
 def test_sampling_defaults_and_the_greedy_threshold():
     import dataclasses
@@ -1034,7 +1010,7 @@ def test_registered_entries_and_their_help_lines():
     """What `list` shows for this package's plug-ins: each name, its class and its whole help line
     (read from the registry's table: importing the modules registers them)."""
     from selm_bench.harness import registry
-    from selm_bench.trainers import generation, methods, rankers, vllm_backend
+    from selm_bench.trainers import generation, methods, pairrm, rankers, vllm_backend
 
     expected = {
         ("method", "sft"): (methods.SFTMethod, "supervised fine-tuning (TRL SFTTrainer); the starting policy"),
@@ -1044,7 +1020,7 @@ def test_registered_entries_and_their_help_lines():
         ("ranker", "oracle"): (rankers.OracleRanker, "the tiny world's graded verifier (needs gold answers)"),
         ("ranker", "reward-model"): (rankers.RewardModelRanker,
                                      "reward-model:<hub id or path>: a sequence-classification scalar reward"),
-        ("ranker", "pairrm"): (rankers.PairRMRanker, "PairRM (llm-blender/PairRM), pairwise; optional extra .[pairrm]"),
+        ("ranker", "pairrm"): (pairrm.PairRMRanker, "pairrm[:<hub id or path>]: PairRM (default llm-blender/PairRM-hf), pairwise, in-project"),
         ("ranker", "judge"): (rankers.JudgeRanker, "judge:<model>: pairwise preference of an OpenAI-compatible LLM, cached"),
         ("backend", "hf"): (generation.HFBackend, "transformers generate(), batched with left padding (CPU or GPU)"),
         ("backend", "vllm"): (vllm_backend.VLLMBackend, "vLLM in worker subprocesses (GPU, optional extra selm-bench[vllm]); "

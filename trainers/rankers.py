@@ -7,7 +7,7 @@ prompt; the rank stage counts it, see trainers/online.py).
 - `oracle`: the tiny world's graded verifier (needs gold answers).
 - `reward-model:<hub id or path>`: a sequence-classification model's scalar reward for
   [user prompt, assistant candidate] with the reward model's own chat template, batched.
-- `pairrm`: PairRM (llm-blender/PairRM) through the `llm-blender` package (extra `.[pairrm]`).
+- `pairrm` / `pairrm:<path>`: PairRM-hf's encoder and head, in this project (trainers/pairrm.py).
 """
 
 from __future__ import annotations
@@ -72,29 +72,6 @@ class RewardModelRanker:
             out.append(rewards[at : at + len(cands)])
             at += len(cands)
         return out
-
-
-@register_ranker("pairrm", help="PairRM (llm-blender/PairRM), pairwise; optional extra .[pairrm]")
-class PairRMRanker:
-    """PairRM's own ranking through llm-blender: each candidate's rank among the prompt's candidates
-    (rank 1 = best) becomes the score -rank. llm-blender 0.0.2 does not import with transformers 5
-    (it reads TRANSFORMERS_CACHE from transformers.utils.hub); this adapter is ready for a stack
-    where it does."""
-
-    def __init__(self, name: str = "pairrm", device: str = "cpu", batch_size: int = 16, **_: Any):
-        try:
-            import llm_blender
-        except Exception as e:  # noqa: BLE001 - any import failure is the same message
-            raise RuntimeError(f"ranker pairrm needs llm-blender (pip install 'selm-bench[pairrm]'), which does not "
-                               f"import here: {type(e).__name__}: {e}") from None
-        self.blender = llm_blender.Blender()
-        self.blender.loadranker(name.split(":", 1)[1] if ":" in name else "llm-blender/PairRM", device=device)
-        self.batch_size = batch_size
-
-    def score(self, prompts: list[dict[str, Any]], candidates: list[list[str]]) -> list[list[float]]:
-        ranks = self.blender.rank([p["prompt"] for p in prompts], candidates, return_scores=False,
-                                  batch_size=self.batch_size)
-        return [[-float(r) for r in row] for row in ranks]
 
 
 PAIRWISE_SYSTEM = (
