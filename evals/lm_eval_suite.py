@@ -24,6 +24,12 @@ lm-eval's "<metric>,<filter>" key becomes "<metric>" for the filter "none" and
 Only top-level tasks get columns (a group such as mmlu, not its 57 subtasks; all of them
 stay in results.json). A named preset adds `average`, the mean of its headline metrics.
 
+Items (items.jsonl, for `compare`): one per (task, document, filter pipeline), id `<task>/<doc>`,
+or `<task>/<doc>/<filter>` for a task with several filters (gsm8k); `score` is the sample's first
+metric. A preset's items carry `headline` (the headline metric they count towards), from which
+`paired` recomputes `average` as the suite does (`preset_average`, `headline_values`): equal on
+the full item set (to float rounding where per-sample values are not 0/1, e.g. truthfulqa_mc2).
+
 Files in the suite folder: results.json (lm-eval's results dict, samples removed, merged
 over the few-shot groups), samples_<task>.jsonl (lm-eval's per-sample logs), tasks/.
 """
@@ -31,6 +37,7 @@ over the few-shot groups), samples_<task>.jsonl (lm-eval's per-sample logs), tas
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,35 +324,100 @@ def _prediction(output_type: str, filtered_resps: list[Any]) -> Any:
     return filtered_resps[0] if len(filtered_resps) == 1 else filtered_resps
 
 
-def items_from_samples(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-sample records; `pred` is the argmax-loglikelihood choice for multiple choice
-    (lm-eval's `acc` choice), the filtered response otherwise."""
+def split_metric_name(name: str) -> tuple[str, str]:
+    """Our metric name back to lm-eval's (metric, filter): "acc" -> ("acc", "none"),
+    "exact_match/strict-match" -> ("exact_match", "strict-match"); the inverse of metric_name."""
+    metric, _, flt = name.partition("/")
+    return metric, flt or "none"
+
+
+def top_level_of(results: dict[str, Any]) -> dict[str, str]:
+    """Every task and group named in group_subtasks -> its top-level group (mmlu_anatomy -> mmlu)."""
+    parent = {c: g for g, subs in results.get("group_subtasks", {}).items() for c in subs}
+
+    def top(name: str) -> str:
+        seen = set()
+        while name in parent and name not in seen:
+            seen.add(name)
+            name = parent[name]
+        return name
+
+    return {name: top(name) for name in parent}
+
+
+def items_from_samples(results: dict[str, Any], headline: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per-sample records, one per (task, document, filter); `pred` is the argmax-loglikelihood
+    choice for multiple choice (lm-eval's `acc` choice), the filtered response otherwise.
+
+    `id`: `<task>/<doc>` (the document's own `id`, else lm-eval's doc_id) for a task with one
+    filter pipeline (almost every task: ids stay what they always were), `<task>/<doc>/<filter>`
+    for a task with several (gsm8k: strict-match, flexible-extract), where each document has one
+    sample per filter. `headline` (a preset's headline metrics, our naming, e.g.
+    "mmlu/acc", "gsm8k/exact_match/strict-match"): a sample of such a task (or of a leaf of such
+    a group) under that metric's filter gets `headline: <that name>`, which `paired` averages."""
+    tops = top_level_of(results)
+    heads: dict[tuple[str, str], str] = {}
+    for h in headline or []:
+        top, _, name = h.partition("/")
+        heads[(top, split_metric_name(name)[1])] = h
     items = []
     for task, rows in results.get("samples", {}).items():
         output_type = results["configs"][task].get("output_type", "")
+        several = len({r["filter"] for r in rows}) > 1
+        top = tops.get(task, task)
         for r in rows:
             item = {"task": task, "doc_id": r["doc_id"], "filter": r["filter"], "target": r["target"],
                     "pred": _prediction(output_type, r["filtered_resps"])}
             doc_id = r["doc"].get("id") if isinstance(r["doc"], dict) else None
-            item["id"] = f"{task}/{doc_id if doc_id is not None else r['doc_id']}"  # unique across tasks
+            item["id"] = f"{task}/{doc_id if doc_id is not None else r['doc_id']}" + (f"/{r['filter']}" if several else "")
             item.update({m: r[m] for m in r["metrics"]})
             # the per-sample score a paired comparison uses: lm-eval's own first metric (acc for
             # multiple choice, exact_match for generation), higher is better
             item["score"] = r[r["metrics"][0]] if r["metrics"] else None
+            if (top, r["filter"]) in heads:
+                item["headline"] = heads[(top, r["filter"])]
             items.append(json.loads(_dumps(item)))  # tuples/numpy values -> plain json types
     return items
 
 
+def preset_average(values: dict[str, float | None]) -> float | None:
+    """A preset's `average`: the plain mean of its headline metrics' values (None when any is
+    missing). The one place it is computed: the suite's metrics (from lm-eval's results) and
+    `paired` (from per-item records, for compare) both call it. fsum: order does not matter."""
+    if not values or any(v is None for v in values.values()):
+        return None
+    return math.fsum(float(v) for v in values.values()) / len(values)
+
+
+def headline_values(items: list[dict[str, Any]]) -> dict[str, float]:
+    """Each headline metric (items marked `headline`) from per-item records, as lm-eval aggregates
+    it: a task's mean of the per-sample value; a group's (mmlu) aggregate over its leaf tasks,
+    weighted by their sample counts (lm-eval's `weight_by_size`, its default and mmlu's setting),
+    i.e. the mean over all the group's samples, not the mean of its subtasks' means."""
+    per_headline: dict[str, list[float]] = {}
+    for i in items:
+        h = i.get("headline")
+        metric = split_metric_name(h.partition("/")[2])[0] if h else None
+        if h and i.get(metric) is not None:
+            per_headline.setdefault(h, []).append(float(i[metric]))
+    # sum over leaves of (leaf mean x leaf size) / total size == the sum over all samples / their count
+    return {h: math.fsum(values) / len(values) for h, values in per_headline.items()}
+
+
 def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Per task, the mean per-sample score (lm-eval's first metric, e.g. `<task>/acc`), and their average."""
-    by_task: dict[str, list[float]] = {}
-    metric: dict[str, str] = {}
+    """Per task and filter, the mean per-sample score (lm-eval's first metric; named as the suite
+    names it: `<task>/acc`, `<task>/exact_match/strict-match`); for a preset's items, `average`:
+    preset_average of the headline metrics computed from the items (the leaderboard's average
+    on the same items). A task list or the tiny world has no average (the suite reports none)."""
+    by_key: dict[str, list[float]] = {}
     for i in items:
         if i.get("score") is not None:
-            by_task.setdefault(i["task"], []).append(float(i["score"]))
-            metric.setdefault(i["task"], next((m for m in ("acc", "exact_match", "acc_norm") if m in i), "score"))
-    out: dict[str, float | None] = {f"{t}/{metric[t]}": sum(v) / len(v) for t, v in by_task.items()}
-    out["average"] = sum(out.values()) / len(out) if out else None
+            metric = next((m for m in ("acc", "exact_match", "acc_norm") if m in i), "score")
+            key = f"{i['task']}/{metric_name(metric + ',' + (i.get('filter') or 'none'))}"
+            by_key.setdefault(key, []).append(float(i["score"]))
+    out: dict[str, float | None] = {k: sum(v) / len(v) for k, v in by_key.items()}
+    if any("headline" in i for i in items):
+        out["average"] = preset_average(headline_values(items))
     return out
 
 
@@ -367,13 +439,11 @@ def run(ctx: EvalContext) -> SuiteResult:
     metrics: dict[str, Any] = metrics_from_results(results)
     info: dict[str, Any] = {"tasks": [s.task for s in plan.specs], "n-shot": results.get("n-shot", {}),
                             "n-samples": results.get("n-samples", {}), "limit": ctx.option("limit")}
-    if plan.preset:
-        headline = [f"{s.task}/{s.metric}" for s in plan.specs if s.metric]
+    headline = [f"{s.task}/{s.metric}" for s in plan.specs if s.metric] if plan.preset else None
+    if headline:
         info["headline"] = headline
         missing = [h for h in headline if h not in metrics]
         if missing:
-            metrics["average"] = None
             info["average"] = f"not computed: missing {', '.join(missing)}"
-        else:
-            metrics["average"] = sum(metrics[h] for h in headline) / len(headline)
-    return SuiteResult(metrics=metrics, items=items_from_samples(results), info=info)
+        metrics["average"] = preset_average({h: metrics.get(h) for h in headline})
+    return SuiteResult(metrics=metrics, items=items_from_samples(results, headline), info=info)

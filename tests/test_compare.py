@@ -201,3 +201,72 @@ def test_seed_items_are_averaged(tmp_path):
     with pytest.raises(CompareError) as err:
         side_runs(tmp_path)
     assert str(err.value) == f"{tmp_path}: not a run folder (no manifest.json) nor a seed group (seeds.json)"
+
+
+def _openllm_results(tasks):
+    """lm-eval-shaped results of the openllm preset, numbers by hand and consistent with the samples:
+    arc_challenge acc 2/4 but acc_norm 3/4; hellaswag acc 1/4, acc_norm 2/4; truthfulqa_mc2 acc
+    (0.25 + 0.75)/2; mmlu a group of two subtasks of 2 and 6 samples, 1 and 5 right: 6/8 = 0.75 (the
+    mean over samples, lm-eval's weight_by_size), not (1/2 + 5/6)/2; winogrande 2/2; gsm8k with two
+    filters, strict-match 1/4, flexible-extract 3/4."""
+    def mc(doc_id, acc, acc_norm=None):
+        row = {"doc_id": doc_id, "doc": {}, "filter": "none", "target": 0, "filtered_resps": [(-1.0, True), (-2.0, False)],
+               "metrics": ["acc"] + (["acc_norm"] if acc_norm is not None else []), "acc": acc}
+        return row | ({"acc_norm": acc_norm} if acc_norm is not None else {})
+
+    def gen(doc_id, flt, em):
+        return {"doc_id": doc_id, "doc": {}, "filter": flt, "target": "4", "filtered_resps": ["4" if em else "x"],
+                "metrics": ["exact_match"], "exact_match": em}
+
+    samples = {
+        "arc_challenge": [mc(0, 1.0, 1.0), mc(1, 0.0, 1.0), mc(2, 0.0, 0.0), mc(3, 1.0, 1.0)],
+        "hellaswag": [mc(0, 0.0, 1.0), mc(1, 0.0, 0.0), mc(2, 0.0, 0.0), mc(3, 1.0, 1.0)],
+        "truthfulqa_mc2": [mc(0, 0.25), mc(1, 0.75)],
+        "mmlu_a": [mc(0, 1.0), mc(1, 0.0)],
+        "mmlu_b": [mc(i, float(i < 5)) for i in range(6)],
+        "winogrande": [mc(0, 1.0), mc(1, 1.0)],
+        "gsm8k": [gen(d, "strict-match", float(d == 2)) for d in range(4)]
+                 + [gen(d, "flexible-extract", float(d != 1)) for d in range(4)]}
+    results = {"arc_challenge": {"acc,none": 0.5, "acc_norm,none": 0.75}, "hellaswag": {"acc,none": 0.25, "acc_norm,none": 0.5},
+               "truthfulqa_mc2": {"acc,none": 0.5}, "mmlu": {"acc,none": 0.75}, "mmlu_a": {"acc,none": 0.5},
+               "mmlu_b": {"acc,none": 5 / 6}, "winogrande": {"acc,none": 1.0},
+               "gsm8k": {"exact_match,strict-match": 0.25, "exact_match,flexible-extract": 0.75}}
+    leaves = {"mmlu": ["mmlu_a", "mmlu_b"]}
+    names = [t for t in tasks for t in [t, *leaves.get(t, [])]]
+    return {"results": {t: results[t] for t in names}, "group_subtasks": {t: leaves.get(t, []) for t in tasks},
+            "configs": {t: {"output_type": "generate_until" if t == "gsm8k" else "multiple_choice"} for t in names},
+            "samples": {t: samples[t] for t in names if t in samples}}
+
+
+def test_lm_eval_average_is_the_leaderboards(tmp_path, monkeypatch):
+    """compare's lm-eval `average` on a preset run equals the leaderboard's lm-eval/average for the same
+    run: the mean of the preset's headline metrics (arc/hellaswag acc_norm, the mmlu group, gsm8k
+    strict-match), computed from the items; not the old mean of every sample task's first metric."""
+    import lm_eval
+
+    from selm_bench.evals import lm_eval_suite as L
+    from selm_bench.evals.base import EvalContext
+    from selm_bench.harness import compare as C
+    from selm_bench.harness.evaluate import write_suite_result
+    from selm_bench.harness.leaderboard import collect_rows
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kw: _openllm_results(kw["tasks"]))
+    monkeypatch.setattr(L, "make_lm", lambda ctx: "lm")
+    monkeypatch.setattr(L, "make_task_manager", lambda include_path, names: "tm")
+    run = tmp_path / "run"
+    folder = run / "evals" / "dpo" / "lm-eval"
+    ctx = EvalContext(model="m", name="dpo", out_dir=folder, suite="lm-eval:openllm", preset="openllm")
+    write_suite_result(folder, "lm-eval:openllm", ctx, L.run(ctx))  # checks the ids are unique (gsm8k: per filter)
+    (run / "manifest.json").write_text(json.dumps({"results": ["evals/dpo/lm-eval"], "stages": {}}))
+
+    expected = (0.75 + 0.5 + 0.5 + 0.75 + 1.0 + 0.25) / 6  # = 0.625, by hand from the samples
+    board = collect_rows(run)[0]["lm-eval/average"]
+    side = C.parse_side(str(run))
+    [suite] = C.compare(side, side, resamples=20)
+    point = {m.metric: m for m in suite.metrics}
+    assert board == expected == point["average"].base == point["average"].new
+    assert point["average"].gated  # the suite's headline is what compare gates by default
+    old = (0.5 + 0.25 + 0.5 + 0.5 + 5 / 6 + 1.0 + 0.25) / 7  # each sample task's first metric, the bug
+    assert point["average"].base != pytest.approx(old)
+    assert (point["gsm8k/exact_match/strict-match"].base, point["gsm8k/exact_match/flexible-extract"].base) == (0.25, 0.75)
+    assert suite.shared == 4 + 4 + 2 + 2 + 6 + 2 + 2 * 4

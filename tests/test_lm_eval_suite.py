@@ -224,8 +224,9 @@ def test_paired_metric_per_task_kind():
     items = [{"task": "gsm", "exact_match": 1.0, "score": 1.0}, {"task": "gsm", "exact_match": 0.0, "score": 0.0},
              {"task": "arc", "acc": 1.0, "acc_norm": 0.0, "score": 1.0}, {"task": "x", "score": 0.5},
              {"task": "arc", "acc": 0.0, "score": None}]
-    assert L.paired(items) == {"gsm/exact_match": 0.5, "arc/acc": 1.0, "x/score": 0.5, "average": (0.5 + 1.0 + 0.5) / 3}
-    assert L.paired([]) == {"average": None}
+    # no preset (no item marked `headline`): no average, as the suite reports none (nothing the leaderboard shows)
+    assert L.paired(items) == {"gsm/exact_match": 0.5, "arc/acc": 1.0, "x/score": 0.5}
+    assert L.paired([]) == {}
 
 
 def test_nothing_to_run_line_in_full(tmp_path):
@@ -256,3 +257,182 @@ def test_vllm_branch_with_vllm_installed(tmp_path, monkeypatch):
     lm = L.make_lm(ctx)
     assert type(lm).__name__ == "VLLM" and made == {"pretrained": "/m", "tensor_parallel_size": 2, "dtype": "bfloat16",
                                                    "batch_size": 8}
+
+
+# ---------------------------------------------------------------- several filters; the preset average from items
+def test_items_per_filter_headline_marks_and_paired_average_by_hand():
+    """A two-filter task gives one item per (doc, filter), ids naming the filter; a one-filter task keeps
+    `<task>/<doc>`. A preset's headline samples are marked, and `paired`'s average is the suite's:
+    the group headline (mmlu) is the mean over all its leaves' samples (lm-eval's weight_by_size),
+    not the mean of the subtasks' means; gsm8k counts its strict-match samples only."""
+    def mc(doc_id, acc, acc_norm):
+        return {"doc_id": doc_id, "doc": {}, "filter": "none", "target": 0, "filtered_resps": [(-1.0, True), (-2.0, False)],
+                "metrics": ["acc", "acc_norm"], "acc": acc, "acc_norm": acc_norm}
+
+    def gen(doc_id, flt, em):
+        return {"doc_id": doc_id, "doc": {}, "filter": flt, "target": "4", "filtered_resps": ["4" if em else "x"],
+                "metrics": ["exact_match"], "exact_match": em}
+
+    results = {
+        "configs": {"arc": {"output_type": "multiple_choice"}, "mmlu_a": {"output_type": "multiple_choice"},
+                    "mmlu_b": {"output_type": "multiple_choice"}, "gsm": {"output_type": "generate_until"}},
+        "group_subtasks": {"mmlu": ["mmlu_stem"], "mmlu_stem": ["mmlu_a", "mmlu_b"], "arc": [], "gsm": []},
+        "samples": {
+            "arc": [mc(0, 1.0, 1.0), mc(1, 0.0, 1.0), mc(2, 0.0, 0.0), mc(3, 1.0, 1.0)],  # acc 0.5, acc_norm 0.75
+            "mmlu_a": [mc(0, 1.0, 0.0), mc(1, 0.0, 0.0)],  # 1 of 2
+            "mmlu_b": [mc(i, float(i < 5), 0.0) for i in range(6)],  # 5 of 6: the group is 6/8, not (1/2 + 5/6) / 2
+            "gsm": [gen(0, "strict-match", 0.0), gen(1, "strict-match", 1.0), gen(0, "flexible-extract", 1.0),
+                    gen(1, "flexible-extract", 1.0)]}}
+    headline = ["arc/acc_norm", "mmlu/acc", "gsm/exact_match/strict-match"]
+    items = L.items_from_samples(results, headline)
+    assert [i["id"] for i in items] == ["arc/0", "arc/1", "arc/2", "arc/3", "mmlu_a/0", "mmlu_a/1",
+                                        *[f"mmlu_b/{n}" for n in range(6)], "gsm/0/strict-match", "gsm/1/strict-match",
+                                        "gsm/0/flexible-extract", "gsm/1/flexible-extract"]
+    assert [i.get("headline") for i in items] == ["arc/acc_norm"] * 4 + ["mmlu/acc"] * 8 + [
+        "gsm/exact_match/strict-match"] * 2 + [None] * 2
+    assert L.headline_values(items) == {"arc/acc_norm": 0.75, "mmlu/acc": 0.75, "gsm/exact_match/strict-match": 0.5}
+    assert L.paired(items) == {"arc/acc": 0.5, "mmlu_a/acc": 0.5, "mmlu_b/acc": 5 / 6, "gsm/exact_match/strict-match": 0.5,
+                               "gsm/exact_match/flexible-extract": 1.0, "average": (0.75 + 0.75 + 0.5) / 3}
+    # the one function behind both: a headline missing gives no average
+    assert L.preset_average({"a/acc": 0.5, "b/acc": 1.0}) == 0.75
+    assert L.preset_average({"a/acc": 0.5, "b/acc": None}) is None and L.preset_average({}) is None
+    assert L.items_from_samples(results) == [{k: v for k, v in i.items() if k != "headline"} for i in items]
+
+
+@pytest.fixture(scope="module")
+def talking_model(tmp_path_factory, tiny_model):
+    """The tiny model with seeded random weights: unlike the untrained one (which only emits special
+    tokens) it generates varied words, so generation metrics are not all 0."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("talking-model")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path.resolve())
+
+
+def _two_filter_task(task_dir, data, answers):
+    """`twofilt`: generate_until with gsm8k's two-filter shape (whole response / first word)."""
+    L.write_task_yaml(task_dir, {
+        "task": "twofilt", "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": _jsonl(data, [{"q": f"Add {i} and {i + 1} ?", "a": a}
+                                                                for i, a in enumerate(answers)])}},
+        "test_split": "test", "output_type": "generate_until", "doc_to_text": "{{q}}", "doc_to_target": "{{a}}",
+        "generation_kwargs": {"until": ["<|end|>"], "do_sample": False, "max_gen_toks": 6},
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        "filter_list": [{"name": "strict-match", "filter": [{"function": "take_first"}]},
+                        {"name": "flexible-extract", "filter": [{"function": "regex", "regex_pattern": r"(\S+)"},
+                                                                {"function": "take_first"}]}],
+        "metadata": {"version": 1.0}})
+
+
+def _reference(model, task_dir, tasks):
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(model=HFLM(pretrained=str(model), device="cpu", batch_size=1), tasks=tasks,
+                                   task_manager=TaskManager(include_path=str(task_dir)), log_samples=True)
+
+
+@pytest.fixture(scope="module")
+def two_filter_answers(tmp_path_factory, talking_model):
+    """Answers from a first plain lm-eval pass: docs 0, 2, 4, 6 get the whole response (strict-match
+    hits), docs 1 and 5 its first word (flexible-extract hits), docs 3 and 7 none, so both filters
+    score, and differently."""
+    tmp_path = tmp_path_factory.mktemp("probe")
+    _two_filter_task(tmp_path / "tasks", tmp_path / "probe.jsonl", ["?"] * 8)
+    rows = _reference(talking_model, tmp_path / "tasks", ["twofilt"])["samples"]["twofilt"]
+    resps = {r["doc_id"]: r["resps"][0][0] for r in rows}
+    return [resps[i] if i % 2 == 0 else (resps[i].split() or ["?"])[0] if i % 4 == 1 else "?" for i in range(8)]
+
+
+def test_two_filter_generate_task_through_eval_matches_plain_lm_eval(tmp_path, talking_model, two_filter_answers):
+    """`selm-bench eval --suites lm-eval:twofilt` on a local task with two filter pipelines (it used to end
+    with "item id 'twofilt/0' is not unique"): every filter's metrics equal lm-eval's simple_evaluate's on
+    the same model and task, one item per (doc, filter) with the filter in its id, and `paired` per filter."""
+    from typer.testing import CliRunner
+
+    from selm_bench.harness.cli import app
+
+    answers = two_filter_answers
+    task_dir = tmp_path / "tasks"
+    _two_filter_task(task_dir, tmp_path / "data.jsonl", answers)
+    direct = _reference(talking_model, task_dir, ["twofilt"])
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["eval", "--model", str(talking_model), "--suites", "lm-eval:twofilt", "--out", str(out),
+                                   "--set", f"lm-eval.include_path={task_dir.resolve()}", "--set", "lm-eval.batch_size=1"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "lm-eval:twofilt" / "metrics.json").read_text())
+    expected = {k: v for k, v in direct["results"]["twofilt"].items() if "," in k}
+    assert set(expected) == {f"exact_match{s},{f}" for s in ("", "_stderr") for f in ("strict-match", "flexible-extract")}
+    assert {k: saved["metrics"][f"twofilt/{L.metric_name(k)}"] for k in expected} == expected
+    strict, flexible = expected["exact_match,strict-match"], expected["exact_match,flexible-extract"]
+    assert 0 < strict < 1 and 0 < flexible < 1 and strict != flexible  # both filters really score, differently
+
+    items = [json.loads(line) for line in (out / "lm-eval:twofilt" / "items.jsonl").read_text().splitlines()]
+    ids = [i["id"] for i in items]
+    assert len(ids) == len(set(ids)) == 2 * len(answers)
+    assert sorted(ids) == sorted(f"twofilt/{d}/{f}" for d in range(len(answers)) for f in ("strict-match", "flexible-extract"))
+    by_ref = {(s["doc_id"], s["filter"]): s["exact_match"] for s in direct["samples"]["twofilt"]}
+    assert {(i["doc_id"], i["filter"]): i["exact_match"] for i in items} == by_ref
+    assert L.paired(items) == {"twofilt/exact_match/strict-match": strict, "twofilt/exact_match/flexible-extract": flexible}
+
+
+def test_preset_average_from_items_equals_the_suites_on_a_real_group(tmp_path, talking_model, two_filter_answers,
+                                                                      monkeypatch):
+    """A preset (local stand-in for openllm) with a group of two leaf tasks of unequal size (as mmlu's
+    subtasks), an acc_norm headline and a two-filter generation task: `paired` recomputes every headline
+    value and the average from items alone, equal to lm-eval's own numbers (the group aggregated by
+    lm-eval itself) and to the suite's `average`."""
+    words = ["ship", "fish", "runs", "blue", "eats", "pen"]
+    task_dir = tmp_path / "tasks"
+
+    def mc_task(name, n, offset):
+        rows = [{"prompt": f"Add {i} and {i + 1} ?", "choices": [words[(i + offset) % 6], words[(i + offset + 1) % 6],
+                                                                  words[(i + offset + 3) % 6]], "label": i % 3}
+                for i in range(n)]
+        L.write_task_yaml(task_dir, {
+            "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": _jsonl(tmp_path / f"{name}.jsonl", rows)}},
+            "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{prompt}}", "doc_to_choice": "choices",
+            "doc_to_target": "label", "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                                                      {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+            "metadata": {"version": 1.0}})
+
+    mc_task("leaf_a", 3, 0)
+    mc_task("leaf_b", 9, 2)
+    mc_task("mcx", 6, 4)
+    (task_dir / "grp.yaml").write_text(yaml.safe_dump({"group": "grp", "task": ["leaf_a", "leaf_b"],
+                                                       "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+                                                       "metadata": {"version": 1.0}}))
+    _two_filter_task(task_dir, tmp_path / "data.jsonl", two_filter_answers[:4])
+    monkeypatch.setitem(L.PRESETS, "local", (L.TaskSpec("grp", 0, "acc"), L.TaskSpec("mcx", 0, "acc_norm"),
+                                             L.TaskSpec("twofilt", 0, "exact_match/strict-match")))
+    ctx = _ctx(tmp_path, model=str(talking_model), preset="local",
+               options={"include_path": str(task_dir.resolve()), "batch_size": 1})
+    res = L.run(ctx)
+
+    heads = ["grp/acc", "mcx/acc_norm", "twofilt/exact_match/strict-match"]
+    assert res.info["headline"] == heads
+    saved = json.loads((ctx.out_dir / "results.json").read_text())["results"]
+    # lm-eval's group value is the sample-size-weighted mean of its leaves (mmlu's weight_by_size)
+    assert res.metrics["grp/acc"] == pytest.approx((saved["leaf_a"]["acc,none"] * 3 + saved["leaf_b"]["acc,none"] * 9) / 12,
+                                                   abs=1e-12)
+    from_items = L.headline_values(res.items)
+    assert from_items == {h: pytest.approx(res.metrics[h], abs=1e-12) for h in heads}
+    assert res.metrics["average"] == L.preset_average({h: res.metrics[h] for h in heads})
+    assert L.paired(res.items)["average"] == pytest.approx(res.metrics["average"], abs=1e-12)
+    assert len({i["id"] for i in res.items}) == len(res.items) == 3 + 9 + 6 + 2 * 4

@@ -245,7 +245,7 @@ def test_prediction_is_the_loglikelihood_argmax_not_the_greedy_flag():
 
 def test_paired_names_an_acc_norm_only_task():
     items = [{"task": "hs", "acc_norm": 1.0, "score": 1.0}, {"task": "hs", "acc_norm": 0.0, "score": 0.0}]
-    assert L.paired(items) == {"hs/acc_norm": 0.5, "average": 0.5}
+    assert L.paired(items) == {"hs/acc_norm": 0.5}  # no preset: no average
 
 
 def test_run_embedded_tiny_world_writes_its_task_and_reports_counts(tmp_path, monkeypatch):
