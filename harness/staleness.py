@@ -27,16 +27,17 @@ class StaleError(ValueError):
 
 BASE_PACKAGES = ("torch", "transformers")
 TRAIN = ("trl", "accelerate", "datasets")
+SHARDED = {"deepspeed": ("deepspeed",)}  # a training stage's strategy kind -> the libraries it adds
 # The project modules (repo-relative) and the libraries each stage kind runs.
 KIND_CODE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "world": (("harness/tinyworld.py",), ()),
     "data": (("harness/prompt_data.py",), ("datasets",)),
     "sft": (("trainers/train.py",), TRAIN),
     "preference": (("trainers/train.py", "trainers/selm_trainer.py", "trainers/losses.py"), TRAIN),
-    "generate": (("trainers/online.py", "trainers/generation.py", "trainers/vllm_backend.py"), ("vllm",)),
+    "generate": (("trainers/online.py", "trainers/generation.py", "trainers/vllm_backend.py", "trainers/vllm_worker.py"), ("vllm",)),
     "rank": (("trainers/online.py", "trainers/rankers.py", "harness/tinyworld.py", "evals/openai_judge.py"), ("openai",)),
     "eval": (("harness/evaluate.py", "evals/base.py", "evals/judges.py", "evals/openai_judge.py",
-              "trainers/generation.py", "trainers/vllm_backend.py", "harness/tinyworld.py"),
+              "trainers/generation.py", "trainers/vllm_backend.py", "trainers/vllm_worker.py", "harness/tinyworld.py"),
              ("lm_eval", "alpaca_eval", "fschat", "openai", "vllm")),
 }
 SUITE_MODULES = {"tiny-world": ("evals/tiny_world.py",), "lm-eval": ("evals/lm_eval_suite.py",),
@@ -74,6 +75,9 @@ def _version(dist: str) -> str | None:
 def stage_env(spec: Any) -> dict[str, Any]:
     """What the stage's output depends on beyond its spec: library versions and the code hash."""
     modules, packages = KIND_CODE[spec.kind]
+    strategy = getattr(getattr(spec, "train", None), "strategy", None)
+    if strategy is not None:  # DeepSpeed's version only for the stages it trains (installing it stales no others)
+        packages = packages + SHARDED.get(strategy.kind, ())
     if spec.kind == "eval":
         modules = modules + SUITE_MODULES.get(spec.suite.split(":", 1)[0], ())
     return {"code": _code(tuple(modules)),

@@ -135,7 +135,7 @@ def test_runtime_fields_are_exactly_the_documented_ones():
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             marked |= {f"{name}.{k}" for k, sub in ann.model_fields.items() if sub.json_schema_extra == {"runtime": True}}
     assert marked == {"name", "output_dir", "eval.judge_concurrency", "eval.judge_max_retries", "eval.judge_timeout",
-                      "launch.launcher", "launch.accelerate_config", "launch.wrapper"}
+                      "launch.launcher", "launch.accelerate_config", "launch.wrapper", "vllm.python"}
 
 
 def test_loc_skips_validator_frames_and_names_the_whole_config():
@@ -357,7 +357,8 @@ def test_backend_options(tmp_path, monkeypatch):
     cfg = cfg_of(eval={"batch_size": 16}, vllm={"tensor_parallel_size": 2, "dtype": "bfloat16"})
     assert backend_options(cfg, "hf") == {"batch_size": 16}
     assert backend_options(cfg, "vllm") == {"batch_size": 16, "tensor_parallel_size": 2, "data_parallel_size": 1,
-                                            "gpu_memory_utilization": 0.9, "dtype": "bfloat16", "max_model_len": None}
+                                            "gpu_memory_utilization": 0.9, "dtype": "bfloat16", "max_model_len": None,
+                                            "python": ""}
     assert backend_options(cfg, "hf", trust_remote_code=True) == {"batch_size": 16, "trust_remote_code": True}
     trusted = cfg_of(model={"pretrained": "org/m", "trust_remote_code": ["org/m"]})
     assert backend_options(trusted, "hf") == {"batch_size": 64, "trust_remote_code": True}
@@ -557,7 +558,7 @@ def test_suite_modules_by_suite():
 
 
 EVAL_MODULES = ["harness/evaluate.py", "evals/base.py", "evals/judges.py", "evals/openai_judge.py",
-                "trainers/generation.py", "trainers/vllm_backend.py", "harness/tinyworld.py"]
+                "trainers/generation.py", "trainers/vllm_backend.py", "trainers/vllm_worker.py", "harness/tinyworld.py"]
 
 
 def _installed(dist: str) -> str | None:

@@ -474,7 +474,12 @@ def _vllm_tokenizer(monkeypatch):
             loaded.append((path, kw))
             return _FakeTok()
 
-    _fake_transformers(monkeypatch, AutoTokenizer=AutoTokenizer)
+    class GenerationConfig:
+        @staticmethod
+        def from_pretrained(path, **kw):
+            raise OSError(f"{path} has no generation_config.json")  # as transformers says it
+
+    _fake_transformers(monkeypatch, AutoTokenizer=AutoTokenizer, GenerationConfig=GenerationConfig)
     return loaded
 
 
@@ -487,10 +492,11 @@ def test_vllm_backend_defaults(monkeypatch):
     monkeypatch.setattr(vllm_backend, "_vllm_installed", lambda: True)
     be = VLLMBackend("org/m")
     assert loaded == [("org/m", {"trust_remote_code": False})]
-    assert (be.worker_module, be.model_name, be.device, be.batch_size, be.data_parallel_size) == (
-        "selm_bench.trainers.vllm_backend", "org/m", "cuda", 64, 1)
+    assert (be.worker_module, be.model_name, be.device, be.batch_size, be.data_parallel_size, be.python) == (
+        vllm_backend.WORKER, "org/m", "cuda", 64, 1, sys.executable)
+    assert Path(be.worker_module).name == "vllm_worker.py" and be.stop_ids == [7]
     assert be.engine == {"dtype": "auto", "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": None,
-                         "trust_remote_code": False}
+                         "trust_remote_code": False, "enforce_eager": False}
     monkeypatch.setattr(vllm_backend, "_vllm_installed", lambda: False)
     be = VLLMBackend("m", worker_module=Path("/w.py"), max_model_len="300", tensor_parallel_size="1", trust_remote_code=1)
     assert be.worker_module == "/w.py"  # a worker of one's own needs no vllm here
@@ -566,15 +572,16 @@ def test_vllm_complete_launches_one_worker_per_shard(monkeypatch, fake_workers):
     got = be.complete(["a", "b", "c"], Sampling(n=2, temperature=0.5))
     assert got == [["a-0", "a-1"], ["b-0", "b-1"], ["c-0", "c-1"]]
     w0, w1 = fake_workers.made
-    root = str(Path(vllm_backend.__file__).resolve().parent.parent)  # the folder holding trainers/
     for w, g, prompts in ((w0, 0, ["a", "b"]), (w1, 1, ["c"])):
         assert w.cmd[:2] == [sys.executable, "w.py"] and len(w.cmd) == 4
         assert (Path(w.cmd[2]).name, Path(w.cmd[3]).name) == (f"job-{g}.json", f"out-{g}.json")
         assert Path(w.cmd[2]).parent.name.startswith("selm-vllm-")
-        assert (w.env["CUDA_VISIBLE_DEVICES"], w.env["PYTHONPATH"]) == (str(3 + g), root + os.pathsep + "/extra")
+        # A worker file imports nothing of this project: PYTHONPATH as it was.
+        assert (w.env["CUDA_VISIBLE_DEVICES"], w.env["PYTHONPATH"]) == (str(3 + g), "/extra")
         assert w.kw == {"stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL, "start_new_session": True}
         assert w.job["prompts"] == prompts and w.job["prompt_token_ids"] == [[0]] * len(prompts)
-        assert (w.job["model"], w.job["eos_token_id"]) == ("m", 7)
+        assert (w.job["model"], w.job["stop_token_ids"]) == ("m", [7])
+        assert w.job["seeds"] == [[0, 1], [2]][g]  # sampling.seed + the prompt's index in the call
     assert fake_workers.sleeps == [0.1]  # worker 0 was still running on the first round
     assert fake_workers.kills == []
 
@@ -582,8 +589,15 @@ def test_vllm_complete_launches_one_worker_per_shard(monkeypatch, fake_workers):
     fake_workers.made.clear()
     fake_workers.script[0] = (0, 0, lambda p: ["r"], None, "")
     be.complete(["a"], Sampling())
-    assert fake_workers.made[0].env["PYTHONPATH"] == root  # no empty entry
+    assert "PYTHONPATH" not in fake_workers.made[0].env
     assert len(fake_workers.made) == 1  # the empty second shard starts no worker
+
+    # A worker module (-m) of this project's gets the repo on PYTHONPATH, without an empty entry.
+    root = str(Path(vllm_backend.__file__).resolve().parent.parent)  # the folder holding trainers/
+    fake_workers.made.clear()
+    VLLMBackend("m", worker_module="pkg.worker").complete(["a"], Sampling())
+    w = fake_workers.made[0]
+    assert w.cmd[:3] == [sys.executable, "-m", "pkg.worker"] and w.env["PYTHONPATH"] == root
 
 
 def test_vllm_complete_reply_counts(monkeypatch, fake_workers):

@@ -1,13 +1,19 @@
 """The `vllm` generation backend: vLLM engines in worker subprocesses.
 
 Each call to `complete` writes a job file per shard of the prompts and runs
-`python -m selm_bench.trainers.vllm_backend JOB.json OUT.json` once per shard (concurrently, one group
-of `tensor_parallel_size` GPUs each via CUDA_VISIBLE_DEVICES), so vLLM's GPU memory is back
-before training starts. Prompts are rendered with the training chat template
-(`render_prompt`) and tokenized here with the HF tokenizer (no extra special tokens, as the
-`hf` backend does); the worker passes those token ids to vLLM.
+`PYTHON trainers/vllm_worker.py JOB.json OUT.json` once per shard (concurrently; on GPUs one group
+of `tensor_parallel_size` GPUs each via CUDA_VISIBLE_DEVICES), so vLLM's memory is back before
+training starts. PYTHON is `vllm.python` (backend option `python`): an interpreter whose
+environment has vllm (`make vllm-env` makes .venv-vllm), else this one. The worker imports
+nothing of this project.
 
-This module imports without vllm: vllm is imported only inside the worker (`main`).
+Both backends see the same tokens: prompts are rendered with the training chat template
+(`render_prompt`), encoded here with `encode_prompt` (exactly one BOS) and sent as ids; replies
+stop at `stop_token_ids` (tokenizer eos + generation_config eos) and come back as ids, decoded
+here with the same tokenizer call as the `hf` backend. Each prompt samples with its own seed,
+`sampling.seed + its index in the call`, so sharding never changes a reply.
+
+This module imports without vllm.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from typing import Any, Sequence
 
 from selm_bench.harness.progress import progress
 from selm_bench.harness.registry import register_backend
-from selm_bench.trainers.generation import Sampling, render_prompt
+from selm_bench.trainers.generation import Sampling, encode_prompt, load_generation_config, render_prompt, stop_token_ids
+from selm_bench.trainers.vllm_worker import CPU_ENV  # stdlib only: the worker imports nothing of this project
 
-WORKER_MODULE = "selm_bench.trainers.vllm_backend"
+WORKER = str(Path(__file__).resolve().with_name("vllm_worker.py"))
 NOT_INSTALLED = "backend vllm needs the optional extra: pip install 'selm-bench[vllm]' (vllm is not installed)"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,15 +95,36 @@ def gpu_groups(d: int, tp: int, visible: str | None) -> list[str]:
     return [",".join(ids[g * tp : (g + 1) * tp]) for g in range(d)]
 
 
-def worker_command(worker_module: str, job: Path, out: Path) -> list[str]:
-    """The worker subprocess: `python -m MODULE JOB OUT`, or `python FILE.py JOB OUT`."""
-    if worker_module.endswith(".py"):
-        return [sys.executable, worker_module, str(job), str(out)]
-    return [sys.executable, "-m", worker_module, str(job), str(out)]
+def worker_command(worker: str, job: Path, out: Path, python: str | None = None) -> list[str]:
+    """The worker subprocess: `PYTHON FILE.py JOB OUT`, or `PYTHON -m MODULE JOB OUT`
+    (PYTHON = `python`, else this interpreter)."""
+    py = python or sys.executable
+    if worker.endswith(".py"):
+        return [py, worker, str(job), str(out)]
+    return [py, "-m", worker, str(job), str(out)]
 
 
 def _vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+_CAN_IMPORT: dict[str, str] = {}  # interpreter -> "" (has vllm) or why not, checked once per process
+_PROBE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 3)"
+
+
+def interpreter_problem(python: str) -> str:
+    """"" when `python` runs and finds vllm, else one line saying what is wrong (cached)."""
+    if python in _CAN_IMPORT:
+        return _CAN_IMPORT[python]
+    hint = "make vllm-env creates .venv-vllm; then set vllm.python: .venv-vllm/bin/python"
+    try:
+        rc = subprocess.run([python, "-c", _PROBE], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=60).returncode
+        problem = "" if rc == 0 else f"backend vllm: {python} cannot import vllm ({hint})"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        problem = f"backend vllm: cannot run vllm.python {python} ({type(e).__name__}; {hint})"
+    _CAN_IMPORT[python] = problem
+    return problem
 
 
 def _last_line(path: Path) -> str:
@@ -107,12 +135,17 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
+def _same_interpreter(python: str) -> bool:
+    """Whether `python` (empty = unset) is this interpreter, whose environment `_vllm_installed` checks."""
+    return not python or os.path.abspath(python) == os.path.abspath(sys.executable)
+
+
 # ---------------------------------------------------------------- backend (parent process)
 
 
 @register_backend("vllm", help="vLLM in worker subprocesses (GPU, optional extra selm-bench[vllm]); data_parallel_size shards prompts over GPU groups")
 class VLLMBackend:
-    worker_module: str = WORKER_MODULE
+    worker_module: str = WORKER
 
     def __init__(
         self,
@@ -126,19 +159,29 @@ class VLLMBackend:
         data_parallel_size: int = 1,
         worker_module: str | None = None,
         trust_remote_code: bool = False,
+        python: str | None = None,
+        enforce_eager: bool = False,
         **_: Any,
     ):
         if worker_module is not None:
             self.worker_module = str(worker_module)
-        if self.worker_module == WORKER_MODULE and not _vllm_installed():
-            raise RuntimeError(NOT_INSTALLED)
-        # Checked here so a bad setting fails before any worker starts.
-        gpu_groups(int(data_parallel_size), int(tensor_parallel_size), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self.python = str(python) if python else sys.executable
+        if self.worker_module == WORKER:
+            if _same_interpreter(str(python or "")):
+                if not _vllm_installed():
+                    raise RuntimeError(NOT_INSTALLED)
+            elif problem := interpreter_problem(self.python):
+                raise RuntimeError(problem)
+        self.device = str(device)
+        self.on_cpu = self.device.startswith("cpu")
+        # Checked here so a bad setting fails before any worker starts (GPUs only: a CPU engine takes none).
+        if not self.on_cpu:
+            gpu_groups(int(data_parallel_size), int(tensor_parallel_size), os.environ.get("CUDA_VISIBLE_DEVICES"))
         from transformers import AutoTokenizer
 
         self.model_name = str(model)
         self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-        self.device = device  # GPUs are chosen per worker via CUDA_VISIBLE_DEVICES (see gpu_groups)
+        self.stop_ids = stop_token_ids(self.tokenizer, load_generation_config(self.model_name, trust_remote_code))
         self.batch_size = batch_size  # vLLM schedules its own batches
         self.engine = {
             "dtype": dtype,
@@ -146,6 +189,7 @@ class VLLMBackend:
             "gpu_memory_utilization": float(gpu_memory_utilization),
             "max_model_len": None if max_model_len is None else int(max_model_len),
             "trust_remote_code": bool(trust_remote_code),
+            "enforce_eager": bool(enforce_eager),  # no torch.compile: a faster start (tests), slower steps
         }
         self.data_parallel_size = int(data_parallel_size)
 
@@ -154,16 +198,42 @@ class VLLMBackend:
         prompts = [render_prompt(self.tokenizer, conv, self.model_name) for conv in conversations]
         return self.complete(prompts, sampling, desc=desc)
 
+    def _groups(self) -> list[str | None]:
+        if self.on_cpu:
+            return [None] * self.data_parallel_size
+        return list(gpu_groups(self.data_parallel_size, self.engine["tensor_parallel_size"],
+                               os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+    def _env(self, group: str | None) -> dict[str, str]:
+        env = dict(os.environ)
+        if group is not None:
+            env["CUDA_VISIBLE_DEVICES"] = group
+        if self.on_cpu:
+            for k, v in CPU_ENV.items():
+                env.setdefault(k, v)
+        if not self.worker_module.endswith(".py"):  # a worker module of this project (-m) needs the repo
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        return env
+
+    def _text(self, reply: Any) -> str:
+        """A worker's reply: {"token_ids": [...]} decoded as the hf backend decodes, or plain text."""
+        if isinstance(reply, dict):
+            if reply.get("token_ids") is not None:
+                return self.tokenizer.decode(reply["token_ids"], skip_special_tokens=True).strip()
+            return str(reply.get("text", "")).strip()
+        return str(reply).strip()
+
     def complete(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
         prompts = list(prompts)
         if not prompts:
             return []
         # Greedy replies are identical: generate one and repeat it, as the hf backend returns n copies.
         sent = dataclasses.replace(sampling, n=1) if sampling.greedy else sampling
-        token_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        token_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         shards = shard(prompts, self.data_parallel_size)
-        groups = gpu_groups(self.data_parallel_size, self.engine["tensor_parallel_size"], os.environ.get("CUDA_VISIBLE_DEVICES"))
-        results: list[list[list[str]]] = [[] for _ in shards]
+        groups = self._groups()
+        where = (lambda g: "device=cpu") if self.on_cpu else (lambda g: f"CUDA_VISIBLE_DEVICES={groups[g]}")
+        results: list[list[list[Any]]] = [[] for _ in shards]
         with tempfile.TemporaryDirectory(prefix="selm-vllm-") as tmp, progress(desc, total=len(prompts)) as bar:
             procs: dict[int, tuple[subprocess.Popen, Path, Path, Any]] = {}
             try:
@@ -173,17 +243,17 @@ class VLLMBackend:
                     job, out, log = (Path(tmp) / f"{name}-{g}.{ext}" for name, ext in (("job", "json"), ("out", "json"), ("stderr", "log")))
                     job.write_text(json.dumps({
                         "model": self.model_name,
-                        "prompts": [prompts[i] for i in idx],
+                        "prompts": [prompts[i] for i in idx],  # for the log only: the engine gets the ids
                         "prompt_token_ids": [token_ids[i] for i in idx],
-                        "sampling": dataclasses.asdict(sent),
-                        "eos_token_id": self.tokenizer.eos_token_id,
-                        "engine": self.engine,
+                        "seeds": [sampling.seed + i for i in idx],
+                        "sampling": {k: v for k, v in dataclasses.asdict(sent).items() if k != "seed"},
+                        "stop_token_ids": self.stop_ids,
+                        "engine": {**self.engine, "seed": sampling.seed},
+                        "device": "cpu" if self.on_cpu else "cuda",
                     }))
-                    env = dict(os.environ, CUDA_VISIBLE_DEVICES=groups[g])
-                    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
                     log_f = open(log, "wb")
                     proc = subprocess.Popen(
-                        worker_command(self.worker_module, job, out), env=env,
+                        worker_command(self.worker_module, job, out, self.python), env=self._env(groups[g]),
                         stdout=log_f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                     )
                     procs[g] = (proc, out, log, log_f)
@@ -198,7 +268,7 @@ class VLLMBackend:
                         log_f.close()
                         if rc != 0:
                             err = _last_line(out.with_suffix(".err")) or _last_line(log) or "no output"
-                            raise RuntimeError(f"vllm worker {g} (CUDA_VISIBLE_DEVICES={groups[g]}) exited with {rc}: {err}")
+                            raise RuntimeError(f"vllm worker {g} ({where(g)}) exited with {rc}: {err}")
                         results[g] = json.loads(out.read_text())
                         bar.advance(len(shards[g]))
                     if pending:
@@ -219,77 +289,10 @@ class VLLMBackend:
         merged = merge(shards, results, len(prompts))
         out_records: list[list[str]] = []
         for i, replies in enumerate(merged):
-            replies = [str(r).strip() for r in replies]
+            replies = [self._text(r) for r in replies]
             if sampling.greedy and len(replies) == 1:
                 replies = replies * sampling.n
             if len(replies) != sampling.n:
                 raise RuntimeError(f"vllm worker returned {len(replies)} replies for prompt {i}, expected {sampling.n}")
             out_records.append(replies)
         return out_records
-
-
-# ---------------------------------------------------------------- worker (subprocess)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
-def run_job(job: dict[str, Any]) -> list[list[str]]:
-    """Generate for one job (one shard) with vLLM; imported only here."""
-    from vllm import LLM, SamplingParams
-
-    s = job["sampling"]
-    eng = job["engine"]
-    llm = LLM(
-        model=job["model"],
-        tensor_parallel_size=eng["tensor_parallel_size"],
-        gpu_memory_utilization=eng["gpu_memory_utilization"],
-        dtype=eng["dtype"],
-        max_model_len=eng["max_model_len"],
-        trust_remote_code=eng.get("trust_remote_code", False),
-        seed=s["seed"],
-    )
-    greedy = s["temperature"] < 1e-4
-    params = SamplingParams(
-        n=s["n"],
-        temperature=0.0 if greedy else s["temperature"],
-        top_p=1.0 if greedy else s["top_p"],
-        max_tokens=s["max_new_tokens"],
-        seed=s["seed"],
-        skip_special_tokens=True,
-        stop_token_ids=[job["eos_token_id"]] if job.get("eos_token_id") is not None else None,
-    )
-    if job.get("prompt_token_ids") is not None:
-        inputs: list[Any] = [{"prompt_token_ids": ids} for ids in job["prompt_token_ids"]]
-    else:
-        inputs = list(job["prompts"])
-    results = llm.generate(inputs, params)
-    return [[o.text.strip() for o in r.outputs] for r in results]
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m selm_bench.trainers.vllm_backend JOB.json OUT.json", file=sys.stderr)
-        return 2
-    job_path, out_path = Path(argv[0]), Path(argv[1])
-    try:
-        job = json.loads(job_path.read_text())
-        _write_json_atomic(out_path, run_job(job))
-    except BaseException as e:  # noqa: BLE001 - reported to the parent as one line
-        import traceback
-
-        traceback.print_exc()
-        msg = (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0]
-        # vLLM may log after this at shutdown; the parent prefers this file to stderr's last line.
-        out_path.with_suffix(".err").write_text(msg + "\n")
-        print(msg, file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
