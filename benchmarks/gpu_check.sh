@@ -9,17 +9,21 @@
 # (2) the same with the vllm backend, when vllm imports (else skipped);
 # (3) sft,dpo,selm with one online iteration, every training stage under `accelerate launch`
 #     with one process (configs/accelerate/single_gpu.yaml);
-# (4) each run's per-stage durations (manifest.json) and its leaderboard (markdown).
+# (4) sft,dpo under DeepSpeed ZeRO-3 with one process (configs/accelerate/zero3.yaml as shipped,
+#     bf16), when deepspeed imports (else skipped; carry its wheel in .whl/): each checkpoint's
+#     train_info (ZeRO stage, precision, parameters at load) and a from_pretrained load;
+# (5) each run's per-stage durations (manifest.json) and its leaderboard (markdown).
 #
 # Steps are independent: a failing step prints "STEP n FAILED (rc)" and the script goes on;
 # it exits non-zero at the end if any step failed.
 # RUN (the run folders) defaults to /tmp/gpu-check, not under $OUT: checkpoints would be far more
 # than the 8 files the device tool brings back. With OUT set, the leaderboards (csv), the manifests
-# and the whole log go to $OUT under flat names (7 files at most: hf-, vllm-, accel-leaderboard.csv,
-# hf-, vllm-, accel-manifest.json, gpu-check.log).
-# Per-step time limits (seconds, env): T_HF (default 200), T_VLLM (180), T_ACCEL (260), each cut to
-# what is left of BUDGET (default 560 s from the start, 30 s kept for the summary), so the whole
-# script fits a 600 s device call.
+# and the whole log go to $OUT under flat names (8 files at most: hf-, vllm-, accel-leaderboard.csv,
+# hf-, vllm-, accel-, zero3-manifest.json, gpu-check.log; zero3's leaderboard is in the log).
+# Per-step time limits (seconds, env): T_HF (default 200), T_VLLM (180), T_ACCEL (260), T_ZERO3 (150),
+# each cut to what is left of BUDGET (default 560 s from the start, 30 s kept for the summary), so the
+# whole script fits a 600 s device call. STEPS (default "1 2 3 4") picks the runs, e.g.
+# STEPS=4 bash benchmarks/gpu_check.sh for the ZeRO-3 check alone.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,6 +32,8 @@ RUN=${RUN:-/tmp/gpu-check}
 T_HF=${T_HF:-200}
 T_VLLM=${T_VLLM:-180}
 T_ACCEL=${T_ACCEL:-260}
+T_ZERO3=${T_ZERO3:-150}
+STEPS=" ${STEPS:-1 2 3 4} "
 BUDGET=${BUDGET:-560}
 rm -rf "$RUN"
 mkdir -p "$RUN"
@@ -66,7 +72,7 @@ python3 - <<'EOF'
 import importlib.metadata as md, os, sys
 print("python", sys.version.split()[0], sys.executable)
 for d in ("torch", "transformers", "accelerate", "trl", "datasets", "peft", "huggingface_hub", "tokenizers",
-          "pyarrow", "fsspec", "pandas", "numpy", "typer", "click", "pydantic", "lm_eval", "fschat", "vllm"):
+          "pyarrow", "fsspec", "pandas", "numpy", "typer", "click", "pydantic", "lm_eval", "fschat", "vllm", "deepspeed"):
     try:
         print(f"  {d:16s} {md.version(d)}")
     except md.PackageNotFoundError:
@@ -114,11 +120,16 @@ run_step() {
 }
 
 # ---------------------------------------------------------------- (1) hf backend
-run_step 1 hf "$T_HF" --suites tiny-world --set device=auto
+case $STEPS in
+    *" 1 "*) run_step 1 hf "$T_HF" --suites tiny-world --set device=auto ;;
+    *) echo "== STEP 1: hf: not in STEPS" ;;
+esac
 
 # ---------------------------------------------------------------- (2) vllm backend
 echo
-if python3 -c 'import vllm' >/dev/null 2>&1; then
+if [[ $STEPS != *" 2 "* ]]; then
+    echo "== STEP 2: vllm: not in STEPS"
+elif python3 -c 'import vllm' >/dev/null 2>&1; then
     run_step 2 vllm "$T_VLLM" --suites tiny-world --set device=auto \
         --set online.backend=vllm --set eval.backend=vllm
 else
@@ -126,17 +137,50 @@ else
 fi
 
 # ---------------------------------------------------------------- (3) accelerate, 1 process
-run_step 3 accel "$T_ACCEL" --suites tiny-world --methods sft,dpo,selm --set online.iterations=1 \
-    --launcher accelerate --num-processes 1 --accelerate-config configs/accelerate/single_gpu.yaml
-
-# ---------------------------------------------------------------- (4) summary
 echo
-echo "== STEP 4: summary"
-for name in hf vllm accel; do
+case $STEPS in
+    *" 3 "*) run_step 3 accel "$T_ACCEL" --suites tiny-world --methods sft,dpo,selm --set online.iterations=1 \
+        --launcher accelerate --num-processes 1 --accelerate-config configs/accelerate/single_gpu.yaml ;;
+    *) echo "== STEP 3: accel: not in STEPS" ;;
+esac
+
+# ---------------------------------------------------------------- (4) DeepSpeed ZeRO-3, 1 process
+echo
+if [[ $STEPS != *" 4 "* ]]; then
+    echo "== STEP 4: zero3: not in STEPS"
+elif python3 -c 'import deepspeed' >/dev/null 2>&1; then
+    run_step 4 zero3 "$T_ZERO3" --suites tiny-world --methods sft,dpo --set device=auto \
+        --launcher accelerate --num-processes 1 --accelerate-config configs/accelerate/zero3.yaml
+    if [ -d "$RUN/zero3/checkpoints" ]; then
+        python3 - "$RUN/zero3" <<'EOF' || step_failed 4 "zero3 checkpoints"
+import json, sys
+from pathlib import Path
+from transformers import AutoModelForCausalLM
+run, bad = Path(sys.argv[1]), []
+for ckpt in ("sft", "dpo"):
+    folder = run / "checkpoints" / ckpt / "model"
+    info = json.loads((folder / "train_info.json").read_text())
+    print(f"{ckpt}: {info['distributed_type']} zero_stage={info.get('zero_stage')} mixed_precision={info['mixed_precision']} "
+          f"params_at_load={info.get('params_at_load')} strategy={json.loads((folder / 'spec.json').read_text())['train'].get('strategy')}")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    print(f"  loads: {sum(p.numel() for p in model.parameters())} parameters, {next(model.parameters()).dtype}")
+    if info.get("zero_stage") != 3 or info["mixed_precision"] != "bf16":
+        bad.append(ckpt)
+sys.exit(f"not ZeRO-3 in bf16: {bad}" if bad else 0)
+EOF
+    fi
+else
+    echo "== STEP 4: zero3: deepspeed not installed, skipped"
+fi
+
+# ---------------------------------------------------------------- (5) summary
+echo
+echo "== STEP 5: summary"
+for name in hf vllm accel zero3; do
     [ -d "$RUN/$name" ] || continue
     echo
     echo "### $name: stages ($RUN/$name/manifest.json)"
-    python3 - "$RUN/$name/manifest.json" <<'EOF' || step_failed 4 "$name manifest"
+    python3 - "$RUN/$name/manifest.json" <<'EOF' || step_failed 5 "$name manifest"
 import json, sys
 try:
     stages = json.load(open(sys.argv[1])).get("stages", {})
@@ -153,9 +197,11 @@ print(f"{'sum':{w}s}  {'':8s}  {total:8.1f}")
 EOF
     echo
     echo "### $name: leaderboard"
-    $SB leaderboard --results "$RUN/$name" --format markdown || step_failed 4 "$name leaderboard"
+    $SB leaderboard --results "$RUN/$name" --format markdown || step_failed 5 "$name leaderboard"
     if [ -n "${OUT:-}" ]; then
-        if [ -f "$RUN/$name/leaderboard.csv" ]; then
+        if [ "$name" = zero3 ]; then
+            :  # its leaderboard is in the log: 8 files at most come back
+        elif [ -f "$RUN/$name/leaderboard.csv" ]; then
             cp "$RUN/$name/leaderboard.csv" "$OUT/$name-leaderboard.csv"
         else
             $SB leaderboard --results "$RUN/$name" --format csv >"$OUT/$name-leaderboard.csv" 2>/dev/null \

@@ -5,6 +5,11 @@ its config) does the distribution; nothing here is a launcher of its own.
 Without a config file, N > 1 processes use accelerate's multi-process launcher
 (`--multi_gpu`, which is torch.distributed: NCCL on GPUs, gloo on a CPU-only machine; its
 `--cpu` mode would silently run one process without an MPI launcher).
+
+With a config file or without, the spec's resolved precision is passed as `--mixed_precision`
+(fp32 -> no), which overrides the file's `mixed_precision`: a shipped ZeRO config (bf16 for
+GPUs) then runs on a CPU in fp32, and DeepSpeed's precision always agrees with the Trainer's.
+On a CPU, DeepSpeed is told so (DS_ACCELERATOR=cpu; its collectives then use gloo).
 """
 
 from __future__ import annotations
@@ -28,16 +33,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # the spec's precision -> accelerate's
+
+
+def launch_env(train: TrainArgs) -> dict[str, str]:
+    """The workers' environment: unbuffered output; on a CPU, DeepSpeed's CPU accelerator."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if train.device == "cpu" and train.strategy.kind == "deepspeed":
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    return env
+
+
+def _one_machine_without_port(config_file: str) -> bool:
+    import yaml
+
+    acc = yaml.safe_load(Path(config_file).read_text()) or {}
+    return int(acc.get("num_machines", 1) or 1) == 1 and not acc.get("main_process_port")
+
+
 def accelerate_command(spec_file: Path, root: Path, out: Path, launch: LaunchConfig, train: TrainArgs) -> list[str]:
     exe = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     cmd = [exe] if exe else [sys.executable, "-m", "accelerate.commands.launch"]
     if exe:
         cmd.append("launch")
     n = launch.num_processes
+    mp = MIXED_PRECISION[train.precision]
     if launch.accelerate_config:
-        cmd += ["--config_file", str(Path(launch.accelerate_config).resolve()), "--num_processes", str(n)]
+        cmd += ["--config_file", str(Path(launch.accelerate_config).resolve()), "--num_processes", str(n),
+                "--mixed_precision", mp]
+        if n > 1 and not launch.wrapper and _one_machine_without_port(launch.accelerate_config):  # not a fixed 29500
+            cmd += ["--main_process_port", str(free_port())]
     else:
-        mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[train.precision]
         cmd += ["--num_processes", str(n), "--num_machines", "1", "--mixed_precision", mp, "--dynamo_backend", "no"]
         if n > 1:
             cmd += ["--multi_gpu", "--main_process_port", str(free_port())]
@@ -57,7 +83,7 @@ def launch_training(spec: Any, root: Path, out: Path, launch: LaunchConfig, log:
     spec_file.write_text(to_json(spec))
     cmd = accelerate_command(spec_file, Path(root).resolve(), Path(out).resolve(), launch, spec.train)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = launch_env(spec.train)
     with open(log, "w") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()

@@ -7,12 +7,14 @@ does and its key changes when that changes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from selm_bench.harness import registry
 from selm_bench.harness.config import ConfigError, ExperimentConfig, TrainConfig, validate_suite_options
-from selm_bench.harness.specs import DataSpec, EvalSpec, Ref, TinyModel, TrainArgs, WorldSpec, spec_key
+from selm_bench.harness.specs import DataSpec, EvalSpec, Ref, Strategy, TinyModel, TrainArgs, WorldSpec, spec_key
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,45 @@ def precision(cfg: ExperimentConfig) -> str:
     return "bf16" if resolve_device(cfg.device).startswith("cuda") else "fp32"
 
 
+def _offload(value: Any) -> str:
+    return str(value or "none").lower()
+
+
+def strategy(cfg: ExperimentConfig) -> Strategy:
+    """How the training processes hold the model: plain DDP (the default: in-process, or `accelerate
+    launch` without a config file), else what the accelerate config file says (DeepSpeed ZeRO, FSDP)."""
+    if cfg.launch.launcher != "accelerate" or not cfg.launch.accelerate_config:
+        return Strategy()
+    import yaml
+
+    path = cfg.launch.accelerate_config
+    try:
+        acc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"launch.accelerate_config: cannot read {path}: {e}") from e
+    kind = str(acc.get("distributed_type", "NO")).upper()
+    if kind == "DEEPSPEED":
+        ds = acc.get("deepspeed_config") or {}
+        if ds.get("deepspeed_config_file"):  # a DeepSpeed JSON: its zero_optimization section decides
+            file = Path(ds["deepspeed_config_file"])  # as accelerate reads it: relative to the working folder
+            try:
+                zero = (json.loads(file.read_text()).get("zero_optimization") or {})
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"launch.accelerate_config: cannot read its deepspeed_config_file {file}: {e}") from e
+            stage = zero.get("stage", 0)
+            opt, par = (zero.get("offload_optimizer") or {}).get("device"), (zero.get("offload_param") or {}).get("device")
+        else:
+            stage, opt, par = ds.get("zero_stage", 0), ds.get("offload_optimizer_device"), ds.get("offload_param_device")
+        if str(stage) not in {"0", "1", "2", "3"}:
+            raise ConfigError(f"launch.accelerate_config: {path}: ZeRO stage {stage!r} is not 0, 1, 2 or 3")
+        return Strategy(kind="deepspeed", zero_stage=int(stage), offload_optimizer=_offload(opt), offload_param=_offload(par))
+    if kind == "FSDP":
+        fs = acc.get("fsdp_config") or {}
+        return Strategy(kind="fsdp", sharding=str(fs.get("fsdp_sharding_strategy", "FULL_SHARD")),
+                        offload_param="cpu" if fs.get("fsdp_offload_params") else "none")
+    return Strategy()  # NO, MULTI_GPU, MULTI_CPU, ...: every process holds the whole model
+
+
 def train_args(cfg: ExperimentConfig, section: str, iteration: int | None = None) -> TrainArgs:
     """The section's training settings with the global batch split over processes and accumulation
     (and, for an online iteration, that iteration's learning rate)."""
@@ -65,6 +106,7 @@ def train_args(cfg: ExperimentConfig, section: str, iteration: int | None = None
         precompute_ref_log_probs=getattr(t, "precompute_ref_log_probs", True),
         lr_scheduler=t.lr_scheduler, optim=t.optim, seed=cfg.seed, device=device, precision=precision(cfg),
         gradient_checkpointing=device.startswith("cuda") if checkpointing is None else checkpointing,
+        strategy=strategy(cfg),
     )
 
 

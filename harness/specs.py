@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
 
 from selm_bench.harness.config import WorldConfig
 from selm_bench.harness.store import stable_hash
@@ -46,6 +46,18 @@ class TinyModel(Frozen):
     max_position_embeddings: int
 
 
+class Strategy(Frozen):
+    """How the launched processes hold the model, read from the accelerate config file: `ddp` (each
+    process holds all of it; also one process, and the in-process launcher), DeepSpeed ZeRO or FSDP.
+    Sharding changes the reduction order and so the numbers: a stage's key holds it."""
+
+    kind: Literal["ddp", "deepspeed", "fsdp"] = "ddp"
+    zero_stage: int | None = None  # deepspeed: 0-3
+    offload_optimizer: str | None = None  # deepspeed: none, cpu, nvme
+    offload_param: str | None = None  # deepspeed: none, cpu, nvme; fsdp: none or cpu
+    sharding: str | None = None  # fsdp: fsdp_sharding_strategy
+
+
 class TrainArgs(Frozen):
     """What a training stage hands to TRL's config (the global batch already split)."""
 
@@ -68,6 +80,15 @@ class TrainArgs(Frozen):
     device: str  # resolved: cpu, cuda, cuda:N, mps
     precision: Literal["fp32", "bf16", "fp16"]
     gradient_checkpointing: bool
+    strategy: Strategy = Strategy()  # dumped (so in spec.json and the key) only when not plain DDP
+
+    @model_serializer(mode="wrap")
+    def _strategy_when_sharded(self, handler: Any) -> dict[str, Any]:
+        """Unsharded stages keep the JSON, and so the keys, they had before the field existed."""
+        dumped = handler(self)
+        if self.strategy == Strategy():
+            dumped.pop("strategy", None)
+        return dumped
 
 
 class WorldSpec(Frozen):

@@ -34,6 +34,28 @@ def check_world_size(train: TrainArgs) -> None:
         raise RuntimeError(f"this stage's spec is for {train.num_processes} process(es) but {launched} were launched")
 
 
+def check_strategy(train: TrainArgs) -> None:
+    """The launch must shard the model as the spec (and so the key) says: DeepSpeed's ZeRO stage, FSDP or neither."""
+    env = os.environ
+    launched = ("deepspeed" if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+                else "fsdp" if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" else "ddp")
+    s = train.strategy
+    stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if launched != s.kind or (s.kind == "deepspeed" and stage is not None and int(stage) != s.zero_stage):
+        want = f"{s.kind}" + (f" ZeRO-{s.zero_stage}" if s.kind == "deepspeed" else "")
+        got = launched + (f" ZeRO-{stage}" if launched == "deepspeed" and stage is not None else "")
+        raise RuntimeError(f"this stage's spec is for {want} but the launch is {got}")
+
+
+def local_params(model: Any) -> dict[str, int]:
+    """This process's parameter count (its shards under ZeRO-3) and the model's full count."""
+    local = full = 0
+    for p in model.parameters():
+        local += p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+        full += getattr(p, "ds_numel", p.numel())
+    return {"local": local, "full": full}
+
+
 def trainer_kwargs(t: TrainArgs, out: Path) -> dict[str, Any]:
     """transformers/TRL TrainingArguments from the spec (warmup_steps < 1 is a ratio in transformers 5)."""
     return dict(
@@ -72,26 +94,32 @@ def _quiet(trainer: Any) -> Any:
     return trainer
 
 
-def _save(trainer: Any, tokenizer: Any, out: Path, extra: dict[str, Any] | None = None) -> None:
+def _save(trainer: Any, tokenizer: Any, out: Path, extra: dict[str, Any] | None = None,
+          loaded: dict[str, Any] | None = None) -> None:
     trainer.save_model(str(out))  # every process takes part (ZeRO-3 gathers); the main one writes
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))
         (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         acc = trainer.accelerator
+        ds = getattr(getattr(acc, "state", None), "deepspeed_plugin", None)  # the ZeRO stage really used
         (out / "train_info.json").write_text(json.dumps({
             "num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type),
             "device": str(acc.device), "mixed_precision": acc.mixed_precision,
             "learning_rate": trainer.args.learning_rate, "lr_scheduler": str(trainer.args.lr_scheduler_type),
             "optim": str(trainer.args.optim), "global_batch": trainer.args.per_device_train_batch_size
             * trainer.args.gradient_accumulation_steps * acc.num_processes,
-            "gradient_checkpointing": trainer.args.gradient_checkpointing, **(extra or {})}, indent=1))
+            "gradient_checkpointing": trainer.args.gradient_checkpointing,
+            **({"zero_stage": ds.zero_stage} if ds is not None else {}),
+            **({"params_at_load": loaded} if loaded else {}), **(extra or {})}, indent=1))
         if extra:  # the pipeline copies a stage's own counts into the manifest
             (out / "stage_info.json").write_text(json.dumps(extra, indent=1))
 
 
 def _load_model(path: str, t: TrainArgs, trust_remote_code: bool = False):
     """fp32 weights with bf16/fp16 autocast (the Trainer's mixed precision), except under
-    DeepSpeed, which keeps its own fp32 master copy and wants the weights in half precision."""
+    DeepSpeed, which keeps its own fp32 master copy and wants the weights in half precision.
+    Call it after the stage's TRL config exists: under ZeRO-3 that config is what makes
+    transformers load the weights partitioned over the processes (zero3_init_flag)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -150,20 +178,22 @@ def train_sft(spec: SFTSpec, root: Path, out: Path) -> None:
     from trl import SFTConfig, SFTTrainer
 
     check_world_size(spec.train)
+    check_strategy(spec.train)
     base = spec.base.resolve(root)
     tok = AutoTokenizer.from_pretrained(base, trust_remote_code=spec.trust_remote_code)
-    model = _load_model(base, spec.train, spec.trust_remote_code)
     rows = read_jsonl(Path(spec.data.resolve(root)))
     ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(**trainer_kwargs(spec.train, Path(tmp)), completion_only_loss=True)
+        model = _load_model(base, spec.train, spec.trust_remote_code)  # after the config: see _load_model
+        loaded = {"policy": local_params(model)}
         # On CPU (sdpa attention), pack each batch into short rows instead of padding every sequence
         # to the longest; CUDA keeps TRL's padded batches (its fast attention kernels want no custom mask).
         packed = packed_collator(tok.pad_token_id) if spec.train.device == "cpu" else None
         trainer = _quiet(SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                                     data_collator=packed, callbacks=[_progress_callback("sft")]))
         trainer.train()
-    _save(trainer, tok, out)
+    _save(trainer, tok, out, loaded=loaded)
 
 
 def preference_rows(rows: list[dict[str, Any]], with_ref: bool) -> list[dict[str, Any]]:
@@ -186,10 +216,9 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
     from selm_bench.trainers.selm_trainer import PromptCutDPOConfig, PromptCutDPOTrainer, SELMConfig, SELMTrainer
 
     check_world_size(spec.train)
+    check_strategy(spec.train)
     policy = spec.policy.resolve(root)
     tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=spec.trust_remote_code)
-    model = _load_model(policy, spec.train, spec.trust_remote_code)
-    ref_model = _load_model(spec.reference.resolve(root), spec.train, spec.trust_remote_code)
     rows = preference_rows(read_jsonl(Path(spec.pairs.resolve(root))), with_ref=spec.loss == "selm")
     if not rows:
         raise RuntimeError(f"{spec.pairs.path}: no preference pairs to train on")
@@ -209,6 +238,9 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
             args, cls = PromptCutDPOConfig(**common, **losses, **fit), PromptCutDPOTrainer
         else:
             args, cls = SELMConfig(**common, alpha=spec.alpha, nll_weight=spec.nll_weight, **fit), SELMTrainer
+        model = _load_model(policy, spec.train, spec.trust_remote_code)  # after the config: see _load_model
+        ref_model = _load_model(spec.reference.resolve(root), spec.train, spec.trust_remote_code)
+        loaded = {"policy": local_params(model), "reference": local_params(ref_model)}
         trainer = _quiet(cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
                              callbacks=[_progress_callback(spec.loss)]))
         rows = trainer.row_counts["train"]
@@ -220,4 +252,4 @@ def train_preference(spec: PreferenceSpec, root: Path, out: Path) -> None:
             raise RuntimeError(f"{spec.pairs.path}: every row's prompt fills max_length={spec.train.max_length}; "
                                "nothing to train on")
         trainer.train()
-    _save(trainer, tok, out, extra={"rows": rows})
+    _save(trainer, tok, out, extra={"rows": rows}, loaded=loaded)
