@@ -46,12 +46,13 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, not_canonical
 from selm_bench.harness.registry import register_suite
 from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 SUITE = "alpaca-eval"
+N_INSTRUCTIONS = 805  # AlpacaEval's instructions: fewer is a subset, labelled on the leaderboard
 MAX_NEW_TOKENS = {"real": 2048, "tiny": 24}  # max_new_tokens when the option is None, per mode
 REFERENCE_FILE = ("alpaca_eval", "results", "gpt4_1106_preview", "model_outputs.json")
 REFERENCE_SOURCE = (
@@ -269,7 +270,13 @@ def _judge_real(ctx: EvalContext, reference: list[dict], model_outputs: list[dic
         item["score"] = None if item["preference"] is None else item["preference"] - 1.0
         if item["preference"] is None:
             item["judge_error"] = errors.get(item["instruction"], "the judge's reply gave no preference")
-    info.update(reference=str(ref_path), n_instructions=len(reference), judge=accounting)
+    base_url = _judge_base_url(ctx)
+    info.update(reference=str(ref_path), n_instructions=len(reference),
+                judge={**accounting, **({"base_url": base_url} if base_url else {})})
+    info["not_canonical"] = not_canonical(n=len(reference), of=N_INSTRUCTIONS, what="instructions",
+                                          judge_base_url=base_url)
+    if metrics.get("length_controlled_winrate") is None:
+        info["not_canonical"].append("no LC win rate")
     return SuiteResult(metrics, items, info)
 
 
@@ -300,6 +307,11 @@ def judge_saved(ctx: EvalContext) -> SuiteResult:
     return _judge_real(ctx, reference, model_outputs, items, ref_path)
 
 
+def _judge_base_url(ctx: EvalContext) -> str | None:
+    return (ctx.judge_options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+            or os.environ.get("OPENAI_API_BASE") or None)
+
+
 def _judge_client(ctx: EvalContext, model: str):
     """The harness's `openai:` judge client for the annotator's model: key from OPENAI_API_KEY only,
     endpoint from eval.judge_base_url / OPENAI_BASE_URL (or alpaca_eval's OPENAI_API_BASE), the run's
@@ -307,7 +319,7 @@ def _judge_client(ctx: EvalContext, model: str):
     from selm_bench.evals.openai_judge import OpenAIJudge
 
     opts = dict(ctx.judge_options)
-    opts["base_url"] = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    opts["base_url"] = _judge_base_url(ctx)
     try:
         return OpenAIJudge(spec=f"openai:{model}", cache_dir=ctx.out_dir.parent / "judge-cache", **opts)
     except SuiteError as e:

@@ -22,6 +22,22 @@ class SuiteError(RuntimeError):
     """A suite cannot run as configured (missing data, bad option): one clear line."""
 
 
+OPENAI_API = "https://api.openai.com"  # where the published numbers' GPT-4 judges were reached
+
+
+def not_canonical(*, n: int | None = None, of: int | None = None, what: str = "items",
+                  judge_base_url: str | None = None) -> list[str]:
+    """Reasons a result is not the canonical benchmark, for a suite's `info["not_canonical"]` (the
+    leaderboard's label): a subset of the canonical items ("3/80 questions"), or a judge reached at
+    another endpoint than OpenAI's API (its base URL is named; a key never is)."""
+    reasons = []
+    if n is not None and of is not None and n < of:
+        reasons.append(f"{n}/{of} {what}")
+    if judge_base_url and not judge_base_url.rstrip("/").startswith(OPENAI_API):
+        reasons.append(f"judge at {judge_base_url}")
+    return reasons
+
+
 def check_items(suite: str, items: list[dict[str, Any]]) -> None:
     """The contract `compare` pairs runs on: every record of items.jsonl has a stable `id`, unique
     within the suite's result, and a numeric `score` (higher is better; None when not scored yet)."""

@@ -45,7 +45,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, not_canonical
 from selm_bench.harness.registry import register_suite
 from selm_bench.harness.store import atomic_write_text
 
@@ -439,6 +439,8 @@ def run(ctx: EvalContext) -> SuiteResult:
     metrics: dict[str, Any] = metrics_from_results(results)
     info: dict[str, Any] = {"tasks": [s.task for s in plan.specs], "n-shot": results.get("n-shot", {}),
                             "n-samples": results.get("n-samples", {}), "limit": ctx.option("limit")}
+    info["not_canonical"] = ((["local tasks"] if plan.include_path and not plan.embedded else [])
+                             + ([f"limit {ctx.option('limit')} per task"] if ctx.option("limit") else []))
     headline = [f"{s.task}/{s.metric}" for s in plan.specs if s.metric] if plan.preset else None
     if headline:
         info["headline"] = headline

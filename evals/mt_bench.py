@@ -39,7 +39,7 @@ from fastchat.llm_judge.common import (
 from fastchat.model.model_adapter import get_conversation_template
 from pydantic import BaseModel, ConfigDict, Field
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, not_canonical
 from selm_bench.evals.judges import Judge, make_judge
 from selm_bench.harness.registry import register_suite
 from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
@@ -48,6 +48,7 @@ from selm_bench.trainers.generation import Sampling
 DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing from temperature_config
 REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl
 SUITE = "mt-bench"
+N_QUESTIONS = 80  # MT-Bench's questions: fewer is a subset, labelled on the leaderboard
 MAX_NEW_TOKENS = {"real": 1024, "tiny": 24}  # max_new_tokens when the option is None, per mode
 
 
@@ -137,11 +138,16 @@ def judge_saved(ctx: EvalContext) -> SuiteResult:
          "score": None if r["score"] == -1 else r["score"], "judgment": r["judgment"]}  # -1: failed judgment
         for r in rows
     ]
+    base_url = getattr(judge, "base_url", None)
     info = {
         "mode": "fastchat" if _real_mode(ctx) else "tiny", "n_questions": len(questions),
-        "judge": {"spec": ctx.judge or judge.name, "model": judge_model, **judge.accounting()},
+        "judge": {"spec": ctx.judge or judge.name, "model": judge_model, **({"base_url": base_url} if base_url else {}),
+                  **judge.accounting()},
         "answers": str(path.relative_to(ctx.out_dir)), "judgments": str(out.relative_to(ctx.out_dir)),
     }
+    if _real_mode(ctx):
+        info["not_canonical"] = not_canonical(n=len(questions), of=N_QUESTIONS, what="questions",
+                                              judge_base_url=base_url)
     if metrics.get("score") is None:
         info["reason"] = "every judgment failed or had no parseable rating (score -1)"
     return SuiteResult(metrics=metrics, items=items, info=info)

@@ -68,6 +68,8 @@ def suite_label(data: dict[str, Any]) -> list[str]:
         reasons.append("tiny world")
     if suite in CANONICAL_JUDGES and judge_model and judge_model not in CANONICAL_JUDGES[suite]:
         reasons.append(f"{judge_model} judge")
+    # what the suite itself says makes it not canonical: a subset, a judge at another endpoint, no LC, local tasks
+    reasons += [r for r in info.get("not_canonical") or [] if r not in reasons]
     return reasons
 
 
@@ -172,10 +174,12 @@ def published_rows(reference_dir: Path = REFERENCE_DIR) -> list[dict[str, Any]]:
     return rows
 
 
-def columns(rows: list[dict[str, Any]], lead: list[str] | None = None) -> list[str]:
+def columns(rows: list[dict[str, Any]], lead: list[str] | None = None, files: bool = False) -> list[str]:
+    """Id columns, metrics, then provenance and label: in the files (`files`) always, empty where
+    canonical, so a script can rely on them; elsewhere only where some row has them."""
     lead = [c for c in (lead or []) if any(c in r for r in rows)]
     ids = [c for c in ID_COLUMNS if any(c in r for r in rows) and c not in lead]
-    info = [c for c in INFO_COLUMNS if any(c in r for r in rows)]
+    info = [c for c in INFO_COLUMNS if (files and rows) or any(c in r for r in rows)]
     metrics = sorted({k for r in rows for k in r if k not in ID_COLUMNS and k not in INFO_COLUMNS and k not in lead})
     return lead + ids + metrics + info
 
@@ -185,13 +189,13 @@ def _clean(v: Any) -> Any:
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:
-    cols = columns(rows)
+    cols = columns(rows, files=True)
     return json.dumps([{c: _clean(r.get(c)) for c in cols} for r in rows], indent=2)
 
 
 def to_csv(rows: list[dict[str, Any]], lead: list[str] | None = None) -> str:
     buf = io.StringIO()
-    cols = columns(rows, lead)
+    cols = columns(rows, lead, files=True)
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:

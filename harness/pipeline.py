@@ -148,6 +148,7 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
         execute(store, st, cfg, runtime)
     # The leaderboard shows exactly this plan's results, not leftovers of earlier plans.
     store.manifest["results"] = [ev.folder for ev in evals]
+    store.save()  # on disk before any row is collected: with no evals, no older plan's rows either
     for ev in evals:
         execute(store, ev, cfg, runtime)
         _say_metrics(store.root / ev.folder)

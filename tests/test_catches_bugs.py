@@ -315,7 +315,7 @@ def test_rank_stage_passes_its_settings_and_records_what_it_did(tmp_path, monkey
     assert seen["prompts"] == [{"id": f"p{i}", "prompt": f"q{i}"} for i in range(3)]
     info = json.loads((out / "stage_info.json").read_text())
     assert info == {"prompts": 3, "ranker": "by-length", "ranker_failures": 1, "ranker_calls": {"calls": 7},
-                    "ranker_failure_fraction": 1 / 3, "pairs": 2,
+                    "ranker_failure_fraction": 1 / 3, "pairs": 2, "tie_pairs": 0,
                     "ranker_errors": ["prompt 1: no verdict", "extra 0", "extra 1", "extra 2", "extra 3"]}  # the first 5
     recs = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert [(r["chosen"], r["rejected"], r["used"], r["y_ref"]) for r in recs] == [

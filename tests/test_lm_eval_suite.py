@@ -181,7 +181,8 @@ def test_preset_run_average_and_files_by_hand(tmp_path, monkeypatch):
                                    "gsm8k": 5},
                         "n-samples": {}, "limit": 2,
                         "headline": ["arc_challenge/acc_norm", "hellaswag/acc_norm", "truthfulqa_mc2/acc", "mmlu/acc",
-                                     "winogrande/acc", "gsm8k/exact_match/strict-match"]}
+                                     "winogrande/acc", "gsm8k/exact_match/strict-match"],
+                        "not_canonical": ["limit 2 per task"]}
     saved = json.loads((ctx.out_dir / "results.json").read_text())
     assert "samples" not in saved and saved["config"] == {"call": 4} and set(saved["results"]) == set(values)
     assert sorted(p.name for p in ctx.out_dir.glob("samples_*.jsonl")) == sorted(f"samples_{t}.jsonl" for t in values)

@@ -200,7 +200,8 @@ def test_real_mode_end_to_end_by_hand(tmp_path):
         ("111/turn-1", 111, 1, "math", "What is 12 + 30?", "a1:What is 12 + 30?", None, API_ERROR_OUTPUT),
         ("111/turn-2", 111, 2, "math", "And doubled?", "a2:And doubled?", None, "no rating")]
     assert res.info == {"mode": "fastchat", "n_questions": 2, "judge": {"spec": "openai:gpt-4", "model": "gpt-4", "calls": 4},
-                        "answers": "model_answer/org-m.jsonl", "judgments": "model_judgment/gpt-4_single.jsonl"}
+                        "answers": "model_answer/org-m.jsonl", "judgments": "model_judgment/gpt-4_single.jsonl",
+                        "not_canonical": ["2/80 questions"]}
     rows = [json.loads(line) for line in (out / "model_judgment" / "gpt-4_single.jsonl").read_text().splitlines()]
     assert rows[0] == other  # another model's judgments stay
     assert [(r["model"], r["question_id"], r["turn"], r["judge"], r["score"]) for r in rows[1:]] == [

@@ -655,7 +655,8 @@ def test_judge_saved_items_scores_errors_and_info_in_full(tmp_path, monkeypatch)
     gamed = data / "alpaca_eval" / "df_gamed.csv"
     assert result.info == {"n_annotations": 4, "n_unannotated": 2,
                            "lc_unavailable": f"{gamed} not found (LC needs it; source: HF dataset tatsu-lab/alpaca_eval)",
-                           "reference": str(ref), "n_instructions": 4, "judge": {"calls": 2}}
+                           "reference": str(ref), "n_instructions": 4, "judge": {"calls": 2},
+                           "not_canonical": ["4/805 instructions", "no LC win rate"]}
     # judged: 0.75 and 0.25 -> 50 %; standard error 100 * stdev([0.75, 0.25]) / sqrt(2) = 100 * 0.3536 / 1.4142 = 25
     assert result.metrics == pytest.approx({**ALL_NONE, "win_rate": 50.0, "standard_error": 25.0, "n_wins": 1,
                                             "n_wins_base": 1, "n_draws": 0, "n_total": 2, "discrete_win_rate": 50.0,

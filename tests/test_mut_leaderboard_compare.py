@@ -171,9 +171,12 @@ def test_refresh_writes_both_files_and_prints_the_table(tmp_path, suites):
     with console.capture() as cap:
         rows = L.refresh(run, "my board")
     assert rows == [{"checkpoint": "sft", "method": "sft", "iteration": None, "provenance": "run r", "mt-bench/score": 6.5}]
-    assert (run / "leaderboard.csv").read_text() == "checkpoint,method,iteration,mt-bench/score,provenance\nsft,sft,,6.5,run r\n"
+    # label is always a column of the files (empty: the canonical judge on every question there is)
+    assert (run / "leaderboard.csv").read_text() == ("checkpoint,method,iteration,mt-bench/score,provenance,label\n"
+                                                     "sft,sft,,6.5,run r,\n")
     assert json.loads((run / "leaderboard.json").read_text()) == [
-        {"checkpoint": "sft", "method": "sft", "iteration": None, "mt-bench/score": 6.5, "provenance": "run r"}]
+        {"checkpoint": "sft", "method": "sft", "iteration": None, "mt-bench/score": 6.5, "provenance": "run r",
+         "label": None}]
     assert "my board" in cap.get() and "6.5" in cap.get()
 
 
@@ -513,9 +516,9 @@ def test_sweep_runs_each_cell_and_writes_its_tables_and_groups(tmp_path, monkeyp
     assert summary == expected
     assert json.loads((out / "summary.json").read_text()) == expected
     assert (out / "summary.csv").read_text() == (
-        "online.alpha,n_seeds,checkpoint,method,iteration,tiny-world/accuracy,tiny-world/accuracy_std,label\n"
-        "0,3,sft,sft,,0.5,0.5,tiny world (tiny-world)\n"
-        "0.5,3,sft,sft,,0.75,0.0,tiny world (tiny-world)\n")
+        "online.alpha,n_seeds,checkpoint,method,iteration,tiny-world/accuracy,tiny-world/accuracy_std,provenance,label\n"
+        "0,3,sft,sft,,0.5,0.5,,tiny world (tiny-world)\n"
+        "0.5,3,sft,sft,,0.75,0.0,,tiny world (tiny-world)\n")
     table = json.loads((out / "table.json").read_text())
     assert table[0] == {"cell": names[0], "online.alpha": "0", "seed": 0, "checkpoint": "sft", "method": "sft",
                         "iteration": None, "provenance": f"run {names[0]}", "tiny-world/accuracy": 0.0, "label":
