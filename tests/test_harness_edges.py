@@ -68,7 +68,7 @@ def test_launch_training_logs_the_command_and_fails_with_one_line(monkeypatch, t
     out = tmp_path / "out"
     out.mkdir()
     log = tmp_path / "logs" / "sft.log"
-    spec = type("Spec", (), {"train": None})()
+    spec = type("Spec", (), {"train": train_args(load_config(), "sft")})()
     monkeypatch.setattr(L, "to_json", lambda s: '{"kind": "sft"}')
     with pytest.raises(RuntimeError) as err:
         L.launch_training(spec, tmp_path, out, cfg.launch, log)
@@ -83,7 +83,7 @@ def test_launch_training_success_is_quiet(monkeypatch, tmp_path):
     monkeypatch.setattr(L, "accelerate_command", lambda *a: [sys.executable, "-c", "print('ok')"])
     monkeypatch.setattr(L, "to_json", lambda s: "{}")
     log = tmp_path / "sft.log"
-    spec = type("Spec", (), {"train": None})()
+    spec = type("Spec", (), {"train": train_args(load_config(), "sft")})()
     assert L.launch_training(spec, tmp_path, tmp_path, load_config().launch, log) is None
     assert log.read_text().splitlines()[1:] == ["ok"]
 

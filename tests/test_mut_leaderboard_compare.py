@@ -785,3 +785,17 @@ def test_refused_pickle_global_is_named_in_full():
     with pytest.raises(pickle.UnpicklingError) as err:
         D.load_object_npy(_npy([Evil()]))
     assert str(err.value) == "refusing to load builtins.print from a downloaded file"
+
+
+def test_a_subset_and_a_loopback_judge_are_labelled_in_the_files(tmp_path, suites):
+    """MT-Bench on 3 of 80 questions with gpt-4 at a loopback endpoint: the row says both, in
+    leaderboard.json and leaderboard.csv; no 'canonical-looking' empty label."""
+    run = tmp_path / "r"
+    info = {"mode": "fastchat", "judge": {"model": "gpt-4", "base_url": "http://127.0.0.1:9/v1"},
+            "not_canonical": ["3/80 questions", "judge at http://127.0.0.1:9/v1"]}
+    _write(run / "manifest.json", {"results": [_result(run, "evals/sft/mt-bench", "mt-bench", "sft", {"score": 2.5},
+                                                       info=info)]})
+    L.write_leaderboard(run, L.collect_rows(run))
+    row = json.loads((run / "leaderboard.json").read_text())[0]
+    assert row["label"] == "3/80 questions (mt-bench); judge at http://127.0.0.1:9/v1 (mt-bench)"
+    assert "3/80 questions" in (run / "leaderboard.csv").read_text().splitlines()[1]

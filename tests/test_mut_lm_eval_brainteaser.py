@@ -264,7 +264,8 @@ def test_run_embedded_tiny_world_writes_its_task_and_reports_counts(tmp_path, mo
     assert [(c["tasks"], c["num_fewshot"], c["limit"]) for c in calls] == [(["tinyworld_mc"], None, None)]
     assert res.metrics == {"tinyworld_mc/acc": 0.75} and res.items == []
     assert res.info == {"tasks": ["tinyworld_mc"], "n-shot": {"tinyworld_mc": 0},
-                        "n-samples": {"tinyworld_mc": {"original": 4, "effective": 4}}, "limit": None}
+                        "n-samples": {"tinyworld_mc": {"original": 4, "effective": 4}}, "limit": None,
+                        "not_canonical": []}
 
 
 def test_run_task_list_passes_include_path(tmp_path, monkeypatch):
@@ -275,7 +276,8 @@ def test_run_task_list_passes_include_path(tmp_path, monkeypatch):
     res = L.run(_ctx(tmp_path, options={"tasks": "a,b", "include_path": "/abs/tasks", "limit": 3}))
     assert managers == [("/abs/tasks", ["a", "b"])]
     assert res.metrics == {"a/acc": 0.5, "b/acc": 0.5}  # no preset: no average
-    assert res.info == {"tasks": ["a", "b"], "n-shot": {}, "n-samples": {}, "limit": 3}
+    assert res.info == {"tasks": ["a", "b"], "n-shot": {}, "n-samples": {}, "limit": 3,
+                        "not_canonical": ["local tasks", "limit 3 per task"]}
 
 
 def test_run_preset_average_names_every_missing_metric(tmp_path, monkeypatch):
