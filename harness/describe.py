@@ -62,6 +62,15 @@ def _gen_hours(n_b: float | None, generations: int | None, max_new: int) -> floa
     return generations * max_new / 2 * 2 * n_b * 1e9 / (PEAK_FLOPS * GEN_MFU) / 3600
 
 
+def _hyper(t) -> dict[str, Any]:
+    """Every training hyperparameter of a stage, as its spec gives it to TRL."""
+    strategy = getattr(t, "strategy", None)
+    return {"lr_scheduler": t.lr_scheduler, "warmup_ratio": t.warmup_ratio, "optim": t.optim or "transformers' default",
+            "weight_decay": t.weight_decay, "max_steps": t.max_steps, "precision": t.precision,
+            "gradient_checkpointing": t.gradient_checkpointing, "num_processes": t.num_processes,
+            "strategy": strategy.model_dump(mode="json") if strategy is not None else "ddp", "seed": t.seed}
+
+
 def _stage(cfg: ExperimentConfig, st: Stage, n_b: float | None, ranked: dict[str, int | None]) -> dict[str, Any]:
     s = st.spec
     row: dict[str, Any] = {"name": st.name, "kind": s.kind, "output": st.folder}
@@ -76,14 +85,16 @@ def _stage(cfg: ExperimentConfig, st: Stage, n_b: float | None, ranked: dict[str
         rows = _rows(cfg, s.data.path)
         row.update(inputs=[s.base.path, s.data.path], model=s.base.path, rows=rows, learning_rate=s.train.learning_rate,
                    global_batch=_batch(s.train), epochs=s.train.epochs,
-                   gpu_hours=_train_hours(n_b, rows, 1, s.train))
+                   gpu_hours=_train_hours(n_b, rows, 1, s.train), train={**_hyper(s.train), "max_length": s.train.max_length})
     elif isinstance(s, PreferenceSpec):
         rows = ranked[s.pairs.path] if s.pairs.path in ranked else _rows(cfg, s.pairs.path)  # online: its ranking's
         row.update(inputs=[s.policy.path, s.reference.path, s.pairs.path], model=s.policy.path, reference=s.reference.path,
                    loss=s.loss, beta=s.beta, alpha=s.alpha if s.loss == "selm" else 0.0, nll_weight=s.nll_weight,
                    learning_rate=s.train.learning_rate, global_batch=_batch(s.train), epochs=s.train.epochs,
                    max_length=s.train.max_length, max_prompt_length=s.train.max_prompt_length, rows=rows,
-                   gpu_hours=_train_hours(n_b, rows, 3 if s.loss == "selm" else 2, s.train))
+                   gpu_hours=_train_hours(n_b, rows, 3 if s.loss == "selm" else 2, s.train),
+                   train={**_hyper(s.train), "truncation": s.train.truncation,
+                          "precompute_ref_log_probs": s.train.precompute_ref_log_probs})
     elif isinstance(s, GenerateSpec):
         prompts = _rows(cfg, s.prompts.path)
         if prompts is not None and s.chunks > 1:

@@ -326,3 +326,22 @@ def test_ranker_failures_are_counted_and_fail_the_stage_past_the_fraction(tmp_pa
     strict = ok.model_copy(update={"max_failures": 0.2})
     with pytest.raises(RuntimeError, match=r"failed on 1/4 prompts, more than online.max_ranker_failures = 0.2"):
         rank(strict, tmp_path, tmp_path / "strict")
+
+
+def test_plan_json_shows_every_training_hyperparameter_of_the_recipe():
+    """The zephyr recipe's values (configs/zephyr-7b.yaml, read by hand) in every training stage of
+    `plan --format json`, with the ZeRO-3 strategy of the shipped accelerate config."""
+    from selm_bench.harness.describe import describe
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_config(repo / "configs" / "zephyr-7b.yaml",
+                      sets=["launch.launcher=accelerate", "launch.num_processes=8",
+                            f"launch.accelerate_config={repo / 'configs/accelerate/zero3.yaml'}"])
+    train = [s for s in describe(cfg)["stages"] if s["kind"] in ("sft", "preference")]
+    assert len(train) == 1 + 2 * 3  # dpo, then 3 iterations of selm and of iterative-dpo
+    for s in train:
+        t = s["train"]
+        assert (t["lr_scheduler"], t["warmup_ratio"], t["optim"], t["precision"], t["truncation"]) == (
+            "cosine", 0.1, "adamw_torch", "bf16", "authors")
+        assert (t["strategy"]["kind"], t["strategy"]["zero_stage"], t["num_processes"], t["seed"]) == ("deepspeed", 3, 8, 42)
+        assert (s["max_length"], s["max_prompt_length"]) == (1024, 512)
