@@ -5,96 +5,17 @@ rerun retries only the failed ones and reaches zero failures; calls are bounded.
 openai judge client, MT-Bench inside train-and-eval, AlpacaEval (alpaca_eval's annotator
 through the same client) and the `judge:` ranker."""
 
-import itertools
 import json
 import math
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import send_json
+from _fixtures import FlakyOpenAI, write_alpaca_reference
 from selm_bench.evals.judges import make_judge
 
-FAULTS = ["429", "500", "hang", "drop", "malformed", "truncated"]
 P_PREFERRED = 1 / (1 + math.exp(-2.95))  # AlpacaEval: the preferred token's share of m/M mass (logprobs -0.05, -3)
-
-
-def answer(body: dict, text: str) -> dict:
-    """The fake judge's choice. AlpacaEval (logprobs asked): prefer an output tagged GOOD, or the other
-    one of a pair tagged BAD ("m" = the first shown, "M" = the second). The `judge:` ranker: the response with more
-    "+" signs wins, equal counts tie. Otherwise (MT-Bench): echo the question, rating 5."""
-    if body.get("logprobs"):
-        first, second = text.split('"model_identifier": "M"')
-        first = first.split('"model_identifier": "m"')[1]
-        token = "m" if "GOOD" in first or "BAD" in second else "M"
-        other = "M" if token == "m" else "m"
-        top = [{"token": t, "bytes": list(t.encode()), "logprob": lp} for t, lp in ((token, -0.05), (other, -3.0))]
-        return {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": token},
-                "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}
-    if "[Response A]" in text:
-        a = text.split("[Response A]")[1].split("[End of response A]")[0].count("+")
-        b = text.split("[Response B]")[1].split("[End of response B]")[0].count("+")
-        content = "[[A]]" if a > b else "[[B]]" if b > a else "[[C]]"
-    else:
-        content = f"echo {text} [[5]]"
-    return {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
-
-
-class FlakyOpenAI:
-    def __init__(self):
-        self.counter = itertools.count()
-        self.served = []  # request numbers answered with a valid completion
-        self.prompts = []  # the last message of every request that reached a reply body
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    i = next(fake.counter)
-                fault = FAULTS[(i // 3) % len(FAULTS)] if i % 3 == 1 else None
-                if fault in ("429", "500"):
-                    return send_json(self, int(fault), {"error": {"message": "injected"}})
-                if fault == "hang":
-                    time.sleep(1.5)  # past the client's timeout
-                    return
-                if fault == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                text = body["messages"][-1]["content"]
-                with fake.lock:
-                    fake.prompts.append(text)
-                choice = answer(body, text)
-                payload = {"id": "c", "object": "chat.completion", "created": 1, "model": body["model"],
-                           "choices": [choice],
-                           "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
-                data = json.dumps(payload).encode()
-                if fault == "malformed":
-                    data = b"{'not': json"
-                elif fault == "truncated":
-                    data = data[: len(data) // 2]
-                else:
-                    with fake.lock:
-                        fake.served.append(i)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture
@@ -184,16 +105,6 @@ def test_train_and_eval_judged_mt_bench_survives_faults_and_a_rerun_rejudges(fla
     written = [p for p in out.rglob("*") if p.is_file()]
     assert written and not [p for p in written if key.encode() in p.read_bytes()]
     assert key not in first.stderr + first.stdout + second.stderr + second.stdout
-
-
-def write_alpaca_reference(data: Path, n: int) -> Path:
-    """An AlpacaEval-layout reference (results/gpt4_1106_preview/model_outputs.json): even rows tagged
-    GOOD, odd rows BAD."""
-    ref = data / "alpaca_eval" / "results" / "gpt4_1106_preview" / "model_outputs.json"
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    ref.write_text(json.dumps([{"dataset": "fixture", "instruction": f"Task {i}: name a colour.", "generator": "gpt4_1106_preview",
-                                "output": ("BAD" if i % 2 else "GOOD") + f" reference answer {i}"} for i in range(n)]))
-    return data
 
 
 def test_alpaca_eval_survives_faults_and_a_rerun_judges_only_the_failed(flaky, tmp_path, tiny_model, monkeypatch):

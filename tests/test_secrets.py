@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import REPO, write_mt_bench_fixture
-from test_judge_faults import FlakyOpenAI, write_alpaca_reference
+from _fixtures import FlakyOpenAI, write_alpaca_reference
 
 SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4086"
 
