@@ -10,6 +10,14 @@ forward) over sequences of half `max_length` on average; generation FLOPs = 2 N 
 token, half of `max_new_tokens` on average; H100 bf16 at 989 TFLOP/s with 40% utilisation
 for training and 10% for generation. N comes from the model name ("7b", "8B"); without one
 no GPU-hours are given.
+
+A rank stage's `ranker_calls` are the units of work its ranker does, counted as
+trainers/rankers.py and trainers/pairrm.py do them for n candidates a prompt (`RANKER_WORK`):
+the oracle verifies and a reward model scores each candidate (n), PairRM runs one forward row
+per ordered pair (n(n-1), its full comparison matrix), a `judge:<model>` ranker asks its LLM
+once per unordered pair (n(n-1)/2; identical requests and cached answers are not sent again, so
+this is an upper bound). A judge ranker's calls are paid judge calls: they enter `judge_calls`
+and `judge_usd` like the suites' judge calls.
 """
 
 from __future__ import annotations
@@ -27,6 +35,16 @@ TRAIN_MFU, GEN_MFU = 0.40, 0.10
 # Rough list-price cost of one paid judge call (USD): an MT-Bench GPT-4 grading (about 1k
 # tokens in, 0.3k out) and an AlpacaEval 2.0 GPT-4 Turbo annotation (alpaca_eval: "< $10" a model).
 JUDGE_USD = {"mt-bench": 0.05, "alpaca-eval": 0.012}
+# A `judge:<model>` ranker's pairwise comparison: the prompt and two candidates (about 1k tokens
+# in), a short verdict (0.3k out), priced as GPT-4 like an MT-Bench grading.
+RANKER_JUDGE_USD = 0.05
+# Per ranker kind: (work a prompt with n candidates, what one unit is), as the rankers' code does it.
+RANKER_WORK = {
+    "oracle": (lambda n: n, "verifier calls, one a candidate (local, free)"),
+    "reward-model": (lambda n: n, "reward-model rows, one a candidate"),
+    "pairrm": (lambda n: n * (n - 1), "PairRM forward rows, one per ordered pair: n(n-1)"),
+    "judge": (lambda n: n * (n - 1) // 2, "judge calls, one per pair in one order: n(n-1)/2, at most"),
+}
 REAL_SIZES = {"mt-bench": (80, 2), "alpaca-eval": (805, 1)}  # questions, turns
 
 
@@ -79,8 +97,9 @@ def _stage(cfg: ExperimentConfig, st: Stage, n_b: float | None, ranked: dict[str
                    + ("the configured model" if s.tiny_model is None else f"tiny Llama {s.tiny_model.hidden_size}x{s.tiny_model.num_layers}"))
     elif isinstance(s, DataSpec):
         size = s.expected_rows // s.chunks if s.expected_rows else None
-        row.update(inputs=[s.source], detail=f"{s.source} [{s.split}]: {s.expected_rows or '?'} rows -> {s.chunks} "
-                   f"chunks of {size or '?'}", rows=s.expected_rows, chunk_rows=size)
+        split = s.split if s.split is not None else f"no split: read whole, data.split={cfg.data.split} does not apply"
+        row.update(inputs=[s.source], detail=f"{s.source} [{split}]: {s.expected_rows or '?'} rows -> {s.chunks} "
+                   f"chunks of {size or '?'}", split=s.split, rows=s.expected_rows, chunk_rows=size)
     elif isinstance(s, SFTSpec):
         rows = _rows(cfg, s.data.path)
         row.update(inputs=[s.base.path, s.data.path], model=s.base.path, rows=rows, learning_rate=s.train.learning_rate,
@@ -132,14 +151,29 @@ def _eval_counts(cfg: ExperimentConfig, s: EvalSpec) -> dict[str, Any]:
             "judge_usd": round(n * turns * JUDGE_USD[base], 2)}
 
 
+def _rank_counts(ranker: str, prompts: int | None, candidates: int) -> dict[str, Any]:
+    """A rank stage's ranker work (module docstring) and, for a judge ranker, its paid judge calls."""
+    kind, _, model = ranker.partition(":")
+    per, unit = RANKER_WORK.get(kind, (lambda n: None, "not counted (a ranker this plan does not know)"))
+    per = per(candidates)
+    calls = prompts * per if prompts is not None and per is not None else None
+    out: dict[str, Any] = {"ranker_calls": calls, "ranker_calls_a_prompt": per, "ranker_unit": unit,
+                           "detail": f"{candidates} candidates a prompt, {'?' if per is None else per} {unit}; "
+                                     "best -> chosen, worst -> rejected"}
+    if kind == "judge":  # the openai: judge client with <model> (trainers/rankers.py: JudgeRanker)
+        out.update(judge=f"openai:{model}", judge_calls=calls,
+                   judge_usd=None if calls is None else round(calls * RANKER_JUDGE_USD, 2))
+    return out
+
+
 def _cached(repo: str, repo_type: str = "model") -> bool | None:
     """Whether a hub repo is in the local cache (None: cannot tell)."""
     try:
-        from huggingface_hub import scan_cache_dir
+        from huggingface_hub import constants, scan_cache_dir
     except ImportError:
         return None
-    try:
-        return any(r.repo_id == repo and r.repo_type == repo_type for r in scan_cache_dir().repos)
+    try:  # the cache folder as it is now (scan_cache_dir's default is the one its module was imported with)
+        return any(r.repo_id == repo and r.repo_type == repo_type for r in scan_cache_dir(constants.HF_HUB_CACHE).repos)
     except Exception:  # noqa: BLE001 - no cache folder yet: nothing cached
         return False
 
@@ -150,31 +184,89 @@ def _artefact(kind: str, name: str, repo_type: str = "model") -> dict[str, Any]:
     return {"kind": kind, "name": name, "where": "local" if local else "hub", "present": present}
 
 
-def artefacts(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+def _ranker_model(ranker: str) -> str | None:
+    """The model a ranker downloads (hub id or path); None for one that downloads nothing (the
+    oracle; a `judge:<model>` ranker, an API) or that this plan does not know."""
+    kind, _, arg = ranker.partition(":")
+    if kind == "pairrm":
+        return arg or "llm-blender/PairRM-hf"
+    return arg if kind == "reward-model" else None
+
+
+def _lm_eval_tasks(s: EvalSpec) -> list[str]:
+    """The task names an lm-eval stage runs, as evals/lm_eval_suite.py `resolve_plan` picks them."""
+    from selm_bench.evals.lm_eval_suite import PRESETS
+
+    preset = s.suite.split(":", 1)[1] if ":" in s.suite else ""
+    if preset in PRESETS:
+        return [t.task for t in PRESETS[preset]]
+    tasks = preset or s.options.get("tasks") or []
+    return [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else [str(t) for t in tasks]
+
+
+_TASK_LINE = re.compile(r"""^(task|group):[ \t]*["']?([^"'\s#\[]+)""", re.M)
+
+
+def _local_task_names(include_path: str | None) -> set[str]:
+    """Task and group names the YAMLs under an lm-eval include_path define (read as text: lm-eval's
+    YAMLs carry `!function` tags that a safe YAML load refuses)."""
+    folder = Path(include_path).expanduser() if include_path else None
+    names: set[str] = set()
+    for f in sorted(folder.rglob("*.y*ml")) if folder and folder.is_dir() else []:
+        try:
+            names.update(m.group(2) for m in _TASK_LINE.finditer(f.read_text()))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return names
+
+
+def _lm_eval_artefacts(evals: list[Stage]) -> list[dict[str, Any]]:
+    """lm-eval tasks: a local task (a YAML file or folder path, or defined under include_path) is
+    local; a task of lm-eval's registry fetches its own dataset at run time, which this plan does
+    not resolve (it would index lm-eval's task YAMLs), so it is not listed as a hub repo."""
+    out = []
+    for st in evals:
+        s = st.spec
+        if not isinstance(s, EvalSpec) or s.suite.split(":", 1)[0] != "lm-eval":
+            continue
+        local = _local_task_names(s.options.get("include_path"))
+        for task in _lm_eval_tasks(s):
+            path = Path(task).expanduser()
+            if task.startswith((".", "/", "~")) or task.endswith((".yaml", ".yml")) or path.exists():
+                where, present = "local", path.exists()
+            elif task in local:
+                where, present = f"local ({s.options['include_path']})", True
+            else:
+                where, present = "lm-eval registry (its dataset is fetched at run time)", None
+            row = {"kind": "lm-eval task", "name": task, "where": where, "present": present}
+            if row not in out:
+                out.append(row)
+    return out
+
+
+def artefacts(cfg: ExperimentConfig, stages: list[Stage] | None = None) -> list[dict[str, Any]]:
+    """What the run reads from outside the run folder: hub repos (models, datasets) with whether
+    they are cached, local files, and lm-eval's tasks. API judges are not artefacts."""
+    if stages is None:
+        stages = [st for part in plan(cfg) for st in part]
     out = []
     if cfg.model.pretrained:
         out.append(_artefact("model", cfg.model.pretrained))
     if cfg.data.prompts:
         out.append(_artefact("dataset", cfg.data.prompts, "dataset"))
-    r = cfg.online.ranker
-    if any(m in cfg.methods for m in ("iterative-dpo", "selm")) and r != "oracle":
-        ranker_repo = "llm-blender/PairRM-hf" if r == "pairrm" else r.split(":", 1)[1]
-        out.append(_artefact(f"ranker ({r.split(':')[0]})", ranker_repo))
-    if not cfg.data.prompts:
-        return out
+    for r in dict.fromkeys(st.spec.ranker for st in stages if isinstance(st.spec, RankSpec)):
+        if _ranker_model(r):
+            out.append(_artefact(f"ranker ({r.split(':')[0]})", _ranker_model(r)))
     mirror = Path(cfg.eval.data_dir) if cfg.eval.data_dir else None
     files = {"mt-bench": ["mt_bench/question.jsonl", "mt_bench/reference_answer/gpt-4.jsonl", "mt_bench/judge_prompts.jsonl"],
              "alpaca-eval": ["alpaca_eval/results/gpt4_1106_preview/model_outputs.json"],
              "brainteaser": ["brainteaser/SP_train.jsonl", "brainteaser/WP_train.jsonl"]}
-    for suite in cfg.suites:
+    for suite in cfg.suites if cfg.data.prompts else []:  # the tiny world's suites read its own data
         base = suite.split(":", 1)[0]
         for f in files.get(base, []):
             out.append({"kind": f"{base} data", "name": f"<eval.data_dir>/{f}", "where": "local",
                         "present": bool(mirror and (mirror / f).is_file())})
-        if base == "lm-eval":
-            out.append({"kind": "lm-eval tasks", "name": suite.split(":", 1)[1] if ":" in suite else "tasks option",
-                        "where": "hub (lm-eval fetches each task's dataset)", "present": None})
-    return out
+    return out + _lm_eval_artefacts([st for st in stages if isinstance(st.spec, EvalSpec)])
 
 
 def describe(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -187,8 +279,7 @@ def describe(cfg: ExperimentConfig) -> dict[str, Any]:
         row = _stage(cfg, st, n_b, ranked)
         if row["kind"] == "rank":  # a ranking's size is its generation's
             gen = by_folder[row["inputs"][0].rsplit("/", 1)[0]]
-            row.update(rows=gen.get("rows"), ranker_calls=gen.get("rows"),
-                       detail=f"{gen['_candidates']} candidates a prompt; best -> chosen, worst -> rejected")
+            row.update(rows=gen.get("rows"), **_rank_counts(row["ranker"], gen.get("rows"), gen["_candidates"]))
             ranked[f"{st.folder}/generations.jsonl"] = row["rows"]
         by_folder[st.folder] = row
         rows.append(row)
@@ -204,7 +295,7 @@ def describe(cfg: ExperimentConfig) -> dict[str, Any]:
         "totals": {"stages": len(rows), "generations": total("generations"), "ranker_calls": total("ranker_calls"),
                    "judge_calls": total("judge_calls"), "judge_usd": total("judge_usd"), "gpu_hours": total("gpu_hours")},
         "assumptions": __doc__.split("\n\n")[2].replace("\n", " ").strip(),
-        "artefacts": artefacts(cfg),
+        "artefacts": artefacts(cfg, [*stages, *evals]),
     }
 
 
@@ -212,10 +303,26 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
-        return f"{v:.3g}"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def _train_line(t: dict[str, Any]) -> str:
+    """A training stage's hyperparameters (its JSON `train`), compactly."""
+    st = t["strategy"]
+    if isinstance(st, dict):
+        offload = [f"{k.removeprefix('offload_')} {st[k]}" for k in ("offload_optimizer", "offload_param")
+                   if st.get(k) not in (None, "none")]
+        st = {"deepspeed": f"deepspeed zero-{st['zero_stage']}", "fsdp": f"fsdp {st.get('sharding')}"}.get(
+            st["kind"], st["kind"]) + (f" (offload {', '.join(offload)})" if offload else "")
+    shown = {"scheduler": t["lr_scheduler"], "warmup": t["warmup_ratio"], "optim": t["optim"],
+             "weight_decay": t["weight_decay"], "max_steps": t["max_steps"] if t["max_steps"] > 0 else None,
+             "precision": t["precision"], "grad_ckpt": t["gradient_checkpointing"], "strategy": st,
+             "processes": t["num_processes"], "seed": t["seed"], "truncation": t.get("truncation"),
+             "precompute_ref": t.get("precompute_ref_log_probs")}
+    return "train: " + "; ".join(f"{k}={_fmt(v)}" for k, v in shown.items() if v is not None)
 
 
 def to_text(d: dict[str, Any]) -> str:
@@ -230,6 +337,8 @@ def to_text(d: dict[str, Any]) -> str:
         shown = [f"{k}={_fmt(r[k])}" for k in keys if r.get(k) not in (None, "")]
         if shown:
             lines.append("       " + "; ".join(shown))
+        if r.get("train"):
+            lines.append("       " + _train_line(r["train"]))
     t = d["totals"]
     lines.append("totals: " + "; ".join(f"{k}={'?' if v is None else _fmt(v)}" for k, v in t.items()))
     lines.append("assumptions: " + d["assumptions"])

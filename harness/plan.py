@@ -132,6 +132,18 @@ def world_stage(cfg: ExperimentConfig) -> Stage:
     return Stage("world", "world", WorldSpec(world=cfg.world, tiny_model=tiny, seed=cfg.seed))
 
 
+def split_applies(source: str) -> bool:
+    """Whether `data.split` selects anything in `source`, as harness/prompt_data.py loads it: not for
+    one local file (.jsonl/.json/.parquet: read whole, as split "train") nor for a `save_to_disk` folder
+    of one Dataset (dataset_info.json and state.json, as datasets' `load_from_disk` tells them apart);
+    yes for a hub id, a saved DatasetDict and a folder of data files. The data spec records no split
+    where it does not apply, so the stage key and the plan claim none."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return False
+    return not (path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file())
+
+
 @dataclass(frozen=True)
 class Sources:
     """Where a run's data comes from: the tiny world, or real prompts (`data.prompts`) cut into chunks."""
@@ -145,7 +157,8 @@ class Sources:
         if not cfg.data.prompts:
             return cls(cfg, world_stage(cfg), None)
         d = cfg.data
-        spec = DataSpec(source=d.prompts, split=d.split, chunks=d.chunks, expected_rows=d.expected_rows)
+        split = d.split if split_applies(d.prompts) else None
+        spec = DataSpec(source=d.prompts, split=split, chunks=d.chunks, expected_rows=d.expected_rows)
         return cls(cfg, None, Stage("data", "data", spec))
 
     @property

@@ -69,7 +69,7 @@ def last_reply(messages: Any, column: str, i: int) -> str:
 def prepare(spec: DataSpec, root: Path, out: Path) -> None:
     ds = load_prompt_dataset(spec.source, spec.split)
     if spec.expected_rows is not None and len(ds) != spec.expected_rows:
-        raise DataError(f"{spec.source} [{spec.split}]: {len(ds)} rows, the config expects {spec.expected_rows}")
+        raise DataError(f"{spec.source}" + (f" [{spec.split}]" if spec.split else "") + f": {len(ds)} rows, the config expects {spec.expected_rows}")
     counts = {}
     for k, (start, end) in enumerate(chunk_bounds(len(ds), spec.chunks), start=1):
         rows = [{"id": r.get("prompt_id", start + j), "prompt": r["prompt"],

@@ -126,7 +126,7 @@ class DataSpec(Frozen):
 
     kind: Literal["data"] = "data"
     source: str  # hub id or local path
-    split: str
+    split: str | None  # None: the source is one local file or one saved Dataset, which has no splits
     chunks: int
     expected_rows: int | None
 
