@@ -203,8 +203,30 @@ def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
     return {"win_rate": 100 * sum(scored) / len(scored) if scored else None}
 
 
+def _reference_path(ctx: EvalContext) -> Path:
+    if ctx.data_dir is None:
+        raise SuiteError(f"alpaca-eval needs data_dir with {'/'.join(REFERENCE_FILE)} (from {REFERENCE_SOURCE})")
+    ref_path = Path(ctx.data_dir).joinpath(*REFERENCE_FILE)
+    if not ref_path.exists():
+        raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
+    return ref_path
+
+
+def preflight(ctx: EvalContext) -> None:
+    """Real mode, before any output is generated (and, in a run, before its first stage): the
+    reference outputs, and the annotator's key unless judging is left for later."""
+    if ctx.for_suite(SUITE).world_dir is not None:
+        return
+    _reference_path(ctx)
+    if not ctx.no_judge:
+        try:
+            _judge_client(ctx, "annotator").check()
+        except SuiteError as e:
+            raise SuiteError(f"alpaca-eval: {e}; or run with --no-judge and judge later") from None
+
+
 @register_suite(SUITE, help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
-                options=AlpacaEvalOptions, headline="length_controlled_winrate", paired=paired)
+                options=AlpacaEvalOptions, headline="length_controlled_winrate", paired=paired, preflight=preflight)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     limit = ctx.option("limit")
@@ -232,17 +254,9 @@ def _generate(generator: Any, prompts: list[str], sampling: Any) -> list[str]:
 
 
 def _run_real(ctx: EvalContext, limit: int | None) -> SuiteResult:
-    if ctx.data_dir is None:
-        raise SuiteError(f"alpaca-eval needs data_dir with {'/'.join(REFERENCE_FILE)} (from {REFERENCE_SOURCE})")
-    ref_path = Path(ctx.data_dir).joinpath(*REFERENCE_FILE)
-    if not ref_path.exists():
-        raise SuiteError(f"alpaca-eval reference outputs not found: {ref_path} (get it from {REFERENCE_SOURCE})")
+    preflight(ctx)  # a missing file or key fails before hours of generation, not after
+    ref_path = _reference_path(ctx)
     reference = json.loads(ref_path.read_text())[:limit]
-    if not ctx.no_judge:  # fail on a missing key before hours of generation, not after
-        try:
-            _judge_client(ctx, "annotator").check()
-        except SuiteError as e:
-            raise SuiteError(f"alpaca-eval: {e}; or run with --no-judge and judge later") from None
     outputs = _generate(ctx.generator(), [r["instruction"] for r in reference], _sampling(ctx))
     model_outputs = [
         {"dataset": r.get("dataset"), "instruction": r["instruction"], "output": o, "generator": ctx.name}

@@ -254,8 +254,15 @@ def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
+def preflight(ctx: EvalContext) -> None:
+    """Before a run's first stage: every chosen puzzle set's file for the split is there and reads."""
+    ctx.for_suite(SUITE)
+    for p in ctx.option("puzzles"):
+        load_rows(ctx.data_dir, p, ctx.option("split"))
+
+
 @register_suite(SUITE, help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
-                options=BrainteaserOptions, headline="overall", paired=paired)
+                options=BrainteaserOptions, headline="overall", paired=paired, preflight=preflight)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     split = ctx.option("split")

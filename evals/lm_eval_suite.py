@@ -246,6 +246,56 @@ def make_task_manager(include_path: str | Path | None, task_names: list[str]):
     return tm
 
 
+def _hub_datasets(tm: Any, name: str, depth: int = 0) -> set[str]:
+    """The hub datasets a task, group or tag of `tm` reads (`dataset_path` of each leaf task); builder
+    names (json, csv, parquet...) and local folders are not hub datasets."""
+    entry = tm.task_index.get(name)
+    if entry is None or depth > 8:
+        return set()
+    cfg = entry.cfg or {}
+    if "dataset_path" in cfg:
+        path = str(cfg["dataset_path"])
+        return set() if "/" not in path or Path(path).expanduser().exists() else {path}
+    members = cfg.get("task") if isinstance(cfg.get("task"), list) else [
+        e.name for e in tm.task_index.values() if name in (e.tags or ())]
+    out: set[str] = set()
+    for m in members or []:
+        out |= _hub_datasets(tm, m["task"] if isinstance(m, dict) else str(m), depth + 1)
+    return out
+
+
+def _dataset_cached(path: str) -> bool:
+    """Whether `datasets` can load a hub dataset offline: in the hub cache or its own cache."""
+    from datasets import config
+    from huggingface_hub import scan_cache_dir
+
+    if (Path(config.HF_DATASETS_CACHE) / path.replace("/", "___")).is_dir():
+        return True
+    try:
+        return any(r.repo_id == path and r.repo_type == "dataset" for r in scan_cache_dir().repos)
+    except Exception:  # noqa: BLE001 - no hub cache folder yet: nothing cached
+        return False
+
+
+def preflight(ctx: EvalContext) -> None:
+    """Before a run's first stage: the tasks resolve (local YAMLs or lm-eval's registry) and, offline
+    (HF_HUB_OFFLINE=1), every hub dataset they read is cached."""
+    import os
+
+    plan = resolve_plan(ctx)
+    if plan.embedded:
+        return
+    if plan.include_path and not Path(plan.include_path).expanduser().is_dir():
+        raise SuiteError(f"lm-eval: include_path {plan.include_path}: no such folder")
+    tm = make_task_manager(plan.include_path, [t.task for t in plan.specs])
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return
+    missing = sorted({d for t in plan.specs for d in _hub_datasets(tm, t.task) if not _dataset_cached(d)})
+    if missing:
+        raise SuiteError(f"lm-eval: {len(missing)} hub dataset(s) the tasks read are not cached and HF_HUB_OFFLINE=1 "
+                         f"forbids the download: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+
+
 def evaluate(ctx: EvalContext, lm: Any, task_manager: Any, tasks: list[str], num_fewshot: int | None,
              limit: int | float | None = None, predict_only: bool = False) -> dict[str, Any]:
     """One `simple_evaluate` call with the harness's settings; lm-eval's results dict."""
@@ -422,7 +472,7 @@ def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 @register_suite(SUITE, help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
-                options=LmEvalOptions, headline="average", paired=paired)
+                options=LmEvalOptions, headline="average", paired=paired, preflight=preflight)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     plan = resolve_plan(ctx)

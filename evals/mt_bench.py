@@ -73,14 +73,30 @@ def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
             **{f"turn-{t}": mean([i["score"] for i in judged if i["turn"] == t]) for t in (1, 2)}}
 
 
+def preflight(ctx: EvalContext) -> None:
+    """What judging will need, checked before any answer is generated (and, in a run, before its first
+    stage): FastChat's questions, judge prompts and, where a question needs them, reference answers
+    (real mode), and a judge that can grade this mode (its key)."""
+    if not _real_mode(ctx):  # the tiny world's questions are written by its own stage
+        if not ctx.no_judge:
+            _make_judge(ctx).check()
+        return
+    questions = load_mt_questions(ctx)
+    if ctx.no_judge:
+        return
+    _data_file(ctx, "judge_prompts.jsonl")
+    if any(q["category"] in NEED_REF_CATS for q in questions):
+        _data_file(ctx, "reference_answer", f"{REFERENCE_MODEL}.jsonl")
+    _make_judge(ctx).check()
+
+
 @register_suite(SUITE, help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
-                options=MtBenchOptions, headline="score", paired=paired)
+                options=MtBenchOptions, headline="score", paired=paired, preflight=preflight)
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
+    preflight(ctx)  # a missing file, key or wrong judge fails now, not after generation
     questions = load_mt_questions(ctx)
     real = _real_mode(ctx)
-    if not ctx.no_judge:
-        _make_judge(ctx).check()  # a missing key or wrong judge fails now, not after generation
     max_new = max_new_tokens(ctx)
     temps = [temperature_config.get(q["category"], DEFAULT_TEMPERATURE) if real else 0.0 for q in questions]
     turns = _generate(ctx, questions, temps, max_new)

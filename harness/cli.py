@@ -97,9 +97,11 @@ def _fail(exc: BaseException) -> None:
 
     if _state["debug"]:
         traceback.print_exception(exc)
+    from selm_bench.harness.preflight import PreflightError
     from selm_bench.harness.staleness import StaleError
 
-    code = 2 if isinstance(exc, (ConfigError, UsageError, RegistryError, StaleError, DataFileError)) else 1
+    bad_input = (ConfigError, UsageError, RegistryError, StaleError, DataFileError, PreflightError)
+    code = 2 if isinstance(exc, bad_input) else 1
     msg = str(exc) or type(exc).__name__
     typer.echo(f"error: {msg.splitlines()[0] if msg else type(exc).__name__}", err=True)
     raise typer.Exit(code)
@@ -205,12 +207,16 @@ def data_pull_cmd(
 def plan_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Experiment YAML (default: configs/tiny.yaml)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text | json."),
+    methods: Optional[List[str]] = typer.Option(None, "--methods", help="Comma list, e.g. sft,dpo,selm (as train-and-eval)."),
+    suites: Optional[List[str]] = typer.Option(None, "--suites", help="Comma list, e.g. tiny-world,lm-eval (as train-and-eval)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override any option: KEY=VALUE (dotted)."),
 ) -> None:
     """Print every stage a config would run, with inputs, outputs, hyperparameters, call counts,
     rough GPU-hours and judge cost, and the hub artefacts it would fetch. Downloads and runs nothing.
+    `--methods` / `--suites` replace the config's lists, as in train-and-eval.
 
-    Examples: `selm-bench plan --config configs/zephyr-7b.yaml`, `selm-bench plan -c configs/llama-3-8b-instruct.yaml -f json`
+    Examples: `selm-bench plan --config configs/zephyr-7b.yaml`, `selm-bench plan -c configs/llama-3-8b-instruct.yaml -f json`,
+    `selm-bench plan --methods selm --suites tiny-world`
     """
     try:
         from selm_bench.harness.config import load_config
@@ -218,7 +224,8 @@ def plan_cmd(
 
         if fmt not in ("text", "json"):
             raise UsageError(f"--format: expected text or json, got {fmt!r}")
-        d = describe(load_config(config, sets=sets or []))
+        d = describe(load_config(config, overrides={"methods": _split(methods), "suites": _split_suites(suites)},
+                                 sets=sets or []))
         sys.stdout.write(json.dumps(d, indent=1) + "\n" if fmt == "json" else to_text(d))
     except typer.Exit:
         raise

@@ -17,6 +17,7 @@ from typing import Any
 from selm_bench.harness.config import ExperimentConfig
 from selm_bench.harness.evaluate import relocate_task_files
 from selm_bench.harness.plan import Stage, judge_runtime, plan
+from selm_bench.harness.preflight import preflight
 from selm_bench.harness.progress import say
 from selm_bench.harness.run_stage import run_stage
 from selm_bench.harness.specs import TRAINING_KINDS, to_json
@@ -140,10 +141,13 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
         (first, diff), more = stale[0], len(stale) - 1
         raise StaleError(f"stage {first.name} is stale ({'; '.join(diff)})" + (f" and {more} more" if more else "")
                          + ": rerun with --force to redo, or --keep-stale to keep the old results")
+    runtime = judge_runtime(cfg)  # judges (evals, judge: rankers): settings that cannot change a judgment
+    # Everything the stages still to run will need (packages, files, rows, keys, cached hub artefacts),
+    # checked before anything is written: a missing ranker or key fails now, not after training.
+    preflight(cfg, [st for st in (*stages, *evals) if not store.is_done(st.folder, st.key)], store.root, runtime)
     store.start(cfg.to_dict(), cfg.seed, command)
     if stale:
         store.manifest["kept_stale"] = {st.folder: diff for st, diff in stale}
-    runtime = judge_runtime(cfg)  # judges (evals, judge: rankers): settings that cannot change a judgment
     for st in stages:
         execute(store, st, cfg, runtime)
     # The leaderboard shows exactly this plan's results, not leftovers of earlier plans.

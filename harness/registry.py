@@ -24,6 +24,9 @@ class Entry:
     headline: str | None = None  # suites: the metric the compact leaderboard shows and `compare` gates
     # suites: items -> the metrics computable from per-item records (what `compare` bootstraps)
     paired: Callable[[list[dict[str, Any]]], dict[str, float | None]] | None = None
+    # suites: ctx -> None, raising on what the suite will lack (data files, a judge's key); run before
+    # the run's first stage (harness/preflight.py), so a run fails in seconds, not after training
+    preflight: Callable[[Any], None] | None = None
 
 
 class RegistryError(KeyError):
@@ -61,18 +64,20 @@ def mean_score(items: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def register_suite(name: str, help: str = "", options: Any = None, headline: str = "score",
-                   paired: Callable[[list[dict[str, Any]]], dict[str, float | None]] = mean_score):
+                   paired: Callable[[list[dict[str, Any]]], dict[str, float | None]] = mean_score,
+                   preflight: Callable[[Any], None] | None = None):
     """`options`: the suite's options as a pydantic model (typed, documented, `extra="forbid"`),
     so a misspelt or mistyped `--set suite.key=...` is an error before anything runs.
     `headline`: the suite's one metric in the compact leaderboard. `paired`: the metrics that
-    per-item records determine (`compare` recomputes them on bootstrap resamples of the items)."""
+    per-item records determine (`compare` recomputes them on bootstrap resamples of the items).
+    `preflight`: checks an EvalContext before the run's first stage (what the suite will lack)."""
     from pydantic import BaseModel
 
     if not (isinstance(options, type) and issubclass(options, BaseModel)):
         raise TypeError(f"suite {name!r}: options must be a pydantic BaseModel subclass")
     if not callable(paired):
         raise TypeError(f"suite {name!r}: paired must map items to metrics")
-    return register("suite", name, help, options, headline=headline, paired=paired)
+    return register("suite", name, help, options, headline=headline, paired=paired, preflight=preflight)
 
 
 def register_judge(name: str, help: str = ""):

@@ -113,6 +113,13 @@ class JudgeRanker:
         self.judge.check()  # the key is there before any call
         self.errors: list[str] = []
 
+    @classmethod
+    def preflight(cls, name: str = "", base_url: str | None = None, **_: Any) -> None:
+        """Before a run's first stage: the judge's key is there (no request is sent)."""
+        from selm_bench.evals.openai_judge import OpenAIJudge
+
+        OpenAIJudge(spec=f"openai:{_parameter(name, 'judge')}", base_url=base_url).check()
+
     def score(self, prompts: list[dict[str, Any]], candidates: list[list[str]]) -> list[list[float] | None]:
         import hashlib
 

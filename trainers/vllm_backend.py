@@ -147,6 +147,17 @@ def _same_interpreter(python: str) -> bool:
 class VLLMBackend:
     worker_module: str = WORKER
 
+    @classmethod
+    def preflight(cls, python: str | None = None, worker_module: str | None = None, **_: Any) -> None:
+        """Before a run's first stage (and at construction): the interpreter that runs the worker imports vllm."""
+        if (worker_module or cls.worker_module) != WORKER:
+            return
+        if _same_interpreter(str(python or "")):
+            if not _vllm_installed():
+                raise RuntimeError(NOT_INSTALLED)
+        elif problem := interpreter_problem(str(python)):
+            raise RuntimeError(problem)
+
     def __init__(
         self,
         model: str,
@@ -166,12 +177,7 @@ class VLLMBackend:
         if worker_module is not None:
             self.worker_module = str(worker_module)
         self.python = str(python) if python else sys.executable
-        if self.worker_module == WORKER:
-            if _same_interpreter(str(python or "")):
-                if not _vllm_installed():
-                    raise RuntimeError(NOT_INSTALLED)
-            elif problem := interpreter_problem(self.python):
-                raise RuntimeError(problem)
+        self.preflight(python=python, worker_module=self.worker_module)
         self.device = str(device)
         self.on_cpu = self.device.startswith("cpu")
         # Checked here so a bad setting fails before any worker starts (GPUs only: a CPU engine takes none).
