@@ -22,8 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# Every speed figure of issue 10 (about 10 minutes on an idle 2-core CPU; two default runs are most of it):
-# a table with bounds, and results/bench/latest.json. BENCH_ARGS="--only 10,11 --quick" for a part.
+# Every speed figure of issues 10 and 17 (10-17: about 10 minutes on an idle 2-core CPU, two default runs
+# are most of it; 18, vLLM vs hf generation, and 19, ZeRO-3 vs DDP steps: about 7 more; 18 needs
+# `make vllm-env` and says it is skipped without it): a table with bounds, and results/bench/latest.json.
+# BENCH_ARGS="--only 18,19 --quick" for a part.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_speed.py $(BENCH_ARGS)
 

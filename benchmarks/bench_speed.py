@@ -1,4 +1,4 @@
-"""`make bench`: every speed figure of issue 10, measured side by side in one run, with its bound.
+"""`make bench`: every speed figure of issues 10 and 17, measured side by side in one run, with its bound.
 
 Each figure runs in its own process (its peak RSS is that process's, from wait4):
   10, 11  benchmarks/bench_train.py     SELM vs DPO step over the 3-vs-2-row floor; precomputed reference
@@ -9,6 +9,9 @@ Each figure runs in its own process (its peak RSS is that process's, from wait4)
           manifest, online methods vs dpo (paired, per eval item), peak RSS; and
           benchmarks/bench_sft.py: one SFT epoch, TRL's padded batches vs the packed rows
   17      the default run's stderr: no foreign tqdm bar
+  18      benchmarks/bench_engines.py   vLLM vs hf generation (micro Llama-3, 256 prompts x 64 tokens), engine
+          start excluded and included; skipped, with a line saying so, without .venv-vllm (`make vllm-env`)
+  19      benchmarks/bench_engines.py   ZeRO-3 vs DDP step time, the SFT stage on 2 accelerate processes
 
 Ends with a table (figure, value, bound, met) and writes results/bench/latest.json as
 {name: {"value", "bound", "met", ...parts}} (rewritten after each figure, so a cut-off run keeps
@@ -36,7 +39,7 @@ TQDM_BAR = re.compile(r"\d+%\|.*?\|\s*\d+/\d+")
 ONLINE = ("iterative-dpo/iter-1", "iterative-dpo/iter-2", "selm/iter-1", "selm/iter-2")
 
 
-ALL = "10,11,12,13,14,15,16,17"
+ALL = "10,11,12,13,14,15,16,17,18,19"
 
 
 def _figure_in(name: str, only: set[int]) -> bool:
@@ -72,7 +75,9 @@ def bench_script(name: str, args: list[str]) -> dict:
     if code != 0 or not lines:
         return {f"{name}": {"value": None, "bound": None, "error": f"exit {code}", "peak_rss_mb": round(rss)}}
     figures = json.loads(lines[-1])
-    for fig in figures.values():
+    for key, fig in figures.items():
+        if fig.get("skipped"):
+            print(f"figure {key} skipped: {fig['skipped']}", file=sys.stderr)
         fig.update(peak_rss_mb=round(rss), process_wall_s=round(wall, 1), process_cpu_s=round(cpu, 1))
     return figures
 
@@ -186,6 +191,14 @@ def main() -> None:
         finish(figures, a.out)
     if 15 in only:  # the SFT stage's share of figure 15: one epoch padded vs packed, side by side
         figures.update(bench_script("bench_sft.py", ["--rounds", "1" if q else "2"]))
+        finish(figures, a.out)
+    if 18 in only:
+        figures.update(bench_script("bench_engines.py", ["--figure", "18", "--n", "64" if q else "256",
+                                                         "--rounds", "1" if q else "2"]))
+        finish(figures, a.out)
+    if 19 in only:
+        figures.update(bench_script("bench_engines.py", ["--figure", "19", "--steps", "20" if q else "60",
+                                                         "--rounds", "1" if q else "2"]))
     figures["_machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["_machine"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     finish(figures, a.out)
@@ -197,7 +210,7 @@ def print_table(figures: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="make bench (issue 10, speed)")
+    t = Table(title="make bench (issues 10 and 17, speed)")
     for col in ("figure", "value", "bound", "met", "peak RSS MB"):
         t.add_column(col)
     for name, f in figures.items():

@@ -85,6 +85,30 @@ def load_generation_config(model: str, trust_remote_code: bool = False) -> Any:
         return None
 
 
+class SeededSampling:
+    """Sampling with a random stream per reply, as a logits processor on greedy decoding (the
+    Gumbel-max trick: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T)). Row r's
+    noise comes from its own generator, seeded from (seed + the prompt's index in the call, sample k),
+    so a reply never depends on the batch it lands in, on batch size or on the other prompts, as with
+    vLLM's seed per request. top_p keeps the smallest set of tokens whose mass reaches it (nucleus)."""
+
+    def __init__(self, seed: int, indices: list[int], n: int, temperature: float, top_p: float = 1.0):
+        self.generators = [torch.Generator().manual_seed(((seed + i) << 16) + k) for i in indices for k in range(n)]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            mass_before = sorted_logits.softmax(dim=-1).cumsum(dim=-1) - sorted_logits.softmax(dim=-1)
+            drop = (mass_before >= self.top_p).scatter(-1, order, mass_before >= self.top_p)
+            logits = logits.masked_fill(drop, float("-inf"))
+        tiny = torch.finfo(torch.float32).tiny
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=tiny)))
+        return logits + gumbel.to(logits.device)
+
+
 @register_backend("hf", help="transformers generate(), batched with left padding (CPU or GPU)")
 class HFBackend:
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, dtype: str = "auto",
@@ -110,7 +134,8 @@ class HFBackend:
 
     @torch.no_grad()
     def complete(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
-        torch.manual_seed(sampling.seed)
+        from transformers import LogitsProcessorList
+
         outputs: list[list[str]] = []
         # Longest prompts first keeps padding low within a batch.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -119,18 +144,17 @@ class HFBackend:
         with progress(desc, total=len(prompts)) as bar:
             for start in range(0, len(order), step):
                 idx = order[start : start + step]
-                enc = self.tokenizer.pad({"input_ids": [encode_prompt(self.tokenizer, prompts[i]) for i in idx]},
-                                         return_tensors="pt").to(self.device)
+                rows = [encode_prompt(self.tokenizer, prompts[i]) for i in idx for _ in range(sampling.n)]
+                enc = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
                 gen_kwargs: dict[str, Any] = dict(
                     max_new_tokens=sampling.max_new_tokens,
-                    num_return_sequences=sampling.n,
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=self.stop_ids,
                 )
-                if sampling.greedy:
-                    gen_kwargs.update(do_sample=False)
-                else:
-                    gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                gen_kwargs.update(do_sample=False)  # sampling: greedy over SeededSampling's perturbed logits
+                if not sampling.greedy:
+                    gen_kwargs.update(logits_processor=LogitsProcessorList([SeededSampling(
+                        sampling.seed, idx, sampling.n, sampling.temperature, sampling.top_p)]))
                 out = self.model.generate(**enc, **gen_kwargs)
                 new_tokens = out[:, enc["input_ids"].shape[1] :]
                 texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
