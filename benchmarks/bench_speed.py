@@ -12,6 +12,8 @@ Each figure runs in its own process (its peak RSS is that process's, from wait4)
   18      benchmarks/bench_engines.py   vLLM vs hf generation (micro Llama-3, 256 prompts x 64 tokens), engine
           start excluded and included; skipped, with a line saying so, without .venv-vllm (`make vllm-env`)
   19      benchmarks/bench_engines.py   ZeRO-3 vs DDP step time, the SFT stage on 2 accelerate processes
+  20      benchmarks/bench_commands.py  leaderboard, compare, plan, list: seconds each (bound 1.0) and the
+          ratio to `selm-bench --help`, on the default run when figure 15 made one
 
 Ends with a table (figure, value, bound, met) and writes results/bench/latest.json as
 {name: {"value", "bound", "met", ...parts}} (rewritten after each figure, so a cut-off run keeps
@@ -39,7 +41,7 @@ TQDM_BAR = re.compile(r"\d+%\|.*?\|\s*\d+/\d+")
 ONLINE = ("iterative-dpo/iter-1", "iterative-dpo/iter-2", "selm/iter-1", "selm/iter-2")
 
 
-ALL = "10,11,12,13,14,15,16,17,18,19"
+ALL = "10,11,12,13,14,15,16,17,18,19,20"
 
 
 def _figure_in(name: str, only: set[int]) -> bool:
@@ -199,6 +201,9 @@ def main() -> None:
     if 19 in only:
         figures.update(bench_script("bench_engines.py", ["--figure", "19", "--steps", "20" if q else "60",
                                                          "--rounds", "1" if q else "2"]))
+    if 20 in only:
+        run = ["--run", str(Path(model).parents[2])] if model and a.from_run is None and only & {15} else []
+        figures.update(bench_script("bench_commands.py", run + ["--repeats", "3" if q else "5"]))
     figures["_machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["_machine"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     finish(figures, a.out)

@@ -24,19 +24,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
-import shortuuid
-from fastchat.llm_judge.common import (
-    API_ERROR_OUTPUT,
-    NEED_REF_CATS,
-    load_judge_prompts,
-    load_model_answers,
-    load_questions,
-    one_score_pattern,
-    one_score_pattern_backup,
-    temperature_config,
-)
-from fastchat.model.model_adapter import get_conversation_template
 from pydantic import BaseModel, ConfigDict, Field
 
 from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, not_canonical
@@ -45,7 +32,14 @@ from selm_bench.harness.registry import register_suite
 from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
 from selm_bench.trainers.generation import Sampling
 
-DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing from temperature_config
+
+def _fastchat():
+    """FastChat's llm_judge helpers, imported on first use (importing fastchat costs seconds: torch)."""
+    import fastchat.llm_judge.common as common
+
+    return common
+
+DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing from fastchat's temperature_config
 REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl
 SUITE = "mt-bench"
 N_QUESTIONS = 80  # MT-Bench's questions: fewer is a subset, labelled on the leaderboard
@@ -85,7 +79,7 @@ def preflight(ctx: EvalContext) -> None:
     if ctx.no_judge:
         return
     _data_file(ctx, "judge_prompts.jsonl")
-    if any(q["category"] in NEED_REF_CATS for q in questions):
+    if any(q["category"] in _fastchat().NEED_REF_CATS for q in questions):
         _data_file(ctx, "reference_answer", f"{REFERENCE_MODEL}.jsonl")
     _make_judge(ctx).check()
 
@@ -98,10 +92,10 @@ def run(ctx: EvalContext) -> SuiteResult:
     questions = load_mt_questions(ctx)
     real = _real_mode(ctx)
     max_new = max_new_tokens(ctx)
-    temps = [temperature_config.get(q["category"], DEFAULT_TEMPERATURE) if real else 0.0 for q in questions]
+    temps = [_fastchat().temperature_config.get(q["category"], DEFAULT_TEMPERATURE) if real else 0.0 for q in questions]
     turns = _generate(ctx, questions, temps, max_new)
     answers = [
-        {"question_id": q["question_id"], "answer_id": shortuuid.random(), "model_id": ctx.name,
+        {"question_id": q["question_id"], "answer_id": __import__("shortuuid").random(), "model_id": ctx.name,
          "choices": [{"index": 0, "turns": t}], "tstamp": time.time()}
         for q, t in zip(questions, turns)
     ]
@@ -173,7 +167,7 @@ def parse_rating(judgment: str | None) -> float:
     """FastChat's `[[rating]]` parse: `[[x]]`, else `[x]`, else -1."""
     if judgment is None:
         return -1
-    match = re.search(one_score_pattern, judgment) or re.search(one_score_pattern_backup, judgment)
+    match = re.search(_fastchat().one_score_pattern, judgment) or re.search(_fastchat().one_score_pattern_backup, judgment)
     return ast.literal_eval(match.groups()[0]) if match else -1
 
 
@@ -181,12 +175,14 @@ def metrics_from_judgments(path_or_rows: Any, questions: Any = None) -> dict[str
     """Per-model metrics from FastChat single-mode judgment rows (a .jsonl path or a list),
     computed as show_result.py does. Category metrics need each row's category: from the
     rows themselves or from `questions` (a question.jsonl path or a list of questions)."""
+    import pandas as pd
+
     rows = read_jsonl(Path(path_or_rows)) if isinstance(path_or_rows, (str, Path)) else list(path_or_rows)
     if not rows:
         return {}
     df_all = pd.DataFrame(rows)
     if questions is not None:
-        qs = load_questions(str(questions), None, None) if isinstance(questions, (str, Path)) else questions
+        qs = _fastchat().load_questions(str(questions), None, None) if isinstance(questions, (str, Path)) else questions
         df_all["category"] = df_all["question_id"].map({q["question_id"]: q["category"] for q in qs})
     cols = ["model", "score", "turn"] + (["category"] if "category" in df_all else [])
     df_all = df_all[cols]
@@ -215,7 +211,7 @@ def load_mt_questions(ctx: EvalContext) -> list[dict[str, Any]]:
     limit = ctx.option("question_limit")
     limit = ctx.option("limit") if limit is None else limit
     if _real_mode(ctx):
-        return load_questions(str(_data_file(ctx, "question.jsonl")), None, limit)
+        return _fastchat().load_questions(str(_data_file(ctx, "question.jsonl")), None, limit)
     rows = read_jsonl(ctx.world_dir / "two_turn.jsonl")[:limit]
     return [{"question_id": r["id"], "category": r["category"], "turns": r["turns"], "answers": r["answers"]} for r in rows]
 
@@ -253,7 +249,7 @@ def _judgment_file(ctx: EvalContext, judge_model: str) -> Path:
 
 
 def _num(v: Any) -> float | None:
-    return None if v is None or pd.isna(v) else float(v)
+    return None if v is None or v != v else float(v)  # NaN (pandas' missing mean) -> None
 
 
 def _make_judge(ctx: EvalContext) -> Judge:
@@ -294,17 +290,17 @@ def _generate(ctx: EvalContext, questions: list[dict], temps: list[float], max_n
 
 def _judge_llm(ctx: EvalContext, judge: Judge, judge_model: str, questions: list[dict],
                saved: dict[Any, dict]) -> list[dict[str, Any]]:
-    prompts = load_judge_prompts(str(_data_file(ctx, "judge_prompts.jsonl")))
+    prompts = _fastchat().load_judge_prompts(str(_data_file(ctx, "judge_prompts.jsonl")))
     refs = {}
-    if any(q["category"] in NEED_REF_CATS for q in questions):
+    if any(q["category"] in _fastchat().NEED_REF_CATS for q in questions):
         _data_file(ctx, "reference_answer", f"{REFERENCE_MODEL}.jsonl")
-        refs = load_model_answers(str(_data_file(ctx, "reference_answer")))[REFERENCE_MODEL]
+        refs = _fastchat().load_model_answers(str(_data_file(ctx, "reference_answer")))[REFERENCE_MODEL]
 
     matches, requests = [], []
     for q in questions:
         answer = saved[q["question_id"]]
         ref = None
-        if q["category"] in NEED_REF_CATS:
+        if q["category"] in _fastchat().NEED_REF_CATS:
             if q["question_id"] not in refs:
                 raise SuiteError(f"mt-bench: no {REFERENCE_MODEL} reference answer for question {q['question_id']}")
             ref = refs[q["question_id"]]
@@ -313,6 +309,8 @@ def _judge_llm(ctx: EvalContext, judge: Judge, judge_model: str, questions: list
             if name not in prompts:
                 raise SuiteError(f"mt-bench: judge prompt {name!r} missing from judge_prompts.jsonl")
             system, user = _judge_messages(prompts[name], q, answer, ref, multi_turn=turn == 2)
+            from fastchat.model.model_adapter import get_conversation_template
+
             conv = get_conversation_template(judge_model)  # as run_judge_single builds it
             conv.set_system_message(system)
             conv.append_message(conv.roles[0], user)
@@ -323,7 +321,7 @@ def _judge_llm(ctx: EvalContext, judge: Judge, judge_model: str, questions: list
     judgments = judge.chat_many(requests, temperature=0, max_tokens=2048)
     return [
         {"question_id": q["question_id"], "model": ctx.name, "judge": [judge_model, name], "user_prompt": user,
-         "judgment": API_ERROR_OUTPUT if text is None else text, "score": parse_rating(text), "turn": turn,
+         "judgment": _fastchat().API_ERROR_OUTPUT if text is None else text, "score": parse_rating(text), "turn": turn,
          "tstamp": time.time()}
         for (q, turn, name, user), text in zip(matches, judgments)
     ]

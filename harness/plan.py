@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,23 @@ class Stage:
         return Ref(path=f"{self.folder}/{file}".rstrip("/"), key=self.key)
 
 
+@lru_cache(maxsize=1)
+def _no_gpu_driver() -> bool:
+    """True where no GPU can be usable: no NVIDIA driver (/proc/driver/nvidia, nvidia-smi, libcuda)
+    and no ROCm device (/dev/kfd). Then `auto` is cpu without importing torch (seconds) to ask."""
+    import ctypes.util
+    import os
+    import shutil
+
+    return not (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/kfd") or shutil.which("nvidia-smi")
+                or ctypes.util.find_library("cuda"))
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
+    if _no_gpu_driver():
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,17 +1,34 @@
 """One registry for methods, eval suites, judges, rankers and generation backends.
 
-Entries register themselves with a decorator at import time; `load_all()` imports every
-module under `trainers/` and `evals/`, so adding a suite or ranker means adding one module.
+Entries register themselves with a decorator when their module is imported. The built-in ones
+are listed once, in `BUILTINS`, as lazy `"module:object"` names (lm-eval's registry style): a
+name is known without importing anything, and its module is imported on first use, so commands
+that only read results (leaderboard, compare, plan, list) never load torch or the engines.
+Adding a plug-in means one module plus one line here.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
 KINDS = ("method", "suite", "judge", "ranker", "backend")
+
+# The built-in plug-ins (the one place that names them): kind -> name -> "module:object".
+BUILTINS: dict[str, dict[str, str]] = {
+    "method": {m: f"selm_bench.trainers.methods:{o}" for m, o in (
+        ("sft", "SFTMethod"), ("dpo", "DPOMethod"), ("iterative-dpo", "IterativeDPOMethod"), ("selm", "SELMMethod"))},
+    "suite": {"tiny-world": "selm_bench.evals.tiny_world:run", "mt-bench": "selm_bench.evals.mt_bench:run",
+              "alpaca-eval": "selm_bench.evals.alpaca_eval:run", "lm-eval": "selm_bench.evals.lm_eval_suite:run",
+              "brainteaser": "selm_bench.evals.brainteaser:run"},
+    "judge": {"oracle": "selm_bench.evals.judges:OracleJudge", "openai": "selm_bench.evals.openai_judge:OpenAIJudge"},
+    "ranker": {"oracle": "selm_bench.trainers.rankers:OracleRanker",
+               "reward-model": "selm_bench.trainers.rankers:RewardModelRanker",
+               "judge": "selm_bench.trainers.rankers:JudgeRanker", "pairrm": "selm_bench.trainers.pairrm:PairRMRanker"},
+    "backend": {"hf": "selm_bench.trainers.generation:HFBackend", "vllm": "selm_bench.trainers.vllm_backend:VLLMBackend"},
+}
 
 
 @dataclass(frozen=True)
@@ -92,16 +109,24 @@ def register_backend(name: str, help: str = ""):
     return register("backend", name, help)
 
 
+def _import(kind: str, name: str) -> None:
+    """Import the module of a built-in entry; its decorator registers it."""
+    module, _, obj = BUILTINS[kind][name].partition(":")
+    mod = importlib.import_module(module)
+    got = _ENTRIES[kind].get(name)
+    if got is None or (obj and got.obj is not getattr(mod, obj, None)):
+        raise RegistryError(f"{kind} {name!r}: {BUILTINS[kind][name]} does not register it")
+
+
 def load_all() -> None:
-    """Import every module of the plug-in packages so their decorators run."""
+    """Import every built-in plug-in (for `selm-bench list`, and tests that patch entries)."""
     global _loaded
     if _loaded:
         return
-    for pkg_name in ("selm_bench.trainers", "selm_bench.evals"):
-        pkg = importlib.import_module(pkg_name)
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"{pkg_name}.{mod.name}")
+    for kind, table in BUILTINS.items():
+        for name in table:
+            if name not in _ENTRIES[kind]:
+                _import(kind, name)
     _loaded = True
 
 
@@ -114,21 +139,23 @@ def base_name(kind: str, name: str) -> str:
 
 
 def names(kind: str) -> list[str]:
-    load_all()
-    return sorted(_ENTRIES[kind])
+    return sorted(set(_ENTRIES[kind]) | set(BUILTINS[kind]))
 
 
 def has(kind: str, name: str) -> bool:
-    load_all()
-    return base_name(kind, name) in _ENTRIES[kind]
+    key = base_name(kind, name)
+    return key in _ENTRIES[kind] or key in BUILTINS[kind]
 
 
 def entry(kind: str, name: str) -> Entry:
-    load_all()
     key = base_name(kind, name)
+    if key not in _ENTRIES[kind] and key in BUILTINS[kind]:
+        _import(kind, key)
     if key not in _ENTRIES[kind]:
-        known = ", ".join(sorted(_ENTRIES[kind])) or "none"
-        raise RegistryError(f"unknown {kind} {name!r} (registered: {known})")
+        known = names(kind)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RegistryError(f"unknown {kind} {name!r} (registered: {', '.join(known) or 'none'}){hint}")
     return _ENTRIES[kind][key]
 
 
@@ -138,9 +165,7 @@ def get(kind: str, name: str) -> Any:
 
 def suite_options(name: str) -> Any:
     """The suite's options model (a pydantic BaseModel subclass), or None for an unknown suite."""
-    load_all()
-    entry = _ENTRIES["suite"].get(base_name("suite", name))
-    return entry.options if entry else None
+    return entry("suite", name).options if has("suite", name) else None
 
 
 def entries() -> list[Entry]:

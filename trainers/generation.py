@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from selm_bench.harness.progress import progress  # first: it sets what torch reads when it loads
+from selm_bench.harness.progress import progress
 from selm_bench.harness.registry import register_backend
-
-import torch  # noqa: E402
 
 
 @dataclass
@@ -93,10 +91,14 @@ class SeededSampling:
     vLLM's seed per request. top_p keeps the smallest set of tokens whose mass reaches it (nucleus)."""
 
     def __init__(self, seed: int, indices: list[int], n: int, temperature: float, top_p: float = 1.0):
+        import torch
+
         self.generators = [torch.Generator().manual_seed(((seed + i) << 16) + k) for i in indices for k in range(n)]
         self.temperature, self.top_p = temperature, top_p
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
         logits = scores.float() / self.temperature
         if self.top_p < 1.0:
             sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -113,6 +115,7 @@ class SeededSampling:
 class HFBackend:
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, dtype: str = "auto",
                  trust_remote_code: bool = False, **_: Any):
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_name = str(model)
@@ -132,8 +135,13 @@ class HFBackend:
         prompts = [render_prompt(self.tokenizer, conv, self.model_name) for conv in conversations]
         return self.complete(prompts, sampling, desc=desc)
 
-    @torch.no_grad()
     def complete(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
+        import torch
+
+        with torch.no_grad():
+            return self._complete(prompts, sampling, desc)
+
+    def _complete(self, prompts: list[str], sampling: Sampling, desc: str) -> list[list[str]]:
         from transformers import LogitsProcessorList
 
         outputs: list[list[str]] = []
