@@ -2,7 +2,9 @@
 
 A spec says what a stage computes; the result also depends on the project's code that runs
 it and on the installed libraries. Each finished stage records its `env`: the versions of
-the libraries its kind uses and a hash of the project modules its kind runs. The hash is
+the libraries its kind uses and a hash of the project modules it runs: the import closure of
+the module that runs its kind plus the plug-ins its spec names (read from the code, so it
+cannot drift from it). The hash is
 over each module's syntax tree without docstrings, so a comment, a docstring or the README
 does not change it; code does. On a rerun, a finished stage whose key matches but whose env
 differs is stale: train-and-eval stops before writing anything, naming the stage and what
@@ -28,21 +30,67 @@ class StaleError(ValueError):
 BASE_PACKAGES = ("torch", "transformers")
 TRAIN = ("trl", "accelerate", "datasets")
 SHARDED = {"deepspeed": ("deepspeed",)}  # a training stage's strategy kind -> the libraries it adds
-# The project modules (repo-relative) and the libraries each stage kind runs.
-KIND_CODE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "world": (("harness/tinyworld.py",), ()),
-    "data": (("harness/prompt_data.py",), ("datasets",)),
-    "sft": (("trainers/train.py",), TRAIN),
-    "preference": (("trainers/train.py", "trainers/selm_trainer.py", "trainers/losses.py"), TRAIN),
-    "generate": (("trainers/online.py", "trainers/generation.py", "trainers/vllm_backend.py", "trainers/vllm_worker.py"), ("vllm",)),
-    "rank": (("trainers/online.py", "trainers/rankers.py", "harness/tinyworld.py", "evals/openai_judge.py"), ("openai",)),
-    "eval": (("harness/evaluate.py", "evals/base.py", "evals/judges.py", "evals/openai_judge.py",
-              "trainers/generation.py", "trainers/vllm_backend.py", "trainers/vllm_worker.py", "harness/tinyworld.py"),
-             ("lm_eval", "alpaca_eval", "fschat", "openai", "vllm")),
+# The libraries each stage kind runs.
+KIND_PACKAGES: dict[str, tuple[str, ...]] = {
+    "world": (), "data": ("datasets",), "sft": TRAIN, "preference": TRAIN, "generate": ("vllm",),
+    "rank": ("openai",), "eval": ("lm_eval", "alpaca_eval", "fschat", "openai", "vllm"),
 }
-SUITE_MODULES = {"tiny-world": ("evals/tiny_world.py",), "lm-eval": ("evals/lm_eval_suite.py",),
-                 "mt-bench": ("evals/mt_bench.py",), "alpaca-eval": ("evals/alpaca_eval.py",),
-                 "brainteaser": ("evals/brainteaser.py", "evals/lm_eval_suite.py")}
+# The module that runs each stage kind (harness/run_stage.py); its code is everything it imports
+# from the project, at any depth and in any function, plus the plug-ins the spec names.
+KIND_ENTRY: dict[str, str] = {
+    "world": "selm_bench.harness.tinyworld", "data": "selm_bench.harness.prompt_data",
+    "sft": "selm_bench.trainers.train", "preference": "selm_bench.trainers.train",
+    "generate": "selm_bench.trainers.online", "rank": "selm_bench.trainers.online", "eval": "selm_bench.harness.evaluate",
+}
+PACKAGE_DIRS = {"selm_bench.harness": "harness", "selm_bench.trainers": "trainers", "selm_bench.evals": "evals"}
+
+
+def module_file(module: str, repo: Path | None = None) -> Path | None:
+    """The repository file of a project module (`selm_bench.trainers.online` -> trainers/online.py)."""
+    package, _, name = module.rpartition(".")
+    if package in PACKAGE_DIRS:
+        path = (repo or REPO) / PACKAGE_DIRS[package] / f"{name}.py"
+        return path if path.is_file() else None
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """The project modules a file imports anywhere (module level or inside a function)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
+    return {m for m in out if m.startswith("selm_bench.")}
+
+
+def closure(modules: tuple[str, ...], repo: Path | None = None) -> list[Path]:
+    """Every project file `modules` import, transitively (themselves included)."""
+    seen: dict[Path, None] = {}
+    todo = list(modules)
+    while todo:
+        path = module_file(todo.pop(), repo)
+        if path is None or path in seen:
+            continue
+        seen[path] = None
+        todo.extend(_imports(path))
+    return sorted(seen)
+
+
+def _plugins(spec: Any) -> tuple[str, ...]:
+    """The modules of the plug-ins a spec names (backend, ranker, suite, judge), from the registry's table."""
+    from selm_bench.harness import registry
+
+    named = [("backend", getattr(spec, "backend", None)), ("ranker", getattr(spec, "ranker", None)),
+             ("suite", getattr(spec, "suite", None)), ("judge", getattr(spec, "judge", None))]
+    out = []
+    for kind, name in named:
+        target = registry.BUILTINS[kind].get(registry.base_name(kind, name)) if name else None
+        if target:
+            out.append(target.split(":")[0])
+    return tuple(out)
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -72,21 +120,19 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def stage_env(spec: Any) -> dict[str, Any]:
+def stage_env(spec: Any, repo: Path | None = None) -> dict[str, Any]:
     """What the stage's output depends on beyond its spec: library versions and the code hash."""
-    modules, packages = KIND_CODE[spec.kind]
+    packages = KIND_PACKAGES[spec.kind]
     strategy = getattr(getattr(spec, "train", None), "strategy", None)
     if strategy is not None:  # DeepSpeed's version only for the stages it trains (installing it stales no others)
         packages = packages + SHARDED.get(strategy.kind, ())
-    if spec.kind == "eval":
-        modules = modules + SUITE_MODULES.get(spec.suite.split(":", 1)[0], ())
-    return {"code": _code(tuple(modules)),
-            "packages": {p: _version(p) for p in (*BASE_PACKAGES, *packages)}}
+    modules = (KIND_ENTRY[spec.kind], *_plugins(spec))
+    return {"code": _code(modules, repo), "packages": {p: _version(p) for p in (*BASE_PACKAGES, *packages)}}
 
 
 @lru_cache(maxsize=None)
-def _code(modules: tuple[str, ...]) -> str:
-    return code_hash([REPO / m for m in modules])
+def _code(modules: tuple[str, ...], repo: Path | None = None) -> str:
+    return code_hash(closure(modules, repo))
 
 
 def differences(recorded: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:

@@ -4,6 +4,8 @@ rerun (stop with one line, or --force / --keep-stale); a comment or docstring ch
 import json
 import re
 import subprocess
+
+import pytest
 import sys
 
 import yaml
@@ -116,18 +118,66 @@ def test_code_hash_details(tmp_path):
     assert code_hash([s]) != first  # only a leading string is a docstring
 
 
-def test_differences_name_absent_packages_and_each_kind_has_its_code():
-    from selm_bench.harness.staleness import KIND_CODE, REPO, SUITE_MODULES
+def test_differences_name_absent_packages_and_each_kind_has_its_libraries():
+    from selm_bench.harness.staleness import KIND_ENTRY, KIND_PACKAGES, module_file
 
     now = {"code": "c", "packages": {"torch": "2.13.0", "vllm": None, "openai": "1.0"}}
     old = {"code": "c", "packages": {"torch": "2.13.0", "vllm": "0.6.0"}}
     assert differences(old, now) == ["vllm 0.6.0 -> absent", "openai absent -> 1.0"]
     assert differences({}, now) == []
-    assert sorted(KIND_CODE) == ["data", "eval", "generate", "preference", "rank", "sft", "world"]
-    for modules, _ in [*KIND_CODE.values(), *((m, ()) for m in SUITE_MODULES.values())]:
-        assert all((REPO / m).is_file() for m in modules)
-    assert KIND_CODE["preference"][0] == ("trainers/train.py", "trainers/selm_trainer.py", "trainers/losses.py")
-    assert KIND_CODE["generate"][1] == ("vllm",) and KIND_CODE["rank"][1] == ("openai",)
-    assert KIND_CODE["data"] == (("harness/prompt_data.py",), ("datasets",))
-    assert KIND_CODE["eval"][1] == ("lm_eval", "alpaca_eval", "fschat", "openai", "vllm")
-    assert SUITE_MODULES["brainteaser"] == ("evals/brainteaser.py", "evals/lm_eval_suite.py")
+    assert sorted(KIND_PACKAGES) == sorted(KIND_ENTRY) == ["data", "eval", "generate", "preference", "rank", "sft", "world"]
+    assert all(module_file(m) is not None for m in KIND_ENTRY.values())
+    assert KIND_PACKAGES["generate"] == ("vllm",) and KIND_PACKAGES["rank"] == ("openai",)
+    assert KIND_PACKAGES["data"] == ("datasets",)
+    assert KIND_PACKAGES["eval"] == ("lm_eval", "alpaca_eval", "fschat", "openai", "vllm")
+
+
+def _specs():
+    """One spec per stage kind, from real plans: the tiny default (sft, dpo, selm; tiny-world and
+    mt-bench evals) and a real-prompt plan with a PairRM ranker."""
+    from selm_bench.harness.config import load_config
+    from selm_bench.harness.plan import plan
+
+    stages, evals = plan(load_config(None, sets=["methods=[sft, dpo, selm]", "suites=[tiny-world, mt-bench]",
+                                                 "online.iterations=1"]))
+    by = {s.spec.kind: s.spec for s in stages}
+    by["eval tiny-world"] = next(e.spec for e in evals if e.spec.suite == "tiny-world")
+    by["eval mt-bench"] = next(e.spec for e in evals if e.spec.suite == "mt-bench")
+    real, _ = plan(load_config(None, sets=["model.pretrained=someorg/model", "data.prompts=someorg/prompts", "methods=[selm]",
+                                           "online.start=base", "online.ranker=pairrm", "suites=[]", "online.iterations=1"]))
+    by["data"] = next(s.spec for s in real if s.spec.kind == "data")
+    by["rank pairrm"] = next(s.spec for s in real if s.spec.kind == "rank")
+    return by
+
+
+@pytest.mark.parametrize("module, stale", [
+    # hand-derived from what each module does, not from the closure code under test
+    ("trainers/train.py", {"sft", "preference", "generate", "rank", "rank pairrm"}),  # online.py: train.user()
+    ("trainers/losses.py", {"sft", "preference", "generate", "rank", "rank pairrm"}),
+    ("trainers/pairrm.py", {"rank pairrm"}),  # only the stage whose ranker it is
+    ("trainers/rankers.py", {"rank"}),  # the tiny world's oracle ranker
+    ("evals/mt_bench.py", {"eval mt-bench"}),  # not the tiny-world eval
+    ("evals/tiny_world.py", {"eval tiny-world"}),
+    ("harness/prompt_data.py", {"data"}),
+    ("harness/specs.py", {"data", "sft", "preference", "generate", "rank", "rank pairrm", "eval tiny-world", "eval mt-bench"}),
+    ("harness/cli.py", set()),  # commands do not change what a stage computes
+    ("harness/leaderboard.py", set()),
+])
+def test_editing_a_module_stales_exactly_the_stages_that_run_it(tmp_path, module, stale):
+    """In a temporary copy of the code, one module gets a new statement; exactly the stages whose
+    code imports it (at any depth, or as the plug-in the spec names) change their code hash."""
+    import shutil
+
+    from selm_bench.harness.staleness import REPO, stage_env
+
+    for d in ("harness", "trainers", "evals"):
+        shutil.copytree(REPO / d, tmp_path / d)
+    specs = _specs()
+    before = {name: stage_env(spec, tmp_path)["code"] for name, spec in specs.items()}
+    with open(tmp_path / module, "a") as f:
+        f.write("\n_EDITED = 1\n")
+    from selm_bench.harness import staleness
+
+    staleness._code.cache_clear()
+    after = {name: stage_env(spec, tmp_path)["code"] for name, spec in specs.items()}
+    assert {n for n in specs if before[n] != after[n]} == stale
