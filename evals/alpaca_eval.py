@@ -529,7 +529,8 @@ def _run_tiny(ctx: EvalContext, limit: int | None) -> SuiteResult:
 
 def _reference_outputs(ctx: EvalContext, model: Path, prompts: list[str], sampling: Any) -> tuple[list[str], Path]:
     """Greedy outputs of the reference checkpoint, cached per (checkpoint, its files, prompts, sampling)."""
-    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model.iterdir()) if model.is_dir() else None
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model.iterdir()
+                   if p.name != "README.md") if model.is_dir() else None  # the model card is not the model
     spec = {"model": str(model.resolve()), "files": files, "prompts": prompts, "sampling": asdict(sampling),
             "backend": ctx.backend}
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]

@@ -97,10 +97,11 @@ def _fail(exc: BaseException) -> None:
 
     if _state["debug"]:
         traceback.print_exception(exc)
+    from selm_bench.harness.modelcard import PushError
     from selm_bench.harness.preflight import PreflightError
     from selm_bench.harness.staleness import StaleError
 
-    bad_input = (ConfigError, UsageError, RegistryError, StaleError, DataFileError, PreflightError)
+    bad_input = (ConfigError, UsageError, RegistryError, StaleError, DataFileError, PreflightError, PushError)
     code = 2 if isinstance(exc, bad_input) else 1
     msg = str(exc) or type(exc).__name__
     typer.echo(f"error: {msg.splitlines()[0] if msg else type(exc).__name__}", err=True)
@@ -134,6 +135,7 @@ def train_and_eval_cmd(
     accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="accelerate config file, e.g. configs/accelerate/zero3.yaml."),
     num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Training processes (GPUs); the global batch is split across them."),
     keep_stale: bool = typer.Option(False, "--keep-stale", help="Keep finished stages whose code or libraries changed since they ran."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="After the run, upload each checkpoint with its model card to private Hub repos OWNER/NAME-<checkpoint> (token: `hf auth login` or HF_TOKEN)."),
 ) -> None:
     """Train every configured method and evaluate every checkpoint on every suite.
 
@@ -160,12 +162,21 @@ def train_and_eval_cmd(
         from selm_bench.harness.leaderboard import print_table
         from selm_bench.harness.pipeline import train_and_eval
 
+        if push_to_hub:  # a bad repo id or offline mode fails before training
+            from selm_bench.harness.modelcard import check_push
+
+            check_push(push_to_hub)
         rows = train_and_eval(cfg, run_dir, force=force, command=sys.argv, keep_stale=keep_stale)
         print_table(rows, title=f"leaderboard: {run_dir}")
         from selm_bench.harness.report import write_report
 
         report = write_report(run_dir)
         typer.echo(f"wrote {run_dir / 'leaderboard.csv'}, leaderboard.json and {report}", err=True)
+        if push_to_hub:
+            from selm_bench.harness.modelcard import push_run
+
+            for name, url in push_run(run_dir, push_to_hub).items():
+                typer.echo(f"pushed {name}: {url}", err=True)
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001 - every failure becomes one line (traceback with --debug)
@@ -238,18 +249,19 @@ def leaderboard_cmd(
     results: Optional[List[Path]] = typer.Option(None, "--results", "-r",
                                                  help="A run folder or a folder of runs (repeatable; default: results)."),
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Show every metric of this suite."),
-    metric: Optional[List[str]] = typer.Option(None, "--metric", "-m", help="Show these <suite>/<metric> columns (repeatable)."),
-    sort: Optional[str] = typer.Option(None, "--sort", help="Sort by this <suite>/<metric>, best first."),
-    show_all: bool = typer.Option(False, "--all", help="Every metric, not just each suite's headline."),
+    metric: Optional[List[str]] = typer.Option(None, "--metric", "-m", help="Show these SUITE/METRIC columns (repeatable)."),
+    sort: Optional[str] = typer.Option(None, "--sort", help="Sort by this SUITE/METRIC, best first."),
+    show_all: bool = typer.Option(False, "--all", help="Every metric, not just each suite's headline (json and csv: always)."),
     published: bool = typer.Option(True, "--published/--no-published", help="Add the published reference rows."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | markdown | csv | json | html."),
 ) -> None:
     """Every run and import under the given folders beside the published rows, one compact table.
 
     A row per checkpoint, each suite's headline metric (± a 95% interval), what is not canonical
-    (tiny world, oracle or local judge) and where each row comes from.
+    (tiny world, oracle or local judge) and where each row comes from. json and csv carry every
+    metric (standard errors, counts, per-turn scores) unless --suite or --metric narrows them.
     Examples: `selm-bench leaderboard --results results/tiny`, `selm-bench leaderboard --suite mt-bench`,
-    `selm-bench leaderboard --all --format json`
+    `selm-bench leaderboard --format json`
     """
     try:
         from selm_bench.harness import leaderboard as L
@@ -262,7 +274,7 @@ def leaderboard_cmd(
                 raise UsageError(f"--results {folder}: no such folder")
         rows = L.collect_many(folders, published=published)
         try:
-            cols = L.select_columns(rows, suite=suite, metrics=_split(metric), show_all=show_all)
+            cols = L.select_columns(rows, suite=suite, metrics=_split(metric), show_all=show_all, fmt=fmt)
             if sort:
                 rows = L.sort_rows(rows, sort)
         except ValueError as e:
@@ -369,23 +381,26 @@ def compare_cmd(
     base: str = typer.Argument(..., help="RUN_DIR[:checkpoint] (default checkpoint: the run's last)."),
     new: str = typer.Argument(..., help="RUN_DIR[:checkpoint], compared against BASE."),
     metric: Optional[List[str]] = typer.Option(None, "--metric", "-m",
-                                               help="Gated metric <suite>/<metric> (repeatable; default: each suite's headline)."),
+                                               help="Gated metric SUITE/METRIC (repeatable; default: each suite's headline)."),
     threshold: Optional[List[str]] = typer.Option(None, "--threshold", "-t",
                                                   help="M=DELTA: a regression of M counts only beyond DELTA (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same intervals)."),
     resamples: int = typer.Option(1000, "--resamples", min=100, help="Bootstrap resamples."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text | json."),
+    fmt: str = typer.Option("text", "--format", "-f",
+                            help="text | json | markdown (gated metrics' table, for a pull request) | github "
+                                 "(GitHub Actions annotations, then the table; also appended to $GITHUB_STEP_SUMMARY when set)."),
 ) -> None:
     """Paired comparison of two runs, item by item, with bootstrap intervals and verdicts.
 
     Exit 0: no gated metric regressed significantly beyond its threshold; 1: one did; 2: bad input.
-    Example: `selm-bench compare results/base results/new:selm/iter-2 --threshold tiny-world/accuracy=0.01`
+    Example: `selm-bench compare results/base results/new:selm/iter-2 --threshold tiny-world/accuracy=0.01`;
+    in CI: `selm-bench compare ci/baseline results/ci --format github`
     """
     from selm_bench.harness import compare as C
 
     try:
-        if fmt not in ("text", "json"):
-            raise UsageError(f"--format: expected text or json, got {fmt!r}")
+        if fmt not in ("text", "json", "markdown", "github"):
+            raise UsageError(f"--format: expected text, json, markdown or github, got {fmt!r}")
         thresholds: dict[str, float] = {}
         for t in threshold or []:
             key, eq, value = t.partition("=")
@@ -401,7 +416,18 @@ def compare_cmd(
         _fail(UsageError(str(e)))
     except Exception as e:  # noqa: BLE001
         _fail(e)
-    sys.stdout.write(C.to_json(b, w, results, seed) + "\n" if fmt == "json" else C.to_text(b, w, results))
+    if fmt == "json":
+        sys.stdout.write(C.to_json(b, w, results, seed) + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(C.to_markdown(b, w, results))
+    elif fmt == "github":
+        sys.stdout.write(C.to_github(b, w, results))
+        try:
+            C.append_step_summary(C.to_markdown(b, w, results))
+        except OSError as e:  # the comparison stands; only the job summary is missing
+            typer.echo(f"warning: GITHUB_STEP_SUMMARY not written: {e}", err=True)
+    else:
+        sys.stdout.write(C.to_text(b, w, results))
     raise typer.Exit(1 if C.failed(results) else 0)
 
 

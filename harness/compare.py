@@ -7,6 +7,10 @@ a paired bootstrap over the shared items (the same resampled ids on both sides).
 metric: improved / regressed when the interval excludes 0, else no significant change. A gated
 metric that regressed by more than its threshold (the interval's upper end below -threshold)
 makes the comparison fail (exit 1).
+
+Formats: text, json, markdown (a table of the gated metrics for a pull-request comment) and
+github (GitHub Actions workflow-command annotations, one `::error` per failed gate, then the
+markdown table, which is also appended to `$GITHUB_STEP_SUMMARY` when that is set).
 """
 
 from __future__ import annotations
@@ -226,3 +230,100 @@ def to_text(base: Side, new: Side, results: list[SuiteComparison]) -> str:
     lines.append("\nresult: " + ("REGRESSION (a gated metric regressed beyond its threshold)" if failed(results)
                                   else "ok (no gated metric regressed beyond its threshold)"))
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None, sign: str = "") -> str:
+    return "-" if v is None else f"{v:{sign}.4g}"
+
+
+def _interval(m: MetricResult) -> str:
+    return f"[{_num(m.low)}, {_num(m.high)}]"
+
+
+def gated_metrics(results: list[SuiteComparison]) -> list[tuple[SuiteComparison, MetricResult]]:
+    return [(c, m) for c in results for m in c.metrics if m.gated]
+
+
+def _side_md(side: Side) -> str:
+    return f"`{side.label}`" + (f" (mean of {len(side.runs)} seeds)" if len(side.runs) > 1 else "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def summary_line(results: list[SuiteComparison]) -> str:
+    """One line: how many gated metrics regressed beyond their threshold (the exit status's reason)."""
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    gated = gated_metrics(results)
+    n = sum(m.failed for _, m in gated)
+    line = (f"**Result: {count(n, 'regression') if n else 'no regression'}** "
+            f"({n} of {count(len(gated), 'gated metric')} regressed beyond the threshold)")
+    ungated = sum(m.verdict == "regressed" for c in results for m in c.metrics if not m.gated)
+    if ungated:
+        line += f"; {count(ungated, 'ungated metric')} regressed (`--format text` lists every metric)"
+    return line + "."
+
+
+def to_markdown(base: Side, new: Side, results: list[SuiteComparison]) -> str:
+    """A table for a pull-request comment: a row per gated metric (paired items, base, new, delta,
+    95% interval, verdict, gate), then a one-line summary. Written by hand: no table library needed."""
+    lines = [f"**selm-bench compare**: base {_side_md(base)}, new {_side_md(new)}", ""]
+    gated = gated_metrics(results)
+    if gated:
+        lines += ["| gated metric | items | base | new | delta | 95% interval | verdict | gate |",
+                  "|---|--:|--:|--:|--:|---|---|---|"]
+        for c, m in gated:
+            gate = ("**FAIL**" if m.failed else "pass") + (f" (threshold {m.threshold:g})" if m.threshold else "")
+            cells = [f"{m.suite}/{m.metric}", str(c.shared), _num(m.base), _num(m.new), _num(m.delta, "+"),
+                     _interval(m), m.verdict, gate]
+            lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+        lines.append("")
+    else:
+        lines += ["No gated metric: no suite has items scored on both sides.", ""]
+    lines.append(summary_line(results))
+    return "\n".join(lines) + "\n"
+
+
+def escape_data(text: str) -> str:
+    """A workflow command's message, escaped as GitHub's toolkit does (`%`, CR, LF)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """A workflow command's property value: as a message, and also `:` and `,`."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def to_github(base: Side, new: Side, results: list[SuiteComparison]) -> str:
+    """GitHub Actions annotations, one per gated metric: `::error` for a gate that failed,
+    `::warning` for a significant regression within its threshold, `::notice` otherwise;
+    then the markdown table."""
+    lines = []
+    for c, m in gated_metrics(results):
+        key = f"{m.suite}/{m.metric}"
+        if m.failed:
+            level, title, what = "error", f"Regression: {key}", f"regressed beyond its threshold {m.threshold:g}"
+        elif m.verdict == "regressed":
+            level, title, what = "warning", f"Regressed within threshold: {key}", f"regressed within its threshold {m.threshold:g}"
+        else:
+            level, title, what = "notice", f"{m.verdict.capitalize()}: {key}", m.verdict
+        message = (f"{key} {what}: {_num(m.base)} -> {_num(m.new)}, delta {_num(m.delta, '+')}, 95% interval "
+                   f"{_interval(m)} over {c.shared} paired items (base {base.label}, new {new.label})")
+        lines.append(f"::{level} title={escape_property(title)}::{escape_data(message)}")
+    return "\n".join(lines) + ("\n\n" if lines else "") + to_markdown(base, new, results)
+
+
+def append_step_summary(markdown: str, environ: Any = None) -> Path | None:
+    """Append the markdown to the file `$GITHUB_STEP_SUMMARY` names (GitHub Actions' job summary),
+    when set; returns that file."""
+    import os
+
+    target = (os.environ if environ is None else environ).get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    with open(target, "a", encoding="utf-8") as f:
+        f.write(markdown + "\n")
+    return Path(target)

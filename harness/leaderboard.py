@@ -137,6 +137,22 @@ def collect_rows(results: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _alpaca_eval_package() -> tuple[Path, str]:
+    """alpaca_eval's package folder and version, without importing it (it loads scipy: seconds)
+    unless it is already imported."""
+    import importlib.metadata
+    import importlib.util
+    import sys
+
+    if "alpaca_eval" in sys.modules:
+        mod = sys.modules["alpaca_eval"]
+        return Path(mod.__file__).parent, getattr(mod, "__version__", "?")
+    spec = importlib.util.find_spec("alpaca_eval")
+    if spec is None or not spec.origin:
+        return Path("/nonexistent"), "?"
+    return Path(spec.origin).parent, importlib.metadata.version("alpaca-eval")
+
+
 def published_rows(reference_dir: Path = REFERENCE_DIR) -> list[dict[str, Any]]:
     """The paper's published rows (`published.csv`) and, for their base models, the AlpacaEval 2.0
     rows of the installed alpaca_eval package's own leaderboard (GPT-4 Turbo annotator)."""
@@ -152,14 +168,11 @@ def published_rows(reference_dir: Path = REFERENCE_DIR) -> list[dict[str, Any]]:
                     row[k] = float(v)
             rows.append(row)
             bases.append(rec["base"])
-    import alpaca_eval
-
-    board = Path(alpaca_eval.__file__).parent / "leaderboards" / "data_AlpacaEval_2" / \
-        "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
+    folder, version = _alpaca_eval_package()
+    board = folder / "leaderboards" / "data_AlpacaEval_2" / "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
     if board.is_file():
         with open(board, newline="") as f:
             by_name = {r[""]: r for r in csv.DictReader(f)}
-        version = getattr(alpaca_eval, "__version__", "?")
         for base in dict.fromkeys(bases):
             rec = by_name.get(ALPACA_EVAL_BASE_ROWS.get(base, ""))
             if rec is None:
@@ -225,8 +238,11 @@ def write_leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 def refresh(root: Path, title: str) -> list[dict[str, Any]]:
     """Collect `root`'s rows, rewrite its leaderboard.{csv,json} and show the table."""
+    from selm_bench.harness.modelcard import write_model_cards
+
     rows = collect_rows(root)
     write_leaderboard(root, rows)
+    write_model_cards(root)  # the cards' eval tables follow the leaderboard
     print_table(rows, title=title)
     return rows
 
@@ -285,9 +301,15 @@ def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+# Formats a script reads: every metric by default (standard errors, counts, per-turn scores), the
+# compact headline view being the terminal's (and markdown's, html's) default.
+MACHINE_FORMATS = ("json", "csv")
+
+
 def select_columns(rows: list[dict[str, Any]], suite: str | None = None, metrics: list[str] | None = None,
-                   show_all: bool = False) -> list[str]:
-    """The metric columns to show: named ones, a suite's all, everything, or the compact headlines."""
+                   show_all: bool = False, fmt: str | None = None) -> list[str]:
+    """The metric columns to show: named ones, a suite's all, everything (`show_all`, or a machine
+    format `fmt`), or the compact headlines."""
     cols = [c for c in columns(rows) if "/" in c and not c.endswith(("_stderr", "_std"))]
     if metrics:
         unknown = [m for m in metrics if m not in cols]
@@ -299,7 +321,7 @@ def select_columns(rows: list[dict[str, Any]], suite: str | None = None, metrics
         if not mine:
             raise ValueError(f"--suite {suite}: no results; suites: {', '.join(suites_of(rows))}")
         return mine
-    return cols if show_all else headline_columns(rows)
+    return cols if show_all or fmt in MACHINE_FORMATS else headline_columns(rows)
 
 
 def sort_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:

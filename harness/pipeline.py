@@ -158,6 +158,9 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
         _say_metrics(store.root / ev.folder)
     rows = collect_rows(out)
     write_leaderboard(out, rows)
+    from selm_bench.harness.modelcard import write_model_cards
+
+    write_model_cards(out)  # checkpoints/*/model/README.md: method, data, hyperparameters, eval rows, provenance
     store.finish()
     return rows
 

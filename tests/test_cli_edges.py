@@ -36,7 +36,7 @@ ROWS = [
     ("sweep: seeds not integers", [*SWEEP, "--seeds", "0,one"], "--seeds '0,one': expected integers, e.g. 0,1,2"),
     ("sweep: a repeated seed", [*SWEEP, "--seeds", "1,2,1"], "--seeds '1,2,1': expected distinct integers, e.g. 0,1,2"),
     ("sweep: no seed at all", [*SWEEP, "--seeds", " , "], "--seeds ' , ': expected distinct integers, e.g. 0,1,2"),
-    ("compare: unknown format", ["compare", "a", "b", "--format", "csv"], "--format: expected text or json, got 'csv'"),
+    ("compare: unknown format", ["compare", "a", "b", "--format", "csv"], "--format: expected text, json, markdown or github, got 'csv'"),
     ("compare: threshold not a number", ["compare", "a", "b", "--threshold", "tiny-world/accuracy=lots"],
      "--threshold 'tiny-world/accuracy=lots': expected METRIC=DELTA with a number, e.g. tiny-world/accuracy=0.01"),
     ("compare: threshold without =", ["compare", "a", "b", "--threshold", "tiny-world/accuracy"],

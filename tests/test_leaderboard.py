@@ -75,8 +75,8 @@ def test_published_rows_beside_ours(tmp_path):
 
 def test_compact_default_shows_each_suites_headline(tmp_path):
     run = make_run(tmp_path)
-    rows = json.loads(board("--results", str(run), "--format", "json").output)
-    metric_cols = {k for r in rows for k in r if "/" in k and not k.endswith("_stderr")}
+    header = board("--results", str(run), "--format", "markdown").output.splitlines()[0]  # json/csv: every metric
+    metric_cols = {c.strip() for c in header.strip("|").split("|") if "/" in c and not c.strip().endswith("_stderr")}
     assert metric_cols == {"tiny-world/accuracy", "mt-bench/score", "alpaca-eval/length_controlled_winrate"}
     text = board("--results", str(run)).output
     assert "tiny-world/accuracy" in text and "turn-1" not in text and "†" in text
