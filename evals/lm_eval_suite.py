@@ -300,12 +300,21 @@ def evaluate(ctx: EvalContext, lm: Any, task_manager: Any, tasks: list[str], num
              limit: int | float | None = None, predict_only: bool = False) -> dict[str, Any]:
     """One `simple_evaluate` call with the harness's settings; lm-eval's results dict."""
     import lm_eval
+    import lm_eval.evaluator
 
-    results = lm_eval.simple_evaluate(
-        model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
-        log_samples=True, predict_only=predict_only,
-        apply_chat_template=bool(ctx.option("apply_chat_template")),
-    )
+    from selm_bench.harness.store import git_state
+
+    # lm-eval records the git commit of the working folder with a bare `git describe`, which prints
+    # "fatal: not a git repository" outside one; its `git_hash` is this project's commit instead.
+    own, lm_eval.evaluator.get_git_commit_hash = lm_eval.evaluator.get_git_commit_hash, lambda: git_state()["git_commit"]
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
+            log_samples=True, predict_only=predict_only,
+            apply_chat_template=bool(ctx.option("apply_chat_template")),
+        )
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = own
     if results is None:  # only non-zero ranks get None; this harness runs one process
         raise SuiteError("lm-eval returned no results (not rank 0?)")
     return results

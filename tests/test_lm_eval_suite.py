@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -437,3 +439,20 @@ def test_preset_average_from_items_equals_the_suites_on_a_real_group(tmp_path, t
     assert res.metrics["average"] == L.preset_average({h: res.metrics[h] for h in heads})
     assert L.paired(res.items)["average"] == pytest.approx(res.metrics["average"], abs=1e-12)
     assert len({i["id"] for i in res.items}) == len(res.items) == 3 + 9 + 6 + 2 * 4
+
+
+def test_run_outside_a_git_repository_prints_no_git_error(tmp_path, tiny_model, tiny_world):
+    """lm-eval's own `git describe` used to print "fatal: not a git repository" once per eval when run
+    from a folder outside one; lm-eval's results record this project's commit instead."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ev"
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.cli", "eval", "--model", str(tiny_model),
+                          "--suites", "lm-eval", "--world", str(tiny_world), "--out", str(out)],
+                         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "fatal" not in res.stderr and "not a git repository" not in res.stderr
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    assert json.loads((out / "lm-eval" / "results.json").read_text())["git_hash"] == head
