@@ -326,11 +326,10 @@ class _FakeLM:
         return self
 
     def generate(self, input_ids, **kw):
-        self.calls.append({**kw, "grad": torch.is_grad_enabled(), "seed": torch.initial_seed(),
-                           "rows": input_ids[:, 0].tolist()})
-        n = kw["num_return_sequences"]
-        # each prompt row repeated n times: [prompt token, new token prompt*10 + sample]
-        return torch.tensor([[int(k), int(k) * 10 + s] for k in input_ids[:, 0] for s in range(n)])
+        self.calls.append({**kw, "grad": torch.is_grad_enabled(), "rows": input_ids[:, 0].tolist()})
+        # a prompt's n samples come as n equal rows: [prompt token, new token prompt*10 + its sample index]
+        rows = input_ids[:, 0].tolist()
+        return torch.tensor([[k, k * 10 + sum(1 for r in rows[:j] if r == k)] for j, k in enumerate(rows)])
 
 
 def _hf_backend(monkeypatch, tok, model, **kw):
@@ -350,7 +349,8 @@ def _hf_backend(monkeypatch, tok, model, **kw):
             loaded["model"] = (path, k)
             return model
 
-    _fake_transformers(monkeypatch, AutoTokenizer=AutoTokenizer, AutoModelForCausalLM=AutoModelForCausalLM)
+    _fake_transformers(monkeypatch, AutoTokenizer=AutoTokenizer, AutoModelForCausalLM=AutoModelForCausalLM,
+                       LogitsProcessorList=list)
     bars = []
 
     class Bar:
@@ -386,9 +386,12 @@ def test_hf_backend_loads_pads_left_and_batches_longest_first(monkeypatch):
     # sampled, n=2: 4 // 2 = 2 prompts a batch, longest first: ["ccc", "bb"], then ["a"]
     got = be.complete(prompts, Sampling(n=2, temperature=0.7, top_p=0.9, max_new_tokens=7, seed=5), desc="draw")
     assert got == [["bb#0", "bb#1"], ["a#0", "a#1"], ["ccc#0", "ccc#1"]]
-    sampled = {"max_new_tokens": 7, "num_return_sequences": 2, "pad_token_id": 2, "eos_token_id": [2], "do_sample": True,
-               "temperature": 0.7, "top_p": 0.9, "top_k": 0, "grad": False, "seed": 5}
-    assert model.calls == [{**sampled, "rows": [2, 0]}, {**sampled, "rows": [1]}]
+    # sampling is greedy decoding over SeededSampling's perturbed logits: one generator per reply
+    sampled = {"max_new_tokens": 7, "pad_token_id": 2, "eos_token_id": [2], "do_sample": False, "grad": False}
+    procs = [c.pop("logits_processor") for c in model.calls]
+    assert model.calls == [{**sampled, "rows": [2, 2, 0, 0]}, {**sampled, "rows": [1, 1]}]
+    assert [(type(p).__name__, p.temperature, p.top_p, len(p.generators)) for [p] in procs] == [
+        ("SeededSampling", 0.7, 0.9, 4), ("SeededSampling", 0.7, 0.9, 2)]
     kw = {"add_special_tokens": False}
     assert tok.calls == [("ccc", kw), ("bb", kw), ("a", kw)]
     assert bars == [("draw", 3, [2, 1])]
@@ -396,15 +399,15 @@ def test_hf_backend_loads_pads_left_and_batches_longest_first(monkeypatch):
     # greedy, n=1: all 4 fit one batch; default desc
     model.calls.clear()
     assert be.complete(prompts, Sampling(max_new_tokens=3, seed=1)) == [["bb#0"], ["a#0"], ["ccc#0"]]
-    assert model.calls == [{"max_new_tokens": 3, "num_return_sequences": 1, "pad_token_id": 2, "eos_token_id": [2],
-                            "do_sample": False, "grad": False, "seed": 1, "rows": [2, 0, 1]}]
+    assert model.calls == [{"max_new_tokens": 3, "pad_token_id": 2, "eos_token_id": [2],
+                            "do_sample": False, "grad": False, "rows": [2, 0, 1]}]  # greedy: no processor
     assert bars[-1] == ("generate", 3, [3])
 
     # n=3: 4 // 3 = 1 prompt a batch
     model.calls.clear()
     got = be.complete(prompts, Sampling(n=3, temperature=1.0))
     assert got == [["bb#0", "bb#1", "bb#2"], ["a#0", "a#1", "a#2"], ["ccc#0", "ccc#1", "ccc#2"]]
-    assert [c["rows"] for c in model.calls] == [[2], [0], [1]]
+    assert [c["rows"] for c in model.calls] == [[2, 2, 2], [0, 0, 0], [1, 1, 1]]
 
 
 def test_hf_backend_chat_renders_with_the_chat_template(monkeypatch):

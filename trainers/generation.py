@@ -152,7 +152,7 @@ class HFBackend:
         with progress(desc, total=len(prompts)) as bar:
             for start in range(0, len(order), step):
                 idx = order[start : start + step]
-                rows = [encode_prompt(self.tokenizer, prompts[i]) for i in idx for _ in range(sampling.n)]
+                rows = [ids for i in idx for ids in [encode_prompt(self.tokenizer, prompts[i])] * sampling.n]
                 enc = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
                 gen_kwargs: dict[str, Any] = dict(
                     max_new_tokens=sampling.max_new_tokens,
