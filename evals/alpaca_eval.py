@@ -27,6 +27,10 @@ error is degenerate (all coefficients zero): it is reported as None, flagged, wi
 Options (AlpacaEvalOptions): limit (first N instructions), max_new_tokens (2048 real, 24 tiny), temperature
 (0 = greedy), top_p, annotators_config (real mode, default weighted_alpaca_eval_gpt4_turbo). Tiny mode always
 uses the oracle.
+
+`selm-bench data pull` fetches alpaca_eval's `results/gpt4_1106_preview/model_outputs.json` (the AlpacaEval
+2.0 evaluation set and its reference outputs) at a pinned commit (DATA_SOURCES). `df_gamed.csv` (length-
+controlled win rate) has no pinned checksum here and is not pulled: without it LC stays null, as documented.
 """
 
 from __future__ import annotations
@@ -39,15 +43,19 @@ import os
 import re
 import time
 import warnings
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict
+from html import escape
 from pathlib import Path
 from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, not_canonical
-from selm_bench.harness.registry import register_suite
+from selm_bench.evals.base import (
+    EvalContext, SuiteError, SuiteResult, fmt, judged_plan, not_canonical, number, table, text,
+)
+from selm_bench.harness.registry import Artefact, InputError, register_suite
 from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
@@ -59,7 +67,15 @@ REFERENCE_SOURCE = (
     "the alpaca_eval GitHub repo (tatsu-lab/alpaca_eval) results/gpt4_1106_preview/model_outputs.json, "
     "or the HF dataset tatsu-lab/alpaca_eval"
 )
+DATA_SOURCES = (  # what `selm-bench data pull` fetches: (dest under the data folder, url, SHA-256, size)
+    Artefact(SUITE, "/".join(REFERENCE_FILE), "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/"
+             "cd543a149df89434d8a54582c0151c0b945c3d20/results/gpt4_1106_preview/model_outputs.json",
+             "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4", 1899765),
+)
 DF_GAMED_FILE = ("alpaca_eval", "df_gamed.csv")
+# Rough list-price cost of one AlpacaEval 2.0 GPT-4 Turbo annotation (alpaca_eval: "< $10" a model),
+# for `selm-bench plan`.
+JUDGE_USD = 0.012
 METRIC_KEYS = (
     "win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "discrete_win_rate",
     "avg_length", "length_controlled_winrate", "lc_standard_error",
@@ -125,6 +141,20 @@ def metrics_from_annotations(
                 info["lc_raw"] = {k: float(lc[k]) for k in ("length_controlled_winrate", "lc_standard_error")}
                 metrics["length_controlled_winrate"] = metrics["lc_standard_error"] = None
     return _plain(metrics, info), info
+
+
+def import_file(file: Path, model: str | None, data_dir: Path | None) -> dict[str, tuple[dict, dict]]:
+    """`selm-bench import`: alpaca_eval's annotations.json of `model` -> {model: (metrics, info)};
+    `data_dir` gives df_gamed.csv for the LC win rate."""
+    if not model:
+        raise InputError(f"--model is required with --suite {SUITE}")
+    try:
+        return {model: metrics_from_annotations(file, data_dir)}
+    except SuiteError as e:
+        raise InputError(f"{file}: {e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{file}: not an alpaca_eval annotations.json (records with instruction, "
+                         f"output_1, output_2, preference): {type(e).__name__}: {e}") from None
 
 
 def _plain(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
@@ -225,8 +255,89 @@ def preflight(ctx: EvalContext) -> None:
             raise SuiteError(f"alpaca-eval: {e}; or run with --no-judge and judge later") from None
 
 
-@register_suite(SUITE, help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
-                options=AlpacaEvalOptions, headline="length_controlled_winrate", paired=paired, preflight=preflight)
+def estimate(cfg: Any, spec: Any) -> dict[str, Any]:
+    """`selm-bench plan`: one output an instruction, each annotated once (tiny world: by the oracle, free)."""
+    return judged_plan(spec, tiny=(cfg.world.n_eval, 1), real=(N_INSTRUCTIONS, 1),
+                       judge=spec.options.get("annotators_config"), usd_per_call=JUDGE_USD)
+
+
+# ---------------------------------------------------------------- published rows
+# Base models of the leaderboard's published.csv -> their row in alpaca_eval's own AlpacaEval 2.0 leaderboard.
+PUBLISHED_BASE_ROWS = {"zephyr-7b": "zephyr-7b-beta", "llama-3-8b-instruct": "Meta-Llama-3-8B-Instruct",
+                       "phi-3-mini-4k-instruct": "Phi-3-mini-4k-instruct"}
+
+
+def _package() -> tuple[Path, str]:
+    """alpaca_eval's package folder and version, without importing it (it loads scipy: seconds)
+    unless it is already imported."""
+    import importlib.metadata
+    import importlib.util
+    import sys
+
+    if "alpaca_eval" in sys.modules:
+        mod = sys.modules["alpaca_eval"]
+        return Path(mod.__file__).parent, getattr(mod, "__version__", "?")
+    spec = importlib.util.find_spec("alpaca_eval")
+    if spec is None or not spec.origin:
+        return Path("/nonexistent"), "?"
+    return Path(spec.origin).parent, importlib.metadata.version("alpaca-eval")
+
+
+def published(bases: list[str]) -> list[dict[str, Any]]:
+    """Leaderboard rows for the base models `bases` (published.csv's `base`) from the installed
+    alpaca_eval package's own AlpacaEval 2.0 leaderboard (GPT-4 Turbo annotator)."""
+    import csv
+
+    folder, version = _package()
+    board = folder / "leaderboards" / "data_AlpacaEval_2" / f"{ANNOTATOR}_leaderboard.csv"
+    if not board.is_file():
+        return []
+    with open(board, newline="") as f:
+        by_name = {r[""]: r for r in csv.DictReader(f)}
+    rows = []
+    for base in bases:
+        rec = by_name.get(PUBLISHED_BASE_ROWS.get(base, ""))
+        if rec is None:
+            continue
+        row: dict[str, Any] = {"run": "published", "checkpoint": PUBLISHED_BASE_ROWS[base], "method": "base",
+                               "iteration": None,
+                               "provenance": f"alpaca_eval {version} leaderboard (data_AlpacaEval_2, {ANNOTATOR})"}
+        for src, dst in (("length_controlled_winrate", "length_controlled_winrate"),
+                         ("lc_standard_error", "length_controlled_winrate_stderr"), ("win_rate", "win_rate"),
+                         ("standard_error", "win_rate_stderr")):
+            if rec.get(src):
+                row[f"{SUITE}/{dst}"] = float(rec[src])
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- the report's drill-down
+def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
+    """Wins, losses and ties (preference 1 = reference preferred, 2 = model preferred, 1.5 = tie)
+    and the `k` clearest losses."""
+    prefs = [(number(i.get("preference")), i) for i in items]
+    losses = sorted([(p, i) for p, i in prefs if p is not None and p < 1.5], key=lambda t: t[0])
+    wins = sum(p is not None and p > 1.5 for p, _ in prefs)
+    ties = sum(p == 1.5 for p, _ in prefs)
+    unjudged = sum(p is None for p, _ in prefs)
+    out = (f"<p>{wins} wins, {len(losses)} losses, {ties} ties, {unjudged} not annotated "
+           f"(of {len(items)}; preference 1 = reference preferred, 2 = model preferred).</p>")
+    errors = [str(i["judge_error"]) for i in items if i.get("judge_error")]
+    if errors:
+        out += f"<p>{len(errors)} failed judgments; the first one's reason:</p>" + text(errors[0], 500)
+    cats = defaultdict(int)
+    for _, i in losses:
+        if "category" in i:
+            cats[str(i["category"])] += 1
+    if cats:
+        out += table(["category", "losses"], [[escape(c), str(n)] for c, n in sorted(cats.items())])
+    rows = [[text(i.get("instruction")), text(i.get("output")), text(i.get("reference_output")), fmt(p)]
+            for p, i in losses[:k]]
+    if rows:
+        out += f"<p>The {len(rows)} clearest losses:</p>"
+    return out + table(["instruction", "model output", "reference output", "preference"], rows)
+
+
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     limit = ctx.option("limit")
@@ -544,3 +655,13 @@ def _reference_outputs(ctx: EvalContext, model: Path, prompts: list[str], sampli
     outputs = _generate(backend, prompts, sampling)
     atomic_write_json(path, {"reference": str(model), "outputs": outputs})
     return outputs, path
+
+
+# ---------------------------------------------------------------- registration
+# Everything the harness knows about this suite (harness/registry.py `Suite`).
+register_suite(SUITE, help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
+               options=AlpacaEvalOptions, headline="length_controlled_winrate", fallbacks=("win_rate",),
+               stderr={"win_rate": "standard_error", "length_controlled_winrate": "lc_standard_error"},
+               paired=paired, preflight=preflight, canonical_judges={ANNOTATOR}, plan=estimate,
+               data_files=("/".join(REFERENCE_FILE),), data_sources=DATA_SOURCES, pull_by_default=True,
+               judge=judge_saved, import_file=import_file, published=published, drilldown=drilldown, order=30)(run)

@@ -6,12 +6,18 @@ outputs (alpaca-eval), and log-likelihood multiple choice (lm-eval, brainteaser)
 Options: each suite declares a pydantic model next to its function (`register_suite(...,
 options=Model)`); the model is the one place that holds option names, types and defaults.
 Suites read `ctx.option(key)`, never with a default of their own.
+
+The rest of what a suite owns (harness/registry.py `Suite`) it registers with its function;
+helpers for those hooks live here: `judged_plan` (a judged suite's `plan` estimate) and the
+HTML helpers a `drilldown` renders with (`table`, `text`, `fmt`, `number`, `read_items`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,3 +167,75 @@ def mean_and_stderr(values: list[float]) -> tuple[float, float]:
         return mean, 0.0
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(var / n)
+
+
+def judged_plan(spec: Any, *, tiny: tuple[int, int], real: tuple[int, int], judge: str | None,
+                usd_per_call: float) -> dict[str, Any]:
+    """`selm-bench plan`'s estimate for a generate-then-judge suite's stage (an EvalSpec): on the
+    tiny world (`spec.world`), `tiny` = (questions, turns) answers graded by the oracle judge, free;
+    else the first `question_limit` / `limit` of `real` = (questions, turns), each answer one paid
+    judge call at a rough list price of `usd_per_call`."""
+    if spec.world is not None:
+        n, turns = tiny
+        return {"generations": n * turns, "judge_calls": 0, "detail": "oracle judge (free)"}
+    n, turns = real
+    limit = spec.options.get("question_limit") or spec.options.get("limit")
+    n = min(n, limit) if limit else n
+    return {"generations": n * turns, "judge_calls": n * turns, "judge": judge,
+            "judge_usd": round(n * turns * usd_per_call, 2)}
+
+
+# ---------------------------------------------------------------- a drill-down's HTML
+# What a suite's `drilldown` (the report's section of it) renders with; the report's too.
+MAX_TEXT = 1500  # characters of a shown answer or judgment
+
+
+def number(v: Any) -> float | None:
+    """A finite float, else None (missing, null, NaN, text)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def read_items(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The records of an items.jsonl and a note about what could not be read (None if all was)."""
+    if not path.is_file():
+        return [], "no items.jsonl"
+    items, bad = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(n)
+            continue
+        if isinstance(rec, dict):
+            items.append(rec)
+    note = f"{path.name}: line(s) {', '.join(map(str, bad[:5]))} not valid JSON, skipped" if bad else None
+    return items, note
+
+
+def text(v: Any, limit: int = MAX_TEXT) -> str:
+    """Escaped text in a pre-wrapped block, cut at `limit` characters (the cut is marked)."""
+    s = "" if v is None else (v if isinstance(v, str) else json.dumps(v))
+    cut = len(s) > limit
+    return f'<div class="txt">{escape(s[:limit])}{" […cut]" if cut else ""}</div>'
+
+
+def fmt(v: Any) -> str:
+    x = number(v)
+    return escape(str(v if v is not None else "")) if x is None else f"{x:.4g}"
+
+
+def table(header: list[str], rows: list[list[str]], cls: str = "items") -> str:
+    """A table of already-escaped cells."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

@@ -23,6 +23,12 @@ Metrics (the task's): instance accuracy on `original`, `semantic`, `context` and
 (all three right), over the groups that have those members. Unprefixed = both puzzle types
 together; `sp/...`, `wp/...` per type.
 
+`selm-bench data pull --suites brainteaser` fetches the authors' `data/BTDATA.zip` (1171-jpg/BrainTeaser,
+pinned commit), an AES zip whose password the authors publish in their README (against crawlers), of
+numpy object arrays, and `Prompting/demonstration.npy` (DATA_SOURCES); `convert_data` reads the arrays
+with a restricted unpickler (`load_object_npy`: numpy's array reconstruction and nothing else) and writes
+`{SP,WP}_{train,test}.jsonl` and `demonstration.jsonl`. The test answer keys in the zip are not extracted.
+
 The official `test` split has neither labels nor ids: the suite then writes the submission
 files only (answer_sen.txt for SP, answer_word.txt for WP: one predicted choice index 0-3 per
 line in test order, -1 where nothing could be parsed; zip them for CodaLab) and no metrics.
@@ -32,14 +38,15 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult
-from selm_bench.evals.lm_eval_suite import run_local_task, write_task_yaml
-from selm_bench.harness.registry import register_suite
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, read_items, table, text
+from selm_bench.evals.lm_eval_suite import estimate, run_local_task, write_task_yaml
+from selm_bench.harness.registry import Artefact, register_suite
 from selm_bench.harness.store import atomic_write_text
 from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
 
@@ -49,6 +56,16 @@ KINDS = ("original", "semantic", "context")
 SOURCE = "github.com/1171-jpg/BrainTeaser, data/BTDATA.zip (the zip password is in that repo's README)"
 LETTERS = "ABCD"
 SUITE = "brainteaser"
+AUTHORS_REPO = "https://raw.githubusercontent.com/1171-jpg/BrainTeaser/4d164df75ba95682758248727bfc9d2746e598b7"
+DATA_SOURCES = (  # what `selm-bench data pull` fetches: (dest under the data folder, url, SHA-256, size)
+    Artefact(SUITE, f"{SUITE}/raw/BTDATA.zip", f"{AUTHORS_REPO}/data/BTDATA.zip",
+             "3982996c23ab8c2b278e88792071c440a6c2f9af1ffc92b2d43a0152c425a6f5", 243885),
+    Artefact(SUITE, f"{SUITE}/raw/demonstration.npy", f"{AUTHORS_REPO}/Prompting/demonstration.npy",
+             "27b68f6ecf721036ad25c2af7378f81ba2e147e0b899ba6e04faa31e5dc4094c", 2329),
+)
+ZIP_PASSWORD = b"brainteaser"  # published in the authors' README
+ZIP_MEMBERS = {"SP_train.npy": "SP_train.jsonl", "WP_train.npy": "WP_train.jsonl", "SP_test.npy": "SP_test.jsonl",
+               "WP_test.npy": "WP_test.jsonl"}
 
 
 # ---------------------------------------------------------------- data
@@ -261,8 +278,102 @@ def preflight(ctx: EvalContext) -> None:
         load_rows(ctx.data_dir, p, ctx.option("split"))
 
 
-@register_suite(SUITE, help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
-                options=BrainteaserOptions, headline="overall", paired=paired, preflight=preflight)
+# ---------------------------------------------------------------- `selm-bench data pull`
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+def load_object_npy(data: bytes) -> list:
+    """A .npy object array as a list, unpickled with numpy's reconstruction functions only."""
+    import io
+    import pickle
+
+    import numpy as np
+    from numpy.lib import format as npformat
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if (module, name) not in _NUMPY_GLOBALS:
+                raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a downloaded file")
+            return getattr(__import__(module, fromlist=[name]), name)
+
+    f = io.BytesIO(data)
+    version = npformat.read_magic(f)
+    read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    if dtype != np.dtype(object):
+        return np.frombuffer(f.read(), dtype=dtype).reshape(shape).tolist()
+    return [_plain(x) for x in Restricted(f).load()]
+
+
+def _plain(x):
+    """numpy scalars and arrays inside the records as JSON values."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist"):
+        return _plain(x.tolist())
+    return x
+
+
+def convert_data(folder: Path) -> None:
+    """`raw/BTDATA.zip` + `raw/demonstration.npy` -> the `{SP,WP}_{train,test}.jsonl` and
+    `demonstration.jsonl` the suite reads."""
+    import json
+
+    import pyzipper
+
+    with pyzipper.AESZipFile(folder / "raw" / "BTDATA.zip") as z:
+        z.setpassword(ZIP_PASSWORD)
+        for member, out in ZIP_MEMBERS.items():
+            rows = load_object_npy(z.read(member))
+            atomic_write_text(folder / out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    demos = load_object_npy((folder / "raw" / "demonstration.npy").read_bytes())
+    atomic_write_text(folder / "demonstration.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demos))
+
+
+def prepare_data(root: Path) -> None:
+    """After `data pull` fetched DATA_SOURCES into the data folder `root`: unpack them."""
+    convert_data(root / SUITE)
+
+
+# ---------------------------------------------------------------- the report's drill-down
+def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
+    """Per puzzle type: groups (original, semantic and context reconstructions) all right / the
+    first `k` groups with a miss, with the original question from the suite's task data."""
+    if not any("correct" in i for i in items):
+        return "<p>No labels (test split): predictions only, no accuracy.</p>"
+    questions = {}
+    for f in sorted((folder / "tasks").glob("*.jsonl")) if (folder / "tasks").is_dir() else []:
+        for rec in read_items(f)[0]:
+            questions[rec.get("id")] = rec
+    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for i in items:
+        groups[(str(i.get("puzzle", "?")), group_of(str(i.get("id", "?"))))][kind_of(str(i.get("id", "?")))] = i
+    summary, missed = [], []
+    for puzzle in sorted({p for p, _ in groups}):
+        gs = {g: m for (p, g), m in groups.items() if p == puzzle}
+        full = [m for m in gs.values() if all(kd in m for kd in KINDS)]
+        summary.append([escape(puzzle), str(len(gs)), str(sum(all(m[kd].get("correct") for kd in KINDS) for m in full)),
+                        str(len(full))])
+        for g, m in gs.items():
+            if not all(x.get("correct") for x in m.values()) and len(missed) < k:
+                q = questions.get(g, {})
+                choices = q.get("choice_list") or []
+                orig = m.get("original", {})
+                pick = lambda n: escape(str(choices[n])) if isinstance(n, int) and 0 <= n < len(choices) else fmt(n)
+                marks = " ".join(f"{kd}: {'✓' if m[kd].get('correct') else '✗'}" for kd in KINDS if kd in m)
+                missed.append([escape(puzzle), escape(g), escape(marks), text(q.get("question", "")),
+                               pick(orig.get("pred")), pick(orig.get("label"))])
+    return (table(["puzzle", "groups", "all three right", "complete groups"], summary)
+            + (f"<p>Groups with a miss (first {k}; predicted and gold answers of the original):</p>" if missed else "")
+            + table(["puzzle", "group", "members", "original question", "predicted", "gold"], missed))
+
+
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     split = ctx.option("split")
@@ -303,3 +414,11 @@ def run(ctx: EvalContext) -> SuiteResult:
         for k, v in group_metrics([r for r in records if r["puzzle"] == p]).items():
             metrics[f"{p.lower()}/{k}"] = v
     return SuiteResult(metrics=metrics, items=records, info=info)
+
+
+# ---------------------------------------------------------------- registration
+# Everything the harness knows about this suite (harness/registry.py `Suite`).
+register_suite(SUITE, help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
+               options=BrainteaserOptions, headline="overall", paired=paired, preflight=preflight, plan=estimate,
+               data_files=(f"{SUITE}/SP_train.jsonl", f"{SUITE}/WP_train.jsonl"), data_sources=DATA_SOURCES,
+               prepare_data=prepare_data, drilldown=drilldown, order=40)(run)

@@ -38,14 +38,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections import defaultdict
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, not_canonical
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, mean, not_canonical, number, table
 from selm_bench.harness.registry import register_suite
 from selm_bench.harness.store import atomic_write_text
 
@@ -480,8 +483,76 @@ def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
-@register_suite(SUITE, help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
-                options=LmEvalOptions, headline="average", paired=paired, preflight=preflight)
+def fallback_columns(columns: list[str]) -> list[str]:
+    """Without a preset's `average`: per task (`lm-eval/<task>/<metric>` columns), its acc, else
+    acc_norm, else its first metric column."""
+    out = []
+    for task in dict.fromkeys(c.split("/")[1] for c in columns):
+        own = [c for c in columns if c.split("/")[1] == task]
+        out.append(next((f"{SUITE}/{task}/{m}" for m in ("acc", "acc_norm") if f"{SUITE}/{task}/{m}" in own), own[0]))
+    return out
+
+
+# ---------------------------------------------------------------- `selm-bench plan`
+def estimate(cfg: Any, spec: Any) -> dict[str, Any]:
+    """`selm-bench plan`: log-likelihood scoring, no generation and no judge (brainteaser's too)."""
+    return {"generations": 0, "judge_calls": 0, "detail": "log-likelihood scoring (lm-eval), no judge"}
+
+
+def plan_tasks(spec: Any) -> list[str]:
+    """The task names a stage (an EvalSpec) runs, as `resolve_plan` picks them."""
+    preset = spec.suite.split(":", 1)[1] if ":" in spec.suite else ""
+    if preset in PRESETS:
+        return [t.task for t in PRESETS[preset]]
+    tasks = preset or spec.options.get("tasks") or []
+    return [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else [str(t) for t in tasks]
+
+
+_TASK_LINE = re.compile(r"""^(task|group):[ \t]*["']?([^"'\s#\[]+)""", re.M)
+
+
+def local_task_names(include_path: str | None) -> set[str]:
+    """Task and group names the YAMLs under an include_path define (read as text: lm-eval's
+    YAMLs carry `!function` tags that a safe YAML load refuses)."""
+    folder = Path(include_path).expanduser() if include_path else None
+    names: set[str] = set()
+    for f in sorted(folder.rglob("*.y*ml")) if folder and folder.is_dir() else []:
+        try:
+            names.update(m.group(2) for m in _TASK_LINE.finditer(f.read_text()))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return names
+
+
+def artefacts(spec: Any) -> list[dict[str, Any]]:
+    """A stage's tasks for the plan's artefact list: a local task (a YAML file or folder path, or
+    defined under include_path) is local; a task of lm-eval's registry fetches its own dataset at
+    run time, which the plan does not resolve (it would index lm-eval's task YAMLs), so it is not
+    listed as a hub repo."""
+    local = local_task_names(spec.options.get("include_path"))
+    out = []
+    for task in plan_tasks(spec):
+        path = Path(task).expanduser()
+        if task.startswith((".", "/", "~")) or task.endswith((".yaml", ".yml")) or path.exists():
+            where, present = "local", path.exists()
+        elif task in local:
+            where, present = f"local ({spec.options['include_path']})", True
+        else:
+            where, present = "lm-eval registry (its dataset is fetched at run time)", None
+        out.append({"kind": "lm-eval task", "name": task, "where": where, "present": present})
+    return out
+
+
+# ---------------------------------------------------------------- the report's drill-down
+def drilldown(items: list[dict[str, Any]], folder: Path) -> str:
+    """Per task: samples and their mean per-sample score."""
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for i in items:
+        by_task[str(i.get("task", "?"))].append(number(i.get("score", i.get("acc"))) or 0.0)
+    return table(["task", "samples", "mean per-sample score"],
+                 [[escape(t), str(len(v)), fmt(mean(v))] for t, v in sorted(by_task.items())])
+
+
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     plan = resolve_plan(ctx)
@@ -508,3 +579,10 @@ def run(ctx: EvalContext) -> SuiteResult:
             info["average"] = f"not computed: missing {', '.join(missing)}"
         metrics["average"] = preset_average({h: metrics.get(h) for h in headline})
     return SuiteResult(metrics=metrics, items=items_from_samples(results, headline), info=info)
+
+
+# ---------------------------------------------------------------- registration
+# Everything the harness knows about this suite (harness/registry.py `Suite`).
+register_suite(SUITE, help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
+               options=LmEvalOptions, headline="average", fallback_columns=fallback_columns, paired=paired,
+               preflight=preflight, plan=estimate, artefacts=artefacts, drilldown=drilldown, order=50)(run)

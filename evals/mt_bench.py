@@ -14,6 +14,9 @@ rows scored -1 (judge failed or gave no rating) are dropped and counted in `erro
 `category/<name>` mean per question category.
 
 Options (MtBenchOptions): source, question_limit / limit, max_new_tokens (1024 real, 24 tiny).
+
+`selm-bench data pull` fetches FastChat's `fastchat/llm_judge/data/` files (questions, GPT-4
+reference answers, judge prompts) at a pinned commit (DATA_SOURCES).
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ from __future__ import annotations
 import ast
 import re
 import time
+from collections import defaultdict
+from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, not_canonical
+from selm_bench.evals.base import (
+    EvalContext, SuiteError, SuiteResult, fmt, judged_plan, mean, not_canonical, number, table, text,
+)
 from selm_bench.evals.judges import Judge, make_judge
-from selm_bench.harness.registry import register_suite
+from selm_bench.harness.registry import Artefact, InputError, register_suite
 from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
 from selm_bench.trainers.generation import Sampling
 
@@ -41,9 +48,24 @@ def _fastchat():
 
 DEFAULT_TEMPERATURE = 0.7  # gen_model_answer.py's value for categories missing from fastchat's temperature_config
 REFERENCE_MODEL = "gpt-4"  # reference_answer/gpt-4.jsonl
+CANONICAL_JUDGE = "gpt-4"  # the published numbers' judge: another one is labelled on the leaderboard
 SUITE = "mt-bench"
 N_QUESTIONS = 80  # MT-Bench's questions: fewer is a subset, labelled on the leaderboard
 MAX_NEW_TOKENS = {"real": 1024, "tiny": 24}  # max_new_tokens when the option is None, per mode
+# Rough list-price cost of one GPT-4 grading (about 1k tokens in, 0.3k out), for `selm-bench plan`.
+JUDGE_USD = 0.05
+DATA_FILES = ("mt_bench/question.jsonl", f"mt_bench/reference_answer/{REFERENCE_MODEL}.jsonl",
+              "mt_bench/judge_prompts.jsonl")  # what it reads under eval.data_dir
+FASTCHAT_DATA = ("https://raw.githubusercontent.com/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d"
+                 "/fastchat/llm_judge/data")
+DATA_SOURCES = (  # what `selm-bench data pull` fetches: (dest under the data folder, url, SHA-256, size)
+    Artefact(SUITE, "mt_bench/question.jsonl", f"{FASTCHAT_DATA}/mt_bench/question.jsonl",
+             "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7", 48929),
+    Artefact(SUITE, "mt_bench/reference_answer/gpt-4.jsonl", f"{FASTCHAT_DATA}/mt_bench/reference_answer/gpt-4.jsonl",
+             "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f", 51109),
+    Artefact(SUITE, "mt_bench/judge_prompts.jsonl", f"{FASTCHAT_DATA}/judge_prompts.jsonl",
+             "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6", 10449),
+)
 
 
 class MtBenchOptions(BaseModel):
@@ -59,9 +81,6 @@ class MtBenchOptions(BaseModel):
 
 def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
     """Mean rating over judged turns, and per turn (FastChat's score, turn-1, turn-2)."""
-    def mean(xs: list[float]) -> float | None:
-        return sum(xs) / len(xs) if xs else None
-
     judged = [i for i in items if i.get("score") is not None]
     return {"score": mean([i["score"] for i in judged]),
             **{f"turn-{t}": mean([i["score"] for i in judged if i["turn"] == t]) for t in (1, 2)}}
@@ -84,8 +103,37 @@ def preflight(ctx: EvalContext) -> None:
     _make_judge(ctx).check()
 
 
-@register_suite(SUITE, help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
-                options=MtBenchOptions, headline="score", paired=paired, preflight=preflight)
+def estimate(cfg: Any, spec: Any) -> dict[str, Any]:
+    """`selm-bench plan`: two turns a question, each graded once (tiny world: by the oracle, free)."""
+    return judged_plan(spec, tiny=(cfg.world.n_two_turn, 2), real=(N_QUESTIONS, 2), judge=spec.judge,
+                       usd_per_call=JUDGE_USD)
+
+
+# ---------------------------------------------------------------- the report's drill-down
+def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 2) -> str:
+    """Mean rating per category and each category's `k` lowest-rated answers with the judgment;
+    a rating of -1 (FastChat's failed judgment) or none is left out of the means."""
+    qid = lambda i: i.get("question_id", i.get("id"))  # newer items: id "<question_id>/turn-<n>"
+    turn1 = {qid(i): i.get("question") for i in items if i.get("turn") == 1}
+    by_cat: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        by_cat[str(it.get("category", "?"))].append(it)
+    summary, lowest = [], []
+    for cat, its in sorted(by_cat.items()):
+        rated = [i for i in its if number(i.get("score")) is not None and number(i.get("score")) >= 0]
+        summary.append([escape(cat), str(len(rated)), fmt(mean([number(i["score"]) for i in rated])),
+                        str(len(its) - len(rated))])
+        for i in sorted(rated, key=lambda i: number(i["score"]))[:k]:
+            q = text(i.get("question"))
+            if i.get("turn", 1) != 1 and turn1.get(qid(i)):
+                q = f'<div class="muted">turn 1: {escape(str(turn1[qid(i)]))}</div>' + q
+            lowest.append([escape(cat), f"{escape(str(qid(i)))} / {escape(str(i.get('turn', '')))}", q,
+                           text(i.get("answer")), fmt(i.get("score")), text(i.get("judgment"))])
+    return (table(["category", "ratings", "mean rating", "failed or missing judgments"], summary)
+            + (f"<p>Lowest-rated answers (up to {k} per category) and the judge's explanation:</p>" if lowest else "")
+            + table(["category", "question / turn", "question", "answer", "rating", "judgment"], lowest))
+
+
 def run(ctx: EvalContext) -> SuiteResult:
     ctx.for_suite(SUITE)
     preflight(ctx)  # a missing file, key or wrong judge fails now, not after generation
@@ -203,6 +251,24 @@ def metrics_from_judgments(path_or_rows: Any, questions: Any = None) -> dict[str
         m["errors"] = int(errors.get(model, 0))
         out[model] = m
     return out
+
+
+def import_file(file: Path, model: str | None, data_dir: Path | None) -> dict[str, tuple[dict, dict]]:
+    """`selm-bench import`: a FastChat judgment .jsonl -> {model: (metrics, info)}, every model in it or
+    only `model`; the questions under `data_dir` give the per-category means."""
+    questions = data_dir / "mt_bench" / "question.jsonl" if data_dir else None
+    try:
+        per_model = metrics_from_judgments(file, questions if questions and questions.is_file() else None)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{file}: not a FastChat judgment .jsonl (rows with model, question_id, turn, "
+                         f"score): {type(e).__name__}: {e}") from None
+    if not per_model:
+        raise InputError(f"{file}: no judgments in it")
+    if model:
+        if model not in per_model:
+            raise InputError(f"--model {model}: not in {file} (has: {', '.join(sorted(per_model))})")
+        per_model = {model: per_model[model]}
+    return {m: (v, {}) for m, v in per_model.items()}
 
 
 def load_mt_questions(ctx: EvalContext) -> list[dict[str, Any]]:
@@ -360,3 +426,11 @@ def _judge_oracle(ctx: EvalContext, judge: Judge, judge_model: str, questions: l
                 "score": rating, "turn": turn, "tstamp": time.time(),
             })
     return rows
+
+
+# ---------------------------------------------------------------- registration
+# Everything the harness knows about this suite (harness/registry.py `Suite`).
+register_suite(SUITE, help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
+               options=MtBenchOptions, headline="score", paired=paired, preflight=preflight,
+               canonical_judges={CANONICAL_JUDGE}, plan=estimate, data_files=DATA_FILES, data_sources=DATA_SOURCES,
+               pull_by_default=True, judge=judge_saved, import_file=import_file, drilldown=drilldown, order=20)(run)

@@ -5,14 +5,21 @@ Options (TinyWorldOptions): split, limit, max_new_tokens.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from html import escape
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, mean_and_stderr
+from selm_bench.evals.base import (
+    EvalContext, SuiteError, SuiteResult, fmt, mean, mean_and_stderr, number, table, text,
+)
 from selm_bench.harness.registry import register_suite
 from selm_bench.harness.tinyworld import read_jsonl, verify
 from selm_bench.trainers.generation import Sampling
+
+SUITE = "tiny-world"
 
 
 class TinyWorldOptions(BaseModel):
@@ -33,10 +40,32 @@ def paired(items: list[dict[str, Any]]) -> dict[str, float | None]:
             "score": sum(float(i["score"]) for i in items) / len(items)}
 
 
-@register_suite("tiny-world", help="held-out tiny-world tasks, greedy, graded verifier (accuracy, score)",
-                options=TinyWorldOptions, headline="accuracy", paired=paired)
+def estimate(cfg: Any, spec: Any) -> dict[str, Any]:
+    """`selm-bench plan`: one greedy answer a row of the split, graded by the verifier (no judge)."""
+    return {"generations": spec.options.get("limit") or cfg.world.n_eval, "judge_calls": 0}
+
+
+# ---------------------------------------------------------------- the report's drill-down
+def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 3) -> str:
+    """Accuracy per category and each category's `k` lowest-scored responses."""
+    by_cat: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        by_cat[str(it.get("category", "?"))].append(it)
+    summary, examples = [], []
+    for cat, its in sorted(by_cat.items()):
+        wrong = [i for i in its if not i.get("correct", number(i.get("score")) == 1.0)]
+        summary.append([escape(cat), str(len(its)), fmt(1 - len(wrong) / len(its)),
+                        fmt(mean([number(i.get("score")) or 0.0 for i in its])), str(len(wrong))])
+        for i in sorted(wrong, key=lambda i: number(i.get("score")) or 0.0)[:k]:
+            examples.append([escape(cat), text(i.get("prompt")), text(i.get("answer")), text(i.get("response")),
+                             fmt(i.get("score"))])
+    return (table(["category", "n", "accuracy", "mean score", "failures"], summary)
+            + (f"<p>Lowest-scored failures (up to {k} per category):</p>" if examples else "")
+            + table(["category", "prompt", "gold answer", "response", "score"], examples))
+
+
 def run(ctx: EvalContext) -> SuiteResult:
-    ctx.for_suite("tiny-world")
+    ctx.for_suite(SUITE)
     if ctx.world_dir is None:
         raise SuiteError("tiny-world needs the embedded world's data (run it from train-and-eval's default config)")
     split = ctx.option("split")
@@ -56,3 +85,10 @@ def run(ctx: EvalContext) -> SuiteResult:
     for cat in sorted({r["category"] for r in rows}):
         metrics[f"accuracy/{cat}"] = mean_and_stderr([float(i["correct"]) for i in items if i["category"] == cat])[0]
     return SuiteResult(metrics=metrics, items=items, info={"split": split, "n": len(items)})
+
+
+# ---------------------------------------------------------------- registration
+# Everything the harness knows about this suite (harness/registry.py `Suite`).
+register_suite(SUITE, help="held-out tiny-world tasks, greedy, graded verifier (accuracy, score)",
+               options=TinyWorldOptions, headline="accuracy", paired=paired, tiny=True, plan=estimate,
+               drilldown=drilldown, order=10)(run)

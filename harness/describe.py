@@ -26,15 +26,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from selm_bench.harness import registry
 from selm_bench.harness.config import ExperimentConfig
 from selm_bench.harness.plan import Stage, plan, resolve_device
 from selm_bench.harness.specs import DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, SFTSpec, WorldSpec
 
 PEAK_FLOPS = 989e12
 TRAIN_MFU, GEN_MFU = 0.40, 0.10
-# Rough list-price cost of one paid judge call (USD): an MT-Bench GPT-4 grading (about 1k
-# tokens in, 0.3k out) and an AlpacaEval 2.0 GPT-4 Turbo annotation (alpaca_eval: "< $10" a model).
-JUDGE_USD = {"mt-bench": 0.05, "alpaca-eval": 0.012}
+# An eval stage's generations, judge calls and judge cost are its suite's registered `plan`.
 # A `judge:<model>` ranker's pairwise comparison: the prompt and two candidates (about 1k tokens
 # in), a short verdict (0.3k out), priced as GPT-4 like an MT-Bench grading.
 RANKER_JUDGE_USD = 0.05
@@ -45,7 +44,6 @@ RANKER_WORK = {
     "pairrm": (lambda n: n * (n - 1), "PairRM forward rows, one per ordered pair: n(n-1)"),
     "judge": (lambda n: n * (n - 1) // 2, "judge calls, one per pair in one order: n(n-1)/2, at most"),
 }
-REAL_SIZES = {"mt-bench": (80, 2), "alpaca-eval": (805, 1)}  # questions, turns
 
 
 def params_billions(name: str) -> float | None:
@@ -134,21 +132,11 @@ def _stage(cfg: ExperimentConfig, st: Stage, n_b: float | None, ranked: dict[str
 
 
 def _eval_counts(cfg: ExperimentConfig, s: EvalSpec) -> dict[str, Any]:
-    base = s.suite.split(":", 1)[0]
-    tiny = s.world is not None
-    if base == "tiny-world":
-        return {"generations": s.options.get("limit") or cfg.world.n_eval, "judge_calls": 0}
-    if base in ("lm-eval", "brainteaser"):
-        return {"generations": 0, "judge_calls": 0, "detail": "log-likelihood scoring (lm-eval), no judge"}
-    if tiny:
-        n, turns = (cfg.world.n_two_turn, 2) if base == "mt-bench" else (cfg.world.n_eval, 1)
-        return {"generations": n * turns, "judge_calls": 0, "detail": "oracle judge (free)"}
-    n, turns = REAL_SIZES[base]
-    limit = s.options.get("question_limit") or s.options.get("limit")
-    n = min(n, limit) if limit else n
-    judge = s.judge if base == "mt-bench" else s.options.get("annotators_config")
-    return {"generations": n * turns, "judge_calls": n * turns, "judge": judge,
-            "judge_usd": round(n * turns * JUDGE_USD[base], 2)}
+    """The suite's own estimate (its registered `plan`)."""
+    suite = registry.entry("suite", s.suite)
+    if suite.plan is None:
+        return {"generations": None, "judge_calls": None, "detail": "no estimate (the suite declares no plan)"}
+    return suite.plan(cfg, s)
 
 
 def _rank_counts(ranker: str, prompts: int | None, candidates: int) -> dict[str, Any]:
@@ -193,52 +181,12 @@ def _ranker_model(ranker: str) -> str | None:
     return arg if kind == "reward-model" else None
 
 
-def _lm_eval_tasks(s: EvalSpec) -> list[str]:
-    """The task names an lm-eval stage runs, as evals/lm_eval_suite.py `resolve_plan` picks them."""
-    from selm_bench.evals.lm_eval_suite import PRESETS
-
-    preset = s.suite.split(":", 1)[1] if ":" in s.suite else ""
-    if preset in PRESETS:
-        return [t.task for t in PRESETS[preset]]
-    tasks = preset or s.options.get("tasks") or []
-    return [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else [str(t) for t in tasks]
-
-
-_TASK_LINE = re.compile(r"""^(task|group):[ \t]*["']?([^"'\s#\[]+)""", re.M)
-
-
-def _local_task_names(include_path: str | None) -> set[str]:
-    """Task and group names the YAMLs under an lm-eval include_path define (read as text: lm-eval's
-    YAMLs carry `!function` tags that a safe YAML load refuses)."""
-    folder = Path(include_path).expanduser() if include_path else None
-    names: set[str] = set()
-    for f in sorted(folder.rglob("*.y*ml")) if folder and folder.is_dir() else []:
-        try:
-            names.update(m.group(2) for m in _TASK_LINE.finditer(f.read_text()))
-        except (OSError, UnicodeDecodeError):
-            continue
-    return names
-
-
-def _lm_eval_artefacts(evals: list[Stage]) -> list[dict[str, Any]]:
-    """lm-eval tasks: a local task (a YAML file or folder path, or defined under include_path) is
-    local; a task of lm-eval's registry fetches its own dataset at run time, which this plan does
-    not resolve (it would index lm-eval's task YAMLs), so it is not listed as a hub repo."""
+def _suite_artefacts(evals: list[Stage]) -> list[dict[str, Any]]:
+    """What the eval stages' suites add to the list (their registered `artefacts`: lm-eval's tasks)."""
     out = []
     for st in evals:
-        s = st.spec
-        if not isinstance(s, EvalSpec) or s.suite.split(":", 1)[0] != "lm-eval":
-            continue
-        local = _local_task_names(s.options.get("include_path"))
-        for task in _lm_eval_tasks(s):
-            path = Path(task).expanduser()
-            if task.startswith((".", "/", "~")) or task.endswith((".yaml", ".yml")) or path.exists():
-                where, present = "local", path.exists()
-            elif task in local:
-                where, present = f"local ({s.options['include_path']})", True
-            else:
-                where, present = "lm-eval registry (its dataset is fetched at run time)", None
-            row = {"kind": "lm-eval task", "name": task, "where": where, "present": present}
+        hook = registry.entry("suite", st.spec.suite).artefacts if isinstance(st.spec, EvalSpec) else None
+        for row in hook(st.spec) if hook else []:
             if row not in out:
                 out.append(row)
     return out
@@ -258,15 +206,13 @@ def artefacts(cfg: ExperimentConfig, stages: list[Stage] | None = None) -> list[
         if _ranker_model(r):
             out.append(_artefact(f"ranker ({r.split(':')[0]})", _ranker_model(r)))
     mirror = Path(cfg.eval.data_dir) if cfg.eval.data_dir else None
-    files = {"mt-bench": ["mt_bench/question.jsonl", "mt_bench/reference_answer/gpt-4.jsonl", "mt_bench/judge_prompts.jsonl"],
-             "alpaca-eval": ["alpaca_eval/results/gpt4_1106_preview/model_outputs.json"],
-             "brainteaser": ["brainteaser/SP_train.jsonl", "brainteaser/WP_train.jsonl"]}
     for suite in cfg.suites if cfg.data.prompts else []:  # the tiny world's suites read its own data
-        base = suite.split(":", 1)[0]
-        for f in files.get(base, []):
+        base = registry.base_name("suite", suite)
+        entry = registry.suite_entry(suite)
+        for f in entry.data_files if entry else ():
             out.append({"kind": f"{base} data", "name": f"<eval.data_dir>/{f}", "where": "local",
                         "present": bool(mirror and (mirror / f).is_file())})
-    return out + _lm_eval_artefacts([st for st in stages if isinstance(st.spec, EvalSpec)])
+    return out + _suite_artefacts([st for st in stages if isinstance(st.spec, EvalSpec)])
 
 
 def describe(cfg: ExperimentConfig) -> dict[str, Any]:

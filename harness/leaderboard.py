@@ -17,17 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from selm_bench.harness import registry
 from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
 METHOD_ORDER = ["sft", "dpo", "iterative-dpo", "selm"]
 ID_COLUMNS = ["run", "checkpoint", "method", "iteration"]
 INFO_COLUMNS = ["provenance", "label"]
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
-# The judges the published numbers use; anything else is labelled.
-CANONICAL_JUDGES = {"mt-bench": {"gpt-4"}, "alpaca-eval": {"weighted_alpaca_eval_gpt4_turbo"}}
-# Base models of published.csv -> their row in alpaca_eval's own AlpacaEval 2.0 leaderboard.
-ALPACA_EVAL_BASE_ROWS = {"zephyr-7b": "zephyr-7b-beta", "llama-3-8b-instruct": "Meta-Llama-3-8B-Instruct",
-                         "phi-3-mini-4k-instruct": "Phi-3-mini-4k-instruct"}
 
 
 def parse_checkpoint(name: str) -> tuple[str, int | None]:
@@ -58,15 +54,16 @@ def suite_column(suite: str) -> str:
 
 def suite_label(data: dict[str, Any]) -> list[str]:
     """Why a suite result is not the canonical benchmark (empty when it is)."""
-    suite, info = suite_column(data["suite"]), data.get("info") or {}
+    entry, info = registry.suite_entry(suite_column(data["suite"])), data.get("info") or {}
     judge = info.get("judge") if isinstance(info.get("judge"), dict) else {}
     judge_model = judge.get("model") or info.get("annotator")
     reasons = []
     tasks = info.get("tasks") or []
-    if (suite == "tiny-world" or info.get("mode") == "tiny" or judge_model == "oracle"
+    if ((entry and entry.tiny) or info.get("mode") == "tiny" or judge_model == "oracle"
             or any(str(t).startswith("tinyworld") for t in tasks)):
         reasons.append("tiny world")
-    if suite in CANONICAL_JUDGES and judge_model and judge_model not in CANONICAL_JUDGES[suite]:
+    # the judges the published numbers use (the suite's `canonical_judges`); anything else is labelled
+    if entry and entry.canonical_judges and judge_model and judge_model not in entry.canonical_judges:
         reasons.append(f"{judge_model} judge")
     # what the suite itself says makes it not canonical: a subset, a judge at another endpoint, no LC, local tasks
     reasons += [r for r in info.get("not_canonical") or [] if r not in reasons]
@@ -137,25 +134,10 @@ def collect_rows(results: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _alpaca_eval_package() -> tuple[Path, str]:
-    """alpaca_eval's package folder and version, without importing it (it loads scipy: seconds)
-    unless it is already imported."""
-    import importlib.metadata
-    import importlib.util
-    import sys
-
-    if "alpaca_eval" in sys.modules:
-        mod = sys.modules["alpaca_eval"]
-        return Path(mod.__file__).parent, getattr(mod, "__version__", "?")
-    spec = importlib.util.find_spec("alpaca_eval")
-    if spec is None or not spec.origin:
-        return Path("/nonexistent"), "?"
-    return Path(spec.origin).parent, importlib.metadata.version("alpaca-eval")
-
-
 def published_rows(reference_dir: Path = REFERENCE_DIR) -> list[dict[str, Any]]:
-    """The paper's published rows (`published.csv`) and, for their base models, the AlpacaEval 2.0
-    rows of the installed alpaca_eval package's own leaderboard (GPT-4 Turbo annotator)."""
+    """The paper's published rows (`published.csv`) and, for their base models, the rows each suite
+    publishes itself (its registered `published`: AlpacaEval 2.0's leaderboard in the installed
+    alpaca_eval package, GPT-4 Turbo annotator)."""
     rows: list[dict[str, Any]] = []
     bases: list[str] = []
     with open(reference_dir / "published.csv", newline="") as f:
@@ -168,22 +150,9 @@ def published_rows(reference_dir: Path = REFERENCE_DIR) -> list[dict[str, Any]]:
                     row[k] = float(v)
             rows.append(row)
             bases.append(rec["base"])
-    folder, version = _alpaca_eval_package()
-    board = folder / "leaderboards" / "data_AlpacaEval_2" / "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
-    if board.is_file():
-        with open(board, newline="") as f:
-            by_name = {r[""]: r for r in csv.DictReader(f)}
-        for base in dict.fromkeys(bases):
-            rec = by_name.get(ALPACA_EVAL_BASE_ROWS.get(base, ""))
-            if rec is None:
-                continue
-            row = {"run": "published", "checkpoint": ALPACA_EVAL_BASE_ROWS[base], "method": "base", "iteration": None,
-                   "provenance": f"alpaca_eval {version} leaderboard (data_AlpacaEval_2, weighted_alpaca_eval_gpt4_turbo)"}
-            for src, dst in (("length_controlled_winrate", "length_controlled_winrate"), ("lc_standard_error",
-                             "length_controlled_winrate_stderr"), ("win_rate", "win_rate"), ("standard_error", "win_rate_stderr")):
-                if rec.get(src):
-                    row[f"alpaca-eval/{dst}"] = float(rec[src])
-            rows.append(row)
+    for suite in registry.suites():
+        if suite.published:
+            rows += suite.published(list(dict.fromkeys(bases)))
     return rows
 
 
@@ -238,11 +207,8 @@ def write_leaderboard(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 def refresh(root: Path, title: str) -> list[dict[str, Any]]:
     """Collect `root`'s rows, rewrite its leaderboard.{csv,json} and show the table."""
-    from selm_bench.harness.modelcard import write_model_cards
-
     rows = collect_rows(root)
     write_leaderboard(root, rows)
-    write_model_cards(root)  # the cards' eval tables follow the leaderboard
     print_table(rows, title=title)
     return rows
 
@@ -283,8 +249,6 @@ def suites_of(rows: list[dict[str, Any]]) -> list[str]:
 def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
     """One column per suite: its registered headline metric; where some rows lack it (AlpacaEval's
     LC win rate without the length model, lm-eval without a preset average) also the metric they have."""
-    from selm_bench.harness import registry
-
     present = set(columns(rows))
     out = []
     for suite in suites_of(rows):

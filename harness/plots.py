@@ -2,7 +2,8 @@
 the data it needs is absent; the `*_series`/`*_points` helpers hold the numbers they draw.
 
 Inputs are leaderboard rows (`leaderboard.collect_rows`): `<suite>/<metric>` columns, with a
-metric's standard error in `<metric>_stderr` (AlpacaEval: `standard_error`, `lc_standard_error`).
+metric's standard error in `<metric>_stderr`, or where the suite's registered `stderr` names it
+(AlpacaEval: `standard_error`, `lc_standard_error`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from selm_bench.evals.base import number
+from selm_bench.harness import registry
 from selm_bench.harness.leaderboard import METHOD_ORDER, parse_checkpoint
 
 Row = dict[str, Any]
-STDERR_OF = {"alpaca-eval/win_rate": "alpaca-eval/standard_error",
-             "alpaca-eval/length_controlled_winrate": "alpaca-eval/lc_standard_error"}
 TRAIN_PANELS = [  # (title, log keys drawn in it)
     ("preference loss", ["loss"]),
     ("reward margin (chosen - rejected)", ["rewards/margins"]),
@@ -34,16 +35,18 @@ EXTRA_COLORS = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"
 
 
 # ---------------------------------------------------------------- numbers
-def number(v: Any) -> float | None:
-    """A finite float, else None (missing, null, NaN, text)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
+def _own_stderr(column: str) -> str | None:
+    """The column the column's suite names as its standard error (its registered `stderr`), if any."""
+    suite, _, metric = column.partition("/")
+    entry = registry.suite_entry(suite) if metric else None
+    own = entry.stderr.get(metric) if entry else None
+    return f"{suite}/{own}" if own else None
 
 
 def stderr_columns(column: str) -> list[str]:
     """Where a metric's standard error may be: `<metric>_stderr`, else the suite's own name for it."""
-    return [f"{column}_stderr"] + ([STDERR_OF[column]] if column in STDERR_OF else [])
+    own = _own_stderr(column)
+    return [f"{column}_stderr"] + ([own] if own else [])
 
 
 def stderr_of(row: Row, column: str) -> float | None:
@@ -55,32 +58,31 @@ def _present(rows: list[Row], column: str) -> bool:
 
 
 def headline_columns(rows: list[Row]) -> list[str]:
-    """Each suite's headline metric column present in `rows`: tiny-world accuracy, MT-Bench score,
+    """Each suite's headline metric column present in `rows` (its registered `headline`, else its
+    `fallbacks` in order, else its `fallback_columns`: tiny-world accuracy, MT-Bench score,
     AlpacaEval LC win rate (else win rate), lm-eval average (else each task's acc/acc_norm/first
-    metric), BrainTeaser overall; another suite: its score/accuracy, else its first metric."""
+    metric), BrainTeaser overall); another suite: its score/accuracy, else its first metric."""
     keys = sorted({k for r in rows for k in r if "/" in k and _present(rows, k)})
     suites = list(dict.fromkeys(k.split("/", 1)[0] for k in keys))
-    preferred = {"tiny-world": ["accuracy"], "mt-bench": ["score"], "brainteaser": ["overall"],
-                 "alpaca-eval": ["length_controlled_winrate", "win_rate"], "lm-eval": ["average"]}
     out: list[str] = []
     for suite in suites:
         metrics = [k for k in keys if k.startswith(f"{suite}/") and not _is_error_column(k)]
-        pick = next((f"{suite}/{m}" for m in preferred.get(suite, ["score", "accuracy"])
-                     if f"{suite}/{m}" in metrics), None)
+        entry = registry.suite_entry(suite)
+        preferred = [entry.headline, *entry.fallbacks] if entry else ["score", "accuracy"]
+        pick = next((f"{suite}/{m}" for m in preferred if f"{suite}/{m}" in metrics), None)
         if pick:
             out.append(pick)
-        elif suite == "lm-eval":
-            tasks = list(dict.fromkeys(k.split("/")[1] for k in metrics))
-            for t in tasks:
-                own = [k for k in metrics if k.split("/")[1] == t]
-                out.append(next((f"lm-eval/{t}/{m}" for m in ("acc", "acc_norm") if f"lm-eval/{t}/{m}" in own), own[0]))
+        elif entry and entry.fallback_columns:
+            out.extend(entry.fallback_columns(metrics))
         elif metrics:
             out.append(metrics[0])
     return out
 
 
 def _is_error_column(key: str) -> bool:
-    return key.endswith(("_stderr", "_std", "standard_error")) or key in STDERR_OF.values()
+    suite, _, metric = key.partition("/")
+    entry = registry.suite_entry(suite) if metric else None
+    return key.endswith(("_stderr", "_std", "standard_error")) or bool(entry and metric in entry.stderr.values())
 
 
 def iteration_series(rows: list[Row], column: str, start: str | None = "dpo"

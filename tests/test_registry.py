@@ -31,7 +31,9 @@ def test_the_builtin_table_is_what_the_modules_register():
 
     registry.load_all()
     for kind, table in registry.BUILTINS.items():
-        assert sorted(registry._ENTRIES[kind]) == sorted(table), kind
+        modules = {t.split(":")[0] for t in table.values()}
+        builtin = [n for n, e in registry._ENTRIES[kind].items() if getattr(e.obj, "__module__", None) in modules]
+        assert sorted(builtin) == sorted(table), kind  # (tests may register their own entries elsewhere)
         for name, target in table.items():
             module, obj = target.split(":")
             assert registry.get(kind, name) is getattr(importlib.import_module(module), obj), (kind, name)
