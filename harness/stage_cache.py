@@ -5,6 +5,12 @@ plans a stage with the same key and the same code/library env takes it from ther
 recomputing it. Keys hash the whole spec and never a run's own location, so two runs share
 exactly the stages whose inputs are the same. Files that hold the stage folder's absolute path
 (lm-eval task YAMLs, the judge context) are rewritten for where they land.
+
+Two processes (two cells, two sweeps on one `--cache`) that miss the same key compute it once:
+a miss claims the key (an flock on `<cache>/.<key>.lock`, harness/runlock.py), so the second
+one waits, looks again and finds it published. `publish` releases the claim; so does the next
+`lookup` (a stage that failed, or is not published), this cache object's end, or the process's
+(the kernel drops the lock of a killed process).
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ import errno
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
+from typing import Any
 
+from selm_bench.harness import runlock
 from selm_bench.harness.evaluate import relocate_task_files
 from selm_bench.harness.store import read_json
 
@@ -32,15 +41,46 @@ def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=_link_or_copy, symlinks=True)
 
 
+def _release(claims: dict[str, runlock.Lock]) -> None:
+    while claims:
+        claims.popitem()[1].release()
+
+
+def _say_waiting(key: str, holder: dict[str, Any] | None) -> None:
+    from selm_bench.harness.progress import say
+
+    say(f"[dim]waiting[/dim] for stage {key}: {runlock.describe_holder(holder)} is computing it")
+
+
 class StageCache:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._claims: dict[str, runlock.Lock] = {}  # keys this object missed and may compute
+        weakref.finalize(self, _release, self._claims)
 
     def entry(self, key: str) -> Path:
         return self.root / key
 
+    def claim_path(self, key: str) -> Path:
+        return self.root / f".{key}.lock"
+
     def lookup(self, key: str, env: dict | None) -> Path | None:
-        """The cached folder of a stage finished with this key and this env, else None."""
+        """The cached folder of a stage finished with this key and this env, else None. A miss
+        claims the key: while another process holds its claim (computing it), this waits, then
+        looks again. The caller computes and `publish`es it; a later lookup drops the claim."""
+        for other in [k for k in self._claims if k != key]:  # one claim at a time: no two waits cross
+            self._claims.pop(other).release()
+        found = self._find(key, env)
+        if found is not None or key in self._claims:
+            return found
+        self._claims[key] = runlock.acquire(self.claim_path(key), wait=True,
+                                            on_wait=lambda holder: _say_waiting(key, holder))
+        found = self._find(key, env)  # published while this waited
+        if found is not None:
+            self._claims.pop(key).release()
+        return found
+
+    def _find(self, key: str, env: dict | None) -> Path | None:
         folder = self.entry(key)
         rec = read_json(folder / "stage.json")
         if not rec or rec.get("status") != "done" or rec.get("key") != key or rec.get("judge_failures"):
@@ -50,8 +90,17 @@ class StageCache:
         return folder
 
     def publish(self, key: str, folder: Path) -> None:
-        """Add a finished stage folder under its key (first writer wins; atomic rename)."""
-        if self.lookup(key, None) is not None:
+        """Add a finished stage folder under its key (first writer wins; atomic rename), then
+        release this key's claim."""
+        try:
+            self._publish(key, folder)
+        finally:
+            claim = self._claims.pop(key, None)
+            if claim is not None:
+                claim.release()
+
+    def _publish(self, key: str, folder: Path) -> None:
+        if self._find(key, None) is not None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.", suffix=".tmp"))
@@ -62,7 +111,7 @@ class StageCache:
             try:
                 os.replace(tmp, self.entry(key))
             except OSError:
-                if self.lookup(key, None) is None:
+                if self._find(key, None) is None:
                     raise
                 # else a concurrent run published the same key first: theirs stays
         finally:

@@ -7,6 +7,7 @@ everything downstream and nothing else.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import weakref
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -105,30 +107,97 @@ class RunStore:
         self.root = Path(root)
         self.force = force
         self.manifest_path = self.root / "manifest.json"
-        self.manifest: dict[str, Any] = read_json(self.manifest_path, {}) or {}
+        self._lock: Any = None
         self._forced: set[str] = set()
         self._git: dict[str, Any] | None = None
         self.cache: Any = None  # a StageCache shared with other runs (harness/stage_cache.py), if any
+        if self.root.is_dir() and any(self.root.iterdir()):
+            self._take_lock()  # an existing run: refused at once if another process writes it
+        self.manifest: dict[str, Any] = read_json(self.manifest_path, {}) or {}
+
+    def _take_lock(self) -> None:
+        """One writer per run folder (harness/runlock.py), held until `close()`, this store is
+        garbage, or the process exits; raises RunLocked naming the holder. A new or empty folder
+        is locked at `start()`, so a command that stops before it leaves no folder behind."""
+        if self._lock is not None:
+            return
+        from selm_bench.harness import runlock
+
+        self._lock = runlock.lock_run(self.root)
+        weakref.finalize(self, self._lock.release)
+        if self.manifest_path.is_file() and getattr(self, "manifest", None) is not None:
+            # another writer finished between this store's first read and its lock: keep its records
+            self.manifest = {**(read_json(self.manifest_path, {}) or {}), **self.manifest}
+
+    def close(self) -> None:
+        """Release the run folder's lock (idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def start(self, config: dict[str, Any], seed: int, command: list[str]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest.setdefault("stages", {})
-        self.manifest.setdefault("created", now())  # the first invocation; `started` is this one
-        self._git = git_state()
-        self.manifest.update(
-            packages=package_versions(), **self._git, seed=seed, python=platform.python_version(),
-            command=command, started=now(), finished=None,
-        )
         import yaml
 
-        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self._git = git_state()
+        fields = dict(packages=package_versions(), **self._git, seed=seed, python=platform.python_version(),
+                      command=command, started=now(), finished=None)
+        config_text = yaml.safe_dump(config, sort_keys=False)
+        if self._lock is None:  # a new (or empty) folder: it appears whole, locked, with its config
+            self._make_folder(config_text, {**self.manifest, "stages": {}, "created": now(), **fields})
+        self.manifest.setdefault("stages", {})
+        self.manifest.setdefault("created", now())  # the first invocation; `started` is this one
+        self.manifest.update(fields)
+        atomic_write_text(self.root / "config.yaml", config_text)
         self.save()
+
+    def _make_folder(self, config_text: str, manifest: dict[str, Any]) -> None:
+        """Build the run folder in a locked temp sibling and rename it into place, so no other
+        command ever sees it half made (cli.check_run_folder wants a config and a manifest). If
+        another process made it first, lock it as an existing run (RunLocked while it writes)."""
+        from selm_bench.harness import runlock
+
+        parent = self.root.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        for stale in parent.glob(f".{self.root.name}.*.run.tmp"):  # left by a killed command
+            try:
+                if time.time() - stale.stat().st_mtime < 60:
+                    continue  # perhaps being made now, not yet locked
+                runlock.acquire(stale / runlock.RUN_LOCK, wait=False).release()
+            except (BlockingIOError, OSError):
+                continue  # another command is making it now
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.root.name}.", suffix=".run.tmp"))
+        lock = runlock.lock_run(tmp)
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # as mkdir would make it (mkdtemp: owner only)
+            atomic_write_text(tmp / "config.yaml", config_text)
+            atomic_write_json(tmp / "manifest.json", manifest)
+            os.rename(tmp, self.root)  # onto a missing or empty folder only
+        except OSError as e:
+            lock.release()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            self._take_lock()
+            return
+        runlock.moved(lock, self.root / runlock.RUN_LOCK)
+        self._lock = lock
+        weakref.finalize(self, lock.release)
 
     def finish(self) -> None:
         self.manifest["finished"] = now()
         self.save()
 
     def save(self) -> None:
+        self._take_lock()
         atomic_write_json(self.manifest_path, self.manifest)
 
     def stage_dir(self, name: str) -> Path:
@@ -143,6 +212,7 @@ class RunStore:
     def record(self, name: str, key: str, status: str, started: float, **extra: Any) -> None:
         rec = {"stage": name, "key": key, "status": status, "duration_s": round(time.time() - started, 3), **extra}
         if status == "done":  # provenance of this stage's outputs, kept when later runs skip it
+            self._take_lock()
             rec.update(self._git or git_state(), ended=now())
             atomic_write_json(self.stage_dir(name) / "stage.json", rec)
             self._forced.add(name)
