@@ -1,7 +1,7 @@
 """The typed experiment config: YAML in, validated pydantic models out.
 
 Every field is typed, constrained and documented next to its definition. Fields marked
-`runtime` (where results go, how many judge calls run at once, ...) cannot change any
+`runtime` (where results go, how many judge calls run at once, which trackers log, ...) cannot change any
 stage's output and are kept out of every stage key; every other field reaches the specs
 (harness/specs.py) and so the keys (tested by walking the fields).
 
@@ -48,6 +48,15 @@ def _category(name: str) -> str:
 
     if name not in CATEGORIES:
         raise ValueError(f"unknown category {name!r} (known: {', '.join(CATEGORIES)})")
+    return name
+
+
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # `report_to`: the trackers TRL and harness/tracking.py know
+
+
+def _tracker(name: str) -> str:
+    if name not in TRACKERS:
+        raise ValueError(f"unknown tracker {name!r} (known: {', '.join(TRACKERS)})")
     return name
 
 
@@ -279,6 +288,11 @@ class ExperimentConfig(Section):
                       json_schema_extra=RUNTIME)
     seed: int = Field(0, ge=0, description="Seed of the world, training and sampling.")
     output_dir: str = Field("results", description="Folder of runs.", json_schema_extra=RUNTIME)
+    report_to: list[Annotated[str, AfterValidator(_tracker)]] = Field(
+        default_factory=list, description="Experiment trackers (tensorboard, wandb, mlflow, trackio; the `tracking` "
+        "extra installs them): every training stage's TRL logs and each checkpoint's eval metrics and the "
+        "leaderboard, under RUN/tracking/ (harness/tracking.py). Empty (the default): none.",
+        json_schema_extra=RUNTIME)
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto (CUDA when present, else CPU), cpu, mps, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -299,6 +313,16 @@ class ExperimentConfig(Section):
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     suite_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-suite options (each suite's typed options model validates them).")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker_or_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v  # `--set report_to=tensorboard` as well as `[tensorboard, wandb]`
+
+    @field_validator("report_to")
+    @classmethod
+    def _each_once(cls, names: list[str]) -> list[str]:
+        return list(dict.fromkeys(names))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -8,7 +8,7 @@ import pytest
 from selm_bench.harness.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_value
 
 DEFAULTS = {
-    "name": "tiny", "seed": 0, "output_dir": "results", "device": "auto", "precision": "auto",
+    "name": "tiny", "seed": 0, "output_dir": "results", "report_to": [], "device": "auto", "precision": "auto",
     "gradient_checkpointing": None, "methods": ["sft", "dpo", "iterative-dpo", "selm"],
     "suites": ["tiny-world", "lm-eval", "mt-bench", "alpaca-eval"],
     "world": {"categories": ["add", "sub", "reverse", "count", "sort", "extract"], "n_sft": 6000, "n_pref": 1500,

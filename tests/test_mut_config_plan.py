@@ -134,7 +134,7 @@ def test_runtime_fields_are_exactly_the_documented_ones():
         ann = f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             marked |= {f"{name}.{k}" for k, sub in ann.model_fields.items() if sub.json_schema_extra == {"runtime": True}}
-    assert marked == {"name", "output_dir", "eval.judge_concurrency", "eval.judge_max_retries", "eval.judge_timeout",
+    assert marked == {"name", "output_dir", "report_to", "eval.judge_concurrency", "eval.judge_max_retries", "eval.judge_timeout",
                       "launch.launcher", "launch.accelerate_config", "launch.wrapper", "vllm.python"}
 
 

@@ -81,6 +81,7 @@ def other_value(key: str, field, value, tmp_path: Path):
         "launch.accelerate_config": str(REPO / "configs/accelerate/zero3.yaml"), "launch.wrapper": "srun",
         "methods": ["sft"], "suites": ["tiny-world"], "online.candidates": ["policy"], "online.start": "sft",
         "suite_options": {"tiny-world": {"limit": 5}}, "name": "other", "output_dir": "elsewhere",
+        "report_to": ["tensorboard", "wandb"],
         "online.ref_response": "sample", "vllm.dtype": "bfloat16", "vllm.max_model_len": 512, "vllm.python": "/opt/vllm/bin/python",
         "data.prompts": "other/prompts", "data.split": "test_prefs", "online.chunks": [2, 3], "dpo.start": "base",
         **{f"{sec}.optim": "adamw_torch" for sec in ("sft", "dpo", "online")},

@@ -1,6 +1,8 @@
 """Training stages: SFT (TRL's SFTTrainer) and preference training (TRL's DPOTrainer, or
 SELMTrainer for SELM's loss). Each function takes its stage spec, the run folder (where
-the spec's relative inputs live) and the folder to write; nothing else.
+the spec's relative inputs live) and the folder to write; nothing else, but the trackers to
+log to (`report_to`, a runtime setting that changes no output: from the environment, see
+tracking_kwargs).
 
 Under `accelerate launch` every process runs the same function; the Trainer shards the
 data, and only the main process writes files (weights gathered on save under ZeRO-3).
@@ -56,6 +58,18 @@ def local_params(model: Any) -> dict[str, int]:
     return {"local": local, "full": full}
 
 
+def tracking_kwargs() -> dict[str, Any]:
+    """`report_to` and the tracker run's name for TRL's own loggers. `report_to` is a runtime setting, in no
+    spec: the pipeline sets it in the stage's environment (harness/tracking.py's stage_env, with each
+    tracker's folder), which `accelerate launch` workers inherit. The names are read here, not imported,
+    so harness/tracking.py is no part of a training stage's code (its staleness hash)."""
+    report_to = [n for n in os.environ.get("SELM_BENCH_REPORT_TO", "").split(",") if n]
+    if not report_to:
+        return {"report_to": []}
+    return {"report_to": report_to, "run_name": os.environ.get("SELM_BENCH_TRACKING_NAME"),
+            "project": os.environ.get("SELM_BENCH_TRACKING_PROJECT") or "selm-bench"}
+
+
 def trainer_kwargs(t: TrainArgs, out: Path) -> dict[str, Any]:
     """transformers/TRL TrainingArguments from the spec (warmup_steps < 1 is a ratio in transformers 5)."""
     return dict(
@@ -63,7 +77,7 @@ def trainer_kwargs(t: TrainArgs, out: Path) -> dict[str, Any]:
         gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
         num_train_epochs=t.epochs, max_steps=t.max_steps, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler, **({"optim": t.optim} if t.optim else {}), logging_steps=t.logging_steps, save_strategy="no",
-        report_to=[], seed=t.seed, data_seed=t.seed, bf16=t.precision == "bf16", fp16=t.precision == "fp16",
+        **tracking_kwargs(), seed=t.seed, data_seed=t.seed, bf16=t.precision == "bf16", fp16=t.precision == "fp16",
         use_cpu=t.device == "cpu", gradient_checkpointing=t.gradient_checkpointing, disable_tqdm=True,
         dataloader_num_workers=0, max_length=t.max_length, dataset_num_proc=None,
     )
