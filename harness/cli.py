@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -108,6 +109,22 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code)
 
 
+def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """A command whose every failure is one `error:` line (exit 2 for bad input, else 1; the
+    traceback with --debug), as `_fail` writes it. Goes under `@app.command(...)`."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure becomes one line
+            _fail(e)
+
+    return run
+
+
 def _quiet_libraries() -> None:
     from selm_bench.harness.progress import quiet_libraries
 
@@ -198,12 +215,13 @@ def data_pull_cmd(
     Examples: `selm-bench data pull`, `selm-bench data pull --suites mt-bench --to /data/mirror`
     """
     try:
-        from selm_bench.harness.datapull import PULLABLE, default_dir, pull
+        from selm_bench.harness.datapull import default_dir, default_suites, pull, pullable
 
-        names = _split(suites) or ["mt-bench", "alpaca-eval"]
+        names = _split(suites) or default_suites()
+        known = pullable()
         for name in names:
-            if name not in PULLABLE:
-                raise UsageError(f"{name}: not a suite with data to pull (pullable: {', '.join(PULLABLE)})")
+            if name not in known:
+                raise UsageError(f"{name}: not a suite with data to pull (pullable: {', '.join(known)})")
         done = pull(names, to)
         for dest, how in done.items():
             typer.echo(f"{how:10s} {dest}", err=True)
@@ -366,7 +384,10 @@ def report_cmd(
     """
     try:
         from selm_bench.harness.report import write_report
+        from selm_bench.harness.runlock import hold_run, run_folder_of
 
+        if output is None and target.is_dir():  # it writes TARGET/report.html: one writer per run folder
+            hold_run(run_folder_of(target) or target)
         try:
             path = write_report(target, output)
         except (FileNotFoundError, ValueError) as e:
@@ -374,6 +395,10 @@ def report_cmd(
         typer.echo(f"wrote {path}", err=True)
     except Exception as e:  # noqa: BLE001
         _fail(e)
+    finally:
+        from selm_bench.harness.runlock import release_held
+
+        release_held()
 
 
 @app.command("compare")
@@ -450,7 +475,43 @@ def _detect_world(model: str) -> Optional[Path]:
     return None
 
 
+def _local_ref(path: Path) -> "Ref":
+    """A local input of `eval` (the model, the world's data, the SFT reference) by its absolute path,
+    keyed by what it holds, so a suite done on it is redone when it changes: the key of the run
+    stage that made it (its stage.json; a world's data: its parent's), else its files' fingerprint."""
+    from selm_bench.harness.specs import Ref
+    from selm_bench.harness.store import read_json, stable_hash
+
+    path = path.resolve()
+    for folder in (path, path.parent):
+        rec = read_json(folder / "stage.json") if (folder / "stage.json").is_file() else None
+        if isinstance(rec, dict) and rec.get("status") == "done" and rec.get("key"):
+            return Ref(path=str(path), key=rec["key"])
+    files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+    return Ref(path=str(path), key=stable_hash([[str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns]
+                                                for f in files]))
+
+
+def _check_model(model: str, trust: bool) -> None:
+    """`eval --model`: a local checkpoint that loads (and runs foreign code only if trusted), or a
+    hub id that resolves; else bad input, before anything is written."""
+    if not Path(model).exists():
+        if model.startswith((".", "/", "~")) or model.count("/") > 1:
+            raise UsageError(f"--model {model}: no such local checkpoint")
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(model, trust_remote_code=trust)  # a hub id: fail here
+        return
+    check_checkpoint(Path(model))
+    from selm_bench.harness.config import needs_remote_code
+
+    if needs_remote_code(model) and not trust:
+        raise UsageError(f"--model {model}: it ships its own code (auto_map in config.json); to run it, "
+                         f"name it in model.trust_remote_code (--set 'model.trust_remote_code=[{model}]')")
+
+
 @app.command("eval")
+@one_line_errors
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Local checkpoint path or hub id."),
     suites: List[str] = typer.Option(..., "--suites", "-s", help="Comma list, e.g. mt-bench,alpaca-eval,lm-eval:openllm,brainteaser."),
@@ -458,10 +519,12 @@ def eval_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local mirror of the suites' data (see README)."),
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge, e.g. openai:gpt-4 or oracle."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override any option: KEY=VALUE, e.g. mt-bench.max_new_tokens=64."),
-    no_judge: bool = typer.Option(False, "--no-judge", help="Generate and save answers only; judge later with `selm-bench judge`."),
+    no_judge: bool = typer.Option(False, "--no-judge", help="Generate and save answers only; judge later with `selm-bench judge` (or rerun without --no-judge)."),
     world: Optional[Path] = typer.Option(None, "--world", help="Tiny-world data folder (run the suites' embedded mode)."),
     name: Optional[str] = typer.Option(None, "--name", help="Row label (default: the model's name)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config for eval settings (default: configs/tiny.yaml)."),
+    force: bool = typer.Option(False, "--force", help="Rerun every suite, also those done."),
+    keep_stale: bool = typer.Option(False, "--keep-stale", help="Keep finished suites whose code or libraries changed since they ran."),
 ) -> None:
     """Evaluate one model on the given suites.
 
@@ -469,89 +532,71 @@ def eval_cmd(
 
     * `selm-bench eval --model results/tiny/checkpoints/selm/iter-2/model --suites tiny-world,mt-bench`
     * `selm-bench eval --model HuggingFaceH4/zephyr-7b-beta --suites mt-bench,alpaca-eval --data-dir ../shared/data --judge openai:gpt-4`
+
+    Each suite runs as an eval stage, as in train-and-eval: rerunning the same command skips the
+    suites done (and judges answers saved with --no-judge).
     """
-    try:
-        from selm_bench.harness.config import load_config
-        from selm_bench.harness import registry
+    from selm_bench.harness import registry
+    from selm_bench.harness.config import load_config
 
-        suite_list = _split_suites(suites) or []
-        for s in suite_list:
-            if not registry.has("suite", s):
-                raise UsageError(f"--suites: unknown suite {s!r} (known: {', '.join(registry.names('suite'))})")
-        if judge and not registry.has("judge", judge):
-            raise UsageError(f"--judge: unknown judge {judge!r} (known: {', '.join(registry.names('judge'))})")
-        cfg = load_config(config, sets=sets or [])
-        if data_dir is not None and not data_dir.is_dir():
-            raise UsageError(f"--data-dir {data_dir}: not a directory")
-        if world is not None and not (world / "eval.jsonl").is_file():
-            raise UsageError(f"--world {world}: no eval.jsonl there (pass a run's world/data folder)")
-        if data_dir is not None:
-            cfg.eval.data_dir = str(data_dir.resolve())
-        world_dir = world.resolve() if world else (None if data_dir else _detect_world(model))
-        label = name or _model_name(model)
-        run_dir = out or Path(cfg.output_dir) / f"eval-{label.replace('/', '-')}"
-        _quiet_libraries()
-        from selm_bench.harness.leaderboard import refresh
-        from selm_bench.harness.evaluate import eval_context, run_suite
-        from selm_bench.harness.plan import eval_spec, judge_runtime
-        from selm_bench.harness.specs import Ref
-        from selm_bench.harness.store import RunStore
+    suite_list = _split_suites(suites) or []
+    for s in suite_list:
+        if not registry.has("suite", s):
+            raise UsageError(f"--suites: unknown suite {s!r} (known: {', '.join(registry.names('suite'))})")
+    if judge and not registry.has("judge", judge):
+        raise UsageError(f"--judge: unknown judge {judge!r} (known: {', '.join(registry.names('judge'))})")
+    cfg = load_config(config, sets=sets or [])
+    if data_dir is not None and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir}: not a directory")
+    if world is not None and not (world / "eval.jsonl").is_file():
+        raise UsageError(f"--world {world}: no eval.jsonl there (pass a run's world/data folder)")
+    if data_dir is not None:
+        cfg.eval.data_dir = str(data_dir.resolve())
+    world_dir = world.resolve() if world else (None if data_dir else _detect_world(model))
+    label = name or _model_name(model)
+    run_dir = out or Path(cfg.output_dir) / f"eval-{label.replace('/', '-')}"
+    _quiet_libraries()
+    from selm_bench.harness.leaderboard import refresh
+    from selm_bench.harness.pipeline import check_before_writing, run_evals
+    from selm_bench.harness.plan import Stage, eval_spec, judge_runtime
+    from selm_bench.harness.specs import Ref
+    from selm_bench.harness.store import RunStore
 
-        trust = cfg.model.trusts(model)  # the model's own code runs only when the config names --model as it is given
-        if not Path(model).exists():
-            if model.startswith((".", "/", "~")) or model.count("/") > 1:
-                raise UsageError(f"--model {model}: no such local checkpoint")
-            from transformers import AutoConfig
-
-            AutoConfig.from_pretrained(model, trust_remote_code=trust)  # a hub id: fail here, before anything is written
-        else:
-            check_checkpoint(Path(model))
-            from selm_bench.harness.config import needs_remote_code
-
-            if needs_remote_code(model) and not trust:
-                raise UsageError(f"--model {model}: it ships its own code (auto_map in config.json); to run it, "
-                                 f"name it in model.trust_remote_code (--set 'model.trust_remote_code=[{model}]')")
-        refs = {}
-        if world_dir is not None and (world_dir.parent.parent / "checkpoints" / "sft" / "model").is_dir():
-            refs["sft"] = Ref(path=str(world_dir.parent.parent / "checkpoints" / "sft" / "model"))
-        # --judge, else a judge named in --set or --config, else oracle in the tiny world / gpt-4 on real data
-        chosen_judge = (judge or _set_value(sets, "eval.judge") or (cfg.eval.judge if config else None)
-                        or ("oracle" if world_dir else "openai:gpt-4"))
-        model_ref = Ref(path=str(Path(model).resolve()) if Path(model).exists() else model)
-        world_ref = Ref(path=str(world_dir)) if world_dir else None
-        specs = [eval_spec(cfg, model_ref, label, suite, world_ref, refs, trust).model_copy(update={"judge": chosen_judge})
-                 for suite in suite_list]  # bad suite options fail here, before anything is written
-        created = not run_dir.exists()  # a failure before any suite finishes leaves nothing behind
-        store = RunStore(run_dir)
-        store.manifest["results"] = suite_list
+    trust = cfg.model.trusts(model)  # the model's own code runs only when the config names --model as it is given
+    _check_model(model, trust)
+    refs = {}
+    if world_dir is not None and (world_dir.parent.parent / "checkpoints" / "sft" / "model").is_dir():
+        refs["sft"] = _local_ref(world_dir.parent.parent / "checkpoints" / "sft" / "model")
+    # --judge, else a judge named in --set or --config, else oracle in the tiny world / gpt-4 on real data
+    chosen_judge = (judge or _set_value(sets, "eval.judge") or (cfg.eval.judge if config else None)
+                    or ("oracle" if world_dir else "openai:gpt-4"))
+    model_ref = _local_ref(Path(model)) if Path(model).exists() else Ref(path=model)
+    world_ref = _local_ref(world_dir) if world_dir else None
+    stages = [Stage(f"eval {label} {suite}", suite, eval_spec(cfg, model_ref, label, suite, world_ref, refs, trust)
+                    .model_copy(update={"judge": chosen_judge}), method="external")
+              for suite in suite_list]  # bad suite options fail here, before anything is written
+    runtime = {**judge_runtime(cfg), "method": "external", **({"no_judge": True} if no_judge else {})}
+    # preflight sees what this command reads: not the config's own model and prompts
+    reads = cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": ""}),
+                                   "data": cfg.data.model_copy(update={"prompts": ""})})
+    created = not run_dir.exists()  # a failure before any suite finishes leaves nothing behind
+    with RunStore(run_dir, force=force) as store:
+        stale = check_before_writing(reads, store, stages, runtime, keep_stale)
+        store.manifest["results"] = [st.folder for st in stages]
         store.start({"model": model, "suites": suite_list, "config": cfg.to_dict()}, cfg.seed, sys.argv)
-        finished = 0
-        for suite, spec in zip(suite_list, specs):
-            ctx = eval_context(spec, run_dir, run_dir / suite, judge_runtime(cfg), no_judge=no_judge)
-            import time
+        if stale:
+            store.manifest["kept_stale"] = {st.folder: diff for st, diff in stale}
+        try:
+            run_evals(store, stages, cfg, runtime)
+        except BaseException:
+            if created and not any(store.is_done(st.folder, st.key) for st in stages):
+                import shutil
 
-            t0 = time.time()
-            store.record(suite, "eval", "running", t0)
-            try:
-                result = run_suite(ctx, suite, method="external")
-            except BaseException:
-                if created and not finished:
-                    import shutil
-
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                else:
-                    store.record(suite, "eval", "failed", t0)
-                raise
-            finished += 1
-            store.record(suite, "eval", "done", t0)
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.leaderboard_metrics().items())[:4])
-            typer.echo(f"done {suite} in {time.time() - t0:.1f}s: {shown}", err=True)
+                store.close()
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         store.finish()
         refresh(run_dir, title=f"eval: {label}")
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001
-        _fail(e)
 
 
 @app.command("judge")
@@ -574,6 +619,9 @@ def judge_cmd(
         files = sorted(directory.rglob("metrics.json")) if directory.is_dir() else []
         if not files:
             raise UsageError(f"{directory}: no suite results (metrics.json) found")
+        from selm_bench.harness.runlock import hold_run, run_folder_of
+
+        hold_run(run_folder_of(directory) or directory)  # one writer per run folder
         _quiet_libraries()
         judged = 0
         for f in files:
@@ -595,10 +643,17 @@ def judge_cmd(
             raise UsageError(f"{directory}: nothing to judge (no mt-bench or alpaca-eval answers)")
         root = directory if (directory / "manifest.json").is_file() else files[0].parent.parent
         refresh(root, title=f"judged: {root}")
+        from selm_bench.harness.modelcard import write_model_cards
+
+        write_model_cards(root)  # the checkpoints' cards show the new judgments
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001
         _fail(e)
+    finally:
+        from selm_bench.harness.runlock import release_held
+
+        release_held()
 
 
 @app.command("import")
@@ -623,38 +678,19 @@ def import_cmd(
         if not file.is_file():
             raise UsageError(f"{file}: file not found")
         _quiet_libraries()
-        found: dict[str, tuple[dict, dict]] = {}
-        if suite == "alpaca-eval":
-            if not model:
-                raise UsageError("--model is required with --suite alpaca-eval")
-            from selm_bench.evals.alpaca_eval import metrics_from_annotations
-            from selm_bench.evals.base import SuiteError
+        from selm_bench.harness import registry
 
-            try:
-                found[model] = metrics_from_annotations(file, data_dir)
-            except SuiteError as e:
-                raise UsageError(f"{file}: {e}") from None
-            except (ValueError, KeyError, TypeError) as e:
-                raise UsageError(f"{file}: not an alpaca_eval annotations.json (records with instruction, "
-                                 f"output_1, output_2, preference): {type(e).__name__}: {e}") from None
-        elif suite == "mt-bench":
-            from selm_bench.evals.mt_bench import metrics_from_judgments
+        importable = [n for n in registry.names("suite") if registry.entry("suite", n).import_file]
+        if suite not in importable:
+            names = " and ".join([", ".join(importable[:-1]), importable[-1]] if len(importable) > 1 else importable)
+            raise UsageError(f"--suite: import supports {names}, got {suite!r}")
+        try:  # the suite reads its own published artefacts (its registered `import_file`)
+            found = registry.entry("suite", suite).import_file(file, model, data_dir)
+        except registry.InputError as e:
+            raise UsageError(str(e)) from None
+        from selm_bench.harness.runlock import hold_run
 
-            questions = data_dir / "mt_bench" / "question.jsonl" if data_dir else None
-            try:
-                per_model = metrics_from_judgments(file, questions if questions and questions.is_file() else None)
-            except (ValueError, KeyError, TypeError) as e:
-                raise UsageError(f"{file}: not a FastChat judgment .jsonl (rows with model, question_id, turn, "
-                                 f"score): {type(e).__name__}: {e}") from None
-            if not per_model:
-                raise UsageError(f"{file}: no judgments in it")
-            if model:
-                if model not in per_model:
-                    raise UsageError(f"--model {model}: not in {file} (has: {', '.join(sorted(per_model))})")
-                per_model = {model: per_model[model]}
-            found = {m: (v, {}) for m, v in per_model.items()}
-        else:
-            raise UsageError(f"--suite: import supports alpaca-eval and mt-bench, got {suite!r}")
+        hold_run(results)  # one writer per results folder
         for name, (metrics, info) in found.items():
             dest = results / "imports" / suite / name.replace("/", "-") / "metrics.json"
             atomic_write_json(dest, {"suite": suite, "checkpoint": name, "method": "reference", "metrics": metrics,
@@ -665,6 +701,10 @@ def import_cmd(
         raise
     except Exception as e:  # noqa: BLE001
         _fail(e)
+    finally:
+        from selm_bench.harness.runlock import release_held
+
+        release_held()
 
 
 @app.command("list")

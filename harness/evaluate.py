@@ -3,31 +3,48 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from selm_bench.evals.base import EvalContext, SuiteResult, check_items
 from selm_bench.harness import registry
 from selm_bench.harness.specs import EvalSpec
 from selm_bench.harness.store import atomic_write_json, atomic_write_text
 
+# An eval stage's runtime settings that are not its judge's (they travel beside the spec, as the
+# judge's concurrency does, and change no judgment): `no_judge` (answers only, judged later) and
+# `method`, the method its leaderboard row shows (`selm-bench eval`: "external").
+STAGE_SETTINGS = ("no_judge", "method")
+
 
 def eval_context(spec: EvalSpec, root: Path, out: Path, runtime: dict[str, Any] | None = None,
                  no_judge: bool = False) -> EvalContext:
-    """A suite's context from its spec: locations resolved under `root`, judge runtime beside it."""
-    judge_options = dict(runtime or {})
+    """A suite's context from its spec: locations resolved under `root`, runtime settings beside it."""
+    settings = dict(runtime or {})
+    judge_options = {k: v for k, v in settings.items() if k not in STAGE_SETTINGS}
     if spec.judge_base_url:
         judge_options["base_url"] = spec.judge_base_url
-    return EvalContext(
+    ctx = EvalContext(
         model=spec.model.resolve(root), name=spec.name, suite=spec.suite, out_dir=Path(out), options=dict(spec.options),
         preset=spec.suite.split(":", 1)[1] if ":" in spec.suite else None,
         data_dir=Path(spec.data_dir) if spec.data_dir else None,
         world_dir=Path(spec.world.resolve(root)) if spec.world else None, backend=spec.backend,
         backend_options=dict(spec.backend_options), judge=spec.judge, judge_options=judge_options,
-        no_judge=no_judge, device=spec.device, seed=spec.seed,
+        no_judge=no_judge or bool(settings.get("no_judge")), device=spec.device, seed=spec.seed,
         references={k: Path(r.resolve(root)) for k, r in spec.references.items()},
     )
+    ctx.method = settings.get("method")  # type: ignore[attr-defined]  # the row's, for run_suite; no suite reads it
+    return ctx
+
+
+def judge_hook(suite: str) -> Callable[[EvalContext], SuiteResult] | None:
+    """How the suite judges answers saved earlier (`--no-judge`, failed judgments): its registered
+    `judge`, else its module's `judge_saved(ctx)`; None for a suite without a judge."""
+    entry = registry.entry("suite", suite)
+    hook = getattr(entry, "judge", None)
+    return hook or getattr(importlib.import_module(entry.obj.__module__), "judge_saved", None)
 
 
 def context_record(ctx: EvalContext) -> dict[str, Any]:
@@ -64,7 +81,7 @@ def write_suite_result(out_dir: Path, suite: str, ctx: EvalContext, result: Suit
 
 def run_suite(ctx: EvalContext, suite: str, method: str | None = None) -> SuiteResult:
     result = registry.get("suite", suite)(ctx)
-    write_suite_result(ctx.out_dir, suite, ctx, result, method)
+    write_suite_result(ctx.out_dir, suite, ctx, result, method or getattr(ctx, "method", None))
     return result
 
 

@@ -22,6 +22,7 @@ from selm_bench.harness.progress import say
 from selm_bench.harness.run_stage import run_stage
 from selm_bench.harness.specs import TRAINING_KINDS, to_json
 from selm_bench.harness.store import RunStore, atomic_dir, atomic_write_text, read_json
+from selm_bench.harness.tracking import Trackers, check_installed, training_env
 
 
 def judge_failures(folder: Path) -> int:
@@ -32,27 +33,27 @@ def judge_failures(folder: Path) -> int:
 
 
 def rejudge(store: RunStore, stage: Stage, runtime: dict[str, Any] | None) -> bool:
-    """An eval stage finished with failed judgments: judge its saved answers again (successes
-    come from the judge cache, so only the failed ones are sent); answers are not regenerated."""
-    import importlib
-
-    from selm_bench.harness import registry
-    from selm_bench.harness.evaluate import context_from_record, write_suite_result
+    """An eval stage finished with failed judgments, or unjudged (`--no-judge`): judge its saved
+    answers now (successes come from the judge cache, so only the missing ones are sent); answers
+    are not regenerated. Its context is rebuilt from its spec and this run's runtime settings."""
+    from selm_bench.harness.evaluate import eval_context, judge_hook, write_suite_result
 
     folder = store.root / stage.folder
     rec = read_json(folder / "stage.json")
-    if not (stage.spec.kind == "eval" and rec and rec.get("key") == stage.key and rec.get("judge_failures")
-            and not store.force):
+    if not (stage.spec.kind == "eval" and rec and rec.get("key") == stage.key
+            and (rec.get("judge_failures") or rec.get("unjudged")) and not store.force
+            and not (runtime or {}).get("no_judge")):
         return False
     data = json.loads((folder / "metrics.json").read_text())
-    module = importlib.import_module(registry.get("suite", data["suite"]).__module__)
     t0 = time.time()
-    ctx = context_from_record(data["context"], folder)
-    ctx.judge_options.update(runtime or {})
-    write_suite_result(folder, data["suite"], ctx, module.judge_saved(ctx), data.get("method"))
+    ctx = eval_context(stage.spec, store.root, folder, runtime)
+    write_suite_result(folder, data["suite"], ctx, judge_hook(data["suite"])(ctx), data.get("method"))
     left = judge_failures(folder)
     store.record(stage.folder, stage.key, "done", t0, env=rec.get("env"), judge_failures=left)
-    say(f"[yellow]rejudged[/yellow] {stage.name}: {rec['judge_failures']} failed judgments before, {left} now")
+    if rec.get("judge_failures"):
+        say(f"[yellow]rejudged[/yellow] {stage.name}: {rec['judge_failures']} failed judgments before, {left} now")
+    else:
+        say(f"[yellow]judged[/yellow] {stage.name}: the answers saved with --no-judge ({left} failed judgments)")
     return True
 
 
@@ -79,7 +80,7 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
         return True
     store.record(stage.folder, key, "running", t0)
     try:
-        with atomic_dir(final) as tmp:
+        with atomic_dir(final) as tmp, training_env(cfg.report_to, store.root, stage):  # report_to: the env of TRL's loggers
             if cfg.launch.launcher == "accelerate" and stage.spec.kind in TRAINING_KINDS:
                 from selm_bench.harness.launch import launch_training
 
@@ -95,8 +96,13 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
     extra = _stage_info(final)
     if stage.spec.kind == "eval" and judge_failures(final):  # a rerun judges the failed ones again
         extra["judge_failures"] = judge_failures(final)
+    if stage.spec.kind == "eval" and (runtime or {}).get("no_judge"):
+        from selm_bench.harness.evaluate import judge_hook
+
+        if judge_hook(stage.spec.suite):  # answers only: a rerun without --no-judge judges them
+            extra["unjudged"] = True
     store.record(stage.folder, key, "done", t0, env=stage_env(stage.spec), **extra)
-    if cache is not None and not extra.get("judge_failures"):
+    if cache is not None and not (extra.get("judge_failures") or extra.get("unjudged")):
         cache.publish(key, final)
     say(f"[green]done[/green] {stage.name} in {time.time() - t0:.1f}s")
     return True
@@ -122,6 +128,35 @@ def stale_stages(store: RunStore, stages: list[Stage]) -> list[tuple[Stage, list
     return out
 
 
+def check_before_writing(cfg: ExperimentConfig, store: RunStore, stages: list[Stage], runtime: dict[str, Any],
+                         keep_stale: bool = False) -> list[tuple[Stage, list[str]]]:
+    """What a command checks before it writes anything (train-and-eval, eval): finished stages
+    whose code or libraries changed stop it (StaleError naming the first) unless `keep_stale`
+    (returned, to record) or the store's force; then everything the stages still to run will need
+    (packages, files, rows, keys, cached hub artefacts): a missing ranker or key fails now, not
+    after training."""
+    from selm_bench.harness.staleness import StaleError
+
+    stale = [] if store.force else stale_stages(store, stages)
+    if stale and not keep_stale:
+        (first, diff), more = stale[0], len(stale) - 1
+        raise StaleError(f"stage {first.name} is stale ({'; '.join(diff)})" + (f" and {more} more" if more else "")
+                         + ": rerun with --force to redo, or --keep-stale to keep the old results")
+    check_installed(cfg.report_to)  # the trackers' packages
+    preflight(cfg, [st for st in stages if not store.is_done(st.folder, st.key)], store.root, runtime)
+    return stale
+
+
+def run_evals(store: RunStore, evals: list[Stage], cfg: ExperimentConfig, runtime: dict[str, Any]) -> None:
+    """Run each eval stage unless done (or judge what it left unjudged), then show its metrics."""
+    trackers = Trackers(cfg.report_to, store.root)  # each eval finished here goes to report_to's trackers
+    for ev in evals:
+        if execute(store, ev, cfg, runtime):
+            trackers.log_eval(store.root / ev.folder, ev)
+        _say_metrics(store.root / ev.folder)
+    trackers.close()
+
+
 def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[str],
                    keep_stale: bool = False, stage_cache: Path | None = None) -> list[dict[str, Any]]:
     """Run the plan into `out`; with `stage_cache`, stages another run already computed with the
@@ -134,17 +169,8 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
         from selm_bench.harness.stage_cache import StageCache
 
         store.cache = StageCache(stage_cache)
-    from selm_bench.harness.staleness import StaleError
-
-    stale = [] if force else stale_stages(store, [*stages, *evals])
-    if stale and not keep_stale:
-        (first, diff), more = stale[0], len(stale) - 1
-        raise StaleError(f"stage {first.name} is stale ({'; '.join(diff)})" + (f" and {more} more" if more else "")
-                         + ": rerun with --force to redo, or --keep-stale to keep the old results")
     runtime = judge_runtime(cfg)  # judges (evals, judge: rankers): settings that cannot change a judgment
-    # Everything the stages still to run will need (packages, files, rows, keys, cached hub artefacts),
-    # checked before anything is written: a missing ranker or key fails now, not after training.
-    preflight(cfg, [st for st in (*stages, *evals) if not store.is_done(st.folder, st.key)], store.root, runtime)
+    stale = check_before_writing(cfg, store, [*stages, *evals], runtime, keep_stale)
     store.start(cfg.to_dict(), cfg.seed, command)
     if stale:
         store.manifest["kept_stale"] = {st.folder: diff for st, diff in stale}
@@ -153,11 +179,10 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
     # The leaderboard shows exactly this plan's results, not leftovers of earlier plans.
     store.manifest["results"] = [ev.folder for ev in evals]
     store.save()  # on disk before any row is collected: with no evals, no older plan's rows either
-    for ev in evals:
-        execute(store, ev, cfg, runtime)
-        _say_metrics(store.root / ev.folder)
+    run_evals(store, evals, cfg, runtime)
     rows = collect_rows(out)
     write_leaderboard(out, rows)
+    Trackers(cfg.report_to, store.root).log_leaderboard(rows)
     from selm_bench.harness.modelcard import write_model_cards
 
     write_model_cards(out)  # checkpoints/*/model/README.md: method, data, hyperparameters, eval rows, provenance

@@ -185,42 +185,49 @@ def test_eval_judge_from_set_overrides_the_worlds_oracle(here, tiny_model, tiny_
     code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "mt-bench", "--world", str(tiny_world),
                               "--set", "eval.judge=openai:gpt-4", "--out", "ev"])
     assert code != 0 and len(lines) == 1
-    assert lines[0].startswith("error: mt-bench on the tiny world is graded by the oracle judge, not 'openai:gpt-4'")
+    assert lines[0].startswith("error: before any stage: mt-bench on the tiny world is graded by the oracle judge, "
+                               "not 'openai:gpt-4'")
     assert not (here / "ev").exists()
 
 
 def test_eval_records_running_then_done_or_failed(here, tiny_model, tiny_world, monkeypatch):
+    # each suite is an eval stage (harness/pipeline.py): its record's key is its spec's
+    from selm_bench.evals.base import SuiteResult
     from selm_bench.harness import evaluate
 
     seen, out = [], {"dir": "ev"}
 
-    class Result:
-        def leaderboard_metrics(self):
-            return {"accuracy": 0.5, "accuracy_stderr": 0.125}
-
     def stand_in_run_suite(ctx, suite, method=None):
         stages = json.loads((here / out["dir"] / "manifest.json").read_text())["stages"]
-        seen.append({name: (s["key"], s["status"]) for name, s in stages.items()})
+        seen.append({name: s["status"] for name, s in stages.items()})
         if suite == "mt-bench":
             raise RuntimeError("suite broke")
-        return Result()
+        result = SuiteResult(metrics={"accuracy": 0.5, "accuracy_stderr": 0.125})
+        evaluate.write_suite_result(ctx.out_dir, suite, ctx, result, method)
+        return result
+
+    def keys(folder: str) -> dict[str, tuple[str, str]]:
+        from selm_bench.harness.specs import from_json, spec_key
+
+        stages = json.loads((here / folder / "manifest.json").read_text())["stages"]
+        return {name: (s["status"], s["key"] == spec_key(from_json((here / folder / name / "spec.json").read_text()))
+                       if (here / folder / name / "spec.json").is_file() else None) for name, s in stages.items()}
 
     monkeypatch.setattr(evaluate, "run_suite", stand_in_run_suite)
     code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "tiny-world", "--world", str(tiny_world),
                               "--out", "ev"])
-    assert code == 0 and lines[0].startswith("done tiny-world in ") and lines[0].endswith("s: accuracy=0.5, accuracy_stderr=0.125")
-    assert seen == [{"tiny-world": ("eval", "running")}]
-    stages = json.loads((here / "ev" / "manifest.json").read_text())["stages"]
-    assert {name: (s["key"], s["status"]) for name, s in stages.items()} == {"tiny-world": ("eval", "done")}
+    assert code == 0 and lines[0].startswith(f"done eval {tiny_model.name} tiny-world in ")
+    assert lines[1].split() == [tiny_model.name, "tiny-world:", "accuracy=0.500,", "accuracy_stderr=0.125"]
+    assert seen == [{"tiny-world": "running"}]
+    assert keys("ev") == {"tiny-world": ("done", True)}
     # a second suite fails after the first finished: the folder stays, the failure is recorded
     seen.clear()
     out["dir"] = "ev2"
     code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "tiny-world,mt-bench", "--world",
                               str(tiny_world), "--out", "ev2"])
     assert code == 1 and lines[-1] == "error: suite broke"
-    assert seen == [{"tiny-world": ("eval", "running")}, {"tiny-world": ("eval", "done"), "mt-bench": ("eval", "running")}]
-    stages = json.loads((here / "ev2" / "manifest.json").read_text())["stages"]
-    assert {name: s["status"] for name, s in stages.items()} == {"tiny-world": "done", "mt-bench": "failed"}
+    assert seen == [{"tiny-world": "running"}, {"tiny-world": "done", "mt-bench": "running"}]
+    assert keys("ev2") == {"tiny-world": ("done", True), "mt-bench": ("failed", None)}
     # the first suite fails in a new folder: nothing is left behind
     out["dir"] = "ev3"
     code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "mt-bench", "--world", str(tiny_world),

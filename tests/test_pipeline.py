@@ -152,12 +152,11 @@ def test_eval_command_on_a_checkpoint(micro_run, tmp_path):
     answers = dest / "mt-bench" / "model_answer" / "selm-iter-2.jsonl"
     assert json.loads(answers.read_text().splitlines()[0])["model_id"] == "selm/iter-2"
     tw = json.loads((dest / "tiny-world" / "metrics.json").read_text())["metrics"]
-    done = next(line for line in res.stderr.splitlines() if line.startswith("done tiny-world in "))
-    shown = ", ".join(f"{k}={tw[k]:.4g}" for k in ("accuracy", "accuracy_stderr", "score", "score_stderr"))
-    assert done.endswith(f"s: {shown}")  # the first four metrics, no more
-    stages = json.loads((dest / "manifest.json").read_text())["stages"]
-    assert {name: (s["key"], s["status"]) for name, s in stages.items()} == {
-        suite: ("eval", "done") for suite in ("tiny-world", "mt-bench", "alpaca-eval")}
+    shown = ", ".join(f"{k}={tw[k]:.3f}" for k in ("accuracy", "accuracy_stderr", "score", "score_stderr"))
+    assert f"selm/iter-2 tiny-world: {shown}" in [line.strip() for line in res.stderr.splitlines()]  # the first four
+    stages = json.loads((dest / "manifest.json").read_text())["stages"]  # each suite an eval stage, as in train-and-eval
+    assert {name: s["status"] for name, s in stages.items()} == {
+        suite: "done" for suite in ("tiny-world", "mt-bench", "alpaca-eval")}
     # The run lists its results: a stray metrics.json left in the folder is not a row.
     stray = json.loads((dest / "tiny-world" / "metrics.json").read_text()) | {"checkpoint": "stray"}
     (dest / "old" / "tiny-world").mkdir(parents=True)
