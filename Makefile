@@ -25,7 +25,7 @@ setup: $(STAMP)
 
 # Refreshes requirements.lock: pip's own resolver picks what an unlocked install of torch's CPU wheel
 # and `.[dev]` (pyproject.toml's ranges) gets today; nothing is installed. Then review the diff and
-# `make test` (it installs the new lock), and remeasure the README's default table.
+# `make test` (it installs the new lock), and remeasure the default table in docs/measurements.md.
 # `make lock TORCH=2.14.1` moves torch too.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,7 +57,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# Every speed figure of issues 10 and 17 (10-17: about 10 minutes on an idle 2-core CPU, two default runs
+# Every speed figure (10-17: about 10 minutes on an idle 2-core CPU, two default runs
 # are most of it; 18, vLLM vs hf generation, and 19, ZeRO-3 vs DDP steps: about 7 more; 18 needs
 # `make vllm-env` and says it is skipped without it): a table with bounds, and results/bench/latest.json.
 # BENCH_ARGS="--only 18,19 --quick" for a part.

@@ -1,4 +1,4 @@
-"""The α study (README, "What the tiny world says about α"): table and plot from two sweeps.
+"""The α study (docs/measurements.md, "The α study"): table and plot from two sweeps.
 
 Each sweep is `selm-bench sweep --grid online.alpha=... --seeds 0,1,2 --methods selm --suites
 tiny-world` (tiny default settings, and the paper's setting with `--set online.nll_weight=0

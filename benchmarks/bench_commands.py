@@ -1,4 +1,4 @@
-"""Figure 20: how fast the commands that only read results answer (issue 18: at most 1.0 s each).
+"""Figure 20: how fast the commands that only read results answer (target: at most 1.0 s each).
 
 `leaderboard`, `compare`, `plan` and `list` know every plug-in from the registry's table and import
 no torch, TRL, lm-eval or fastchat. Each is timed as a fresh process (median of --repeats) on a

@@ -1,4 +1,4 @@
-"""Figures 18 and 19 (issue 17): the engines the project can swap in, side by side on this machine.
+"""Figures 18 and 19: the engines the project can swap in, side by side on this machine.
 
 18. vLLM vs hf generation: the micro Llama-3 (tests/_real_models.py, shaped for vLLM's CPU attention
     as tests/test_vllm_real.py shapes it), the tiny world's eval prompts, greedy, float32, through the

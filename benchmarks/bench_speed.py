@@ -1,4 +1,4 @@
-"""`make bench`: every speed figure of issues 10 and 17, measured side by side in one run, with its bound.
+"""`make bench`: every speed figure, measured side by side in one run, with its bound.
 
 Each figure runs in its own process (its peak RSS is that process's, from wait4):
   10, 11  benchmarks/bench_train.py     SELM vs DPO step over the 3-vs-2-row floor; precomputed reference
@@ -215,7 +215,7 @@ def print_table(figures: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="make bench (issues 10 and 17, speed)")
+    t = Table(title="make bench (speed figures)")
     for col in ("figure", "value", "bound", "met", "peak RSS MB"):
         t.add_column(col)
     for name, f in figures.items():

@@ -1,4 +1,4 @@
-"""Sweep vs separate runs (issue 9's speed figure), side by side on this machine.
+"""Sweep vs separate runs, side by side on this machine.
 
 Four separate default `train-and-eval` runs, one per α, against one `sweep` over the same four α
 values with one seed on a fresh stage cache (sft, dpo, iterative DPO and SELM's first generation

@@ -44,7 +44,7 @@
 # T_RECIPE (200, each of 5 and 6), each cut to what is left of BUDGET (default 560 s from the start, 30 s
 # kept for the summary), so the whole script fits a 600 s device call. STEPS (default "1 2 3 4") picks
 # the runs, e.g. STEPS=4 bash benchmarks/gpu_check.sh for the ZeRO-3 check alone, and
-# STEPS="4 5 6" for issue 17's (ZeRO-3 on one GPU and both recipes at micro scale).
+# STEPS="4 5 6" for ZeRO-3 on one GPU and both recipes at micro scale.
 # The micro recipes' runs come back in the log only (their manifests and leaderboards are printed).
 set -euo pipefail
 

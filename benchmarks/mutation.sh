@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing (issue 10, item 9) with mutmut 2.x, outside the working tree: a detached git
+# Mutation testing with mutmut 2.x, outside the working tree: a detached git
 # worktree of HEAD, imported as selm_bench.* through a namespace folder of links, so mutants never
 # touch the checkout. Each module runs with the fast tests that cover it. Needs: pip install 'mutmut<3'.
 # Usage: bash benchmarks/mutation.sh [MODULE ...]   (default: the modules below)

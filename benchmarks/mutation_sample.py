@@ -1,4 +1,4 @@
-"""Sampled mutation testing over trainers/, harness/ and evals/ (issue 10, item 9).
+"""Sampled mutation testing over trainers/, harness/ and evals/.
 
 mutmut (2.x) makes the mutants; each is tested only against the tests that run its line, fastest
 first, stopping at the first failure. Three steps:

@@ -86,7 +86,7 @@ class EvalContext:
     out_dir: Path  # this suite's folder: <eval dir>/<suite>/
     options: dict[str, Any] = field(default_factory=dict)  # suite options, after --set overrides
     preset: str | None = None  # "openllm" in "lm-eval:openllm"
-    data_dir: Path | None = None  # local mirror of the canonical data (see README)
+    data_dir: Path | None = None  # local mirror of the canonical data (see docs/suites.md)
     world_dir: Path | None = None  # the tiny world's data, when running the embedded default
     backend: str = "hf"
     backend_options: dict[str, Any] = field(default_factory=dict)

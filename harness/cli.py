@@ -516,7 +516,7 @@ def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Local checkpoint path or hub id."),
     suites: List[str] = typer.Option(..., "--suites", "-s", help="Comma list, e.g. mt-bench,alpaca-eval,lm-eval:openllm,brainteaser."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: results/eval-<model name>)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local mirror of the suites' data (see README)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local mirror of the suites' data (see docs/suites.md)."),
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge, e.g. openai:gpt-4 or oracle."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override any option: KEY=VALUE, e.g. mt-bench.max_new_tokens=64."),
     no_judge: bool = typer.Option(False, "--no-judge", help="Generate and save answers only; judge later with `selm-bench judge` (or rerun without --no-judge)."),

@@ -241,7 +241,7 @@ class DataConfig(Section):
 class EvalConfig(Section):
     batch_size: int = Field(64, ge=1, description="Generation batch (also the online generation batch).")
     judge: Annotated[str, _registered("judge")] = Field("oracle", description="Judge: oracle or openai:<model>.")
-    data_dir: str = Field("", description="Local mirror of the real benchmark data (see README).")
+    data_dir: str = Field("", description="Local mirror of the real benchmark data (see docs/suites.md).")
     backend: Annotated[str, _registered("backend")] = Field("hf", description="Generation backend of the suites (hf or vllm).")
     judge_base_url: str = Field("", description="openai: judges' base URL (else OPENAI_BASE_URL; key only from OPENAI_API_KEY).")
     judge_concurrency: int = Field(8, ge=1, description="Judge calls in flight.", json_schema_extra=RUNTIME)

@@ -18,7 +18,7 @@ def shared_data(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared data not available: {path} (see README, 'Data mirrors')")
+        pytest.skip(f"shared data not available: {path} (see docs/suites.md)")
     return path
 
 

@@ -1,4 +1,4 @@
-"""The README's bad-input table, row by row: one clear error line, the stated exit code,
+"""The bad-input table of docs/reference.md, row by row: one clear error line, the stated exit code,
 nothing partial written, existing results untouched. Runs the CLI in-process (typer's runner)."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Tests that catch single-line bugs which once passed the whole suite (issue 10, item 9). Each test
+"""Tests that catch single-line bugs which once passed the whole suite. Each test
 names the bug it catches; expected values are written by hand. (The tiny-world AlpacaEval preference
 reversed: tests/test_alpaca_eval.py::test_tiny_mode_two_checkpoints_hand_computed.)"""
 

@@ -1,4 +1,4 @@
-"""The locked install (issue 19 item 2): requirements.lock pins every package of `make setup`'s stack
+"""The locked install: requirements.lock pins every package of `make setup`'s stack
 (torch's CPU wheel and selm-bench[dev]) at one version, and this interpreter has exactly those.
 
 `make test` installs from the lock, so a failure here means the environment drifted from it (a package

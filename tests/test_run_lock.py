@@ -1,4 +1,4 @@
-"""One writer per run folder (issue 19, item 3): a second command on a run folder that another
+"""One writer per run folder: a second command on a run folder that another
 process is writing stops at once with one line naming the holder and exit 1, computes nothing
 and leaves the manifest as it was; a holder killed with SIGKILL blocks nothing; the same process
 may open its run twice; two processes that miss the same stage-cache key compute it once."""

@@ -1,4 +1,4 @@
-"""Experiment tracking (issue 19 item 1): `report_to` sends every training stage's TRL logs and each
+"""Experiment tracking: `report_to` sends every training stage's TRL logs and each
 checkpoint's eval metrics and the leaderboard to TensorBoard, Weights & Biases, MLflow and Trackio,
 all under the run folder; it is a runtime field, so it changes no stage key.
 

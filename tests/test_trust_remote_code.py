@@ -1,4 +1,4 @@
-"""trust_remote_code (issue 10, item 5): a model's own Python code runs only when the config names
+"""trust_remote_code: a model's own Python code runs only when the config names
 that model in `model.trust_remote_code`; every loader gets the permission from the spec, never a literal."""
 
 from __future__ import annotations
