@@ -97,13 +97,22 @@ def leaderboard_html(rows: list[dict[str, Any]]) -> str:
             return f"<td>{escape('' if raw is None or isinstance(raw, float) else str(raw))}</td>"
         return f'<td class="num">{v:.4g}' + (f" ± {e:.2g}" if e is not None else "") + "</td>"
 
+    # A label (what is not canonical) is often long and the same on many rows: its cells carry a
+    # mark, and each distinct label is written once under the table.
+    marks = {t: f"†{k}" for k, t in enumerate(dict.fromkeys(str(r["label"]) for r in rows if r.get("label")), 1)}
+
+    def text_cell(r: dict[str, Any], c: str) -> str:
+        v = "" if r.get(c) is None else str(r[c])
+        return f"<td>{escape(marks.get(v, v) if c == 'label' else v)}</td>"
+
     body = ""
     for r in rows:
-        body += "<tr>" + "".join(f"<td>{escape('' if r.get(c) is None else str(r[c]))}</td>" for c in ids + lead)
+        body += "<tr>" + "".join(text_cell(r, c) for c in ids + lead)
         body += "".join(cell(r, m) for m in metrics)
         body += "".join(f"<td>{escape(str(r.get(c, '')))}</td>" for c in tail) + "</tr>"
     note = "± std across seeds" if any(e.endswith("_std") for e in errs.values()) else "± standard error"
-    return (f'<table class="leaderboard"><caption>{note} where there is one</caption>'
+    legend = "".join(f"<br><span>{m}</span> <span>{escape(t)}</span>" for t, m in marks.items())
+    return (f'<table class="leaderboard"><caption>{note} where there is one{legend}</caption>'
             f"<thead><tr>{top}</tr><tr>{sub}</tr></thead><tbody>{body}</tbody></table>")
 
 

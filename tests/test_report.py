@@ -211,9 +211,11 @@ def test_leaderboard_html_cells_intervals_and_labels():
     html = leaderboard_html(rows)
     t = parse(html)
     cells = [s.strip() for s in t.text if s.strip()]
-    assert cells[:4] == ["± standard error where there is one", "run", "checkpoint", "method"]
+    assert cells[:6] == ["± standard error where there is one", "†1", "tiny world, oracle judge: not canonical",
+                         "run", "checkpoint", "method"]  # the caption: the interval, then each label once
     assert "0.52 ± 0.016" in cells and "0.55" in cells and "5.25" in cells and "10.99 ± 0.96" in cells
     assert "tiny world, oracle judge: not canonical" in cells and "run r1, config 3f2a" in cells
+    assert cells.count("tiny world, oracle judge: not canonical") == 1 and cells.count("†1") == 2  # once, marked
     assert "accuracy_stderr" not in cells  # shown beside its metric, not as a column
     # alpaca-eval, mt-bench, tiny-world
     assert [a.get("colspan") for tag, a in t.tags if tag == "th" and a.get("colspan")] == ["1", "1", "1"]
@@ -402,12 +404,13 @@ def test_leaderboard_html_exactly():
     top = ('<th rowspan="2">run</th><th rowspan="2">checkpoint</th><th rowspan="2">method</th>'
            '<th rowspan="2">iteration</th><th rowspan="2">label</th><th colspan="1">mt-bench</th>'
            '<th colspan="1">tiny-world</th><th rowspan="2">provenance</th>')
-    body = ('<tr><td>r1</td><td>sft</td><td>sft</td><td></td><td>a&lt;b</td><td class="num">7.25</td>'
+    body = ('<tr><td>r1</td><td>sft</td><td>sft</td><td></td><td>†1</td><td class="num">7.25</td>'
             '<td class="num">0.5 ± 0.012</td><td>p1</td></tr>'
             '<tr><td>r1</td><td>selm/iter-1</td><td>selm</td><td>1</td><td></td><td></td>'
             '<td class="num">0.6123</td><td>p2</td></tr>')
     assert leaderboard_html(rows) == (
-        '<table class="leaderboard"><caption>± standard error where there is one</caption>'
+        '<table class="leaderboard"><caption>± standard error where there is one'
+        '<br><span>†1</span> <span>a&lt;b</span></caption>'  # the label once, under the table; its cells carry the mark
         f"<thead><tr>{top}</tr><tr><th>score</th><th>accuracy</th></tr></thead><tbody>{body}</tbody></table>")
     # two metrics of one suite share its heading; a seed spread (_std) is preferred to a standard error
     two = leaderboard_html([{"checkpoint": "dpo", "x/a": 1, "x/b": "text", "x/a_std": 0.25, "x/a_stderr": 0.5, "seeds": "2"}])
