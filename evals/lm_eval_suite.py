@@ -267,23 +267,10 @@ def _hub_datasets(tm: Any, name: str, depth: int = 0) -> set[str]:
     return out
 
 
-def _dataset_cached(path: str) -> bool:
-    """Whether `datasets` can load a hub dataset offline: in the hub cache or its own cache."""
-    from datasets import config
-    from huggingface_hub import scan_cache_dir
-
-    if (Path(config.HF_DATASETS_CACHE) / path.replace("/", "___")).is_dir():
-        return True
-    try:
-        return any(r.repo_id == path and r.repo_type == "dataset" for r in scan_cache_dir().repos)
-    except Exception:  # noqa: BLE001 - no hub cache folder yet: nothing cached
-        return False
-
-
 def preflight(ctx: EvalContext) -> None:
     """Before a run's first stage: the tasks resolve (local YAMLs or lm-eval's registry) and, offline
     (HF_HUB_OFFLINE=1), every hub dataset they read is cached."""
-    import os
+    from selm_bench.harness.store import hub_cached, hub_offline
 
     plan = resolve_plan(ctx)
     if plan.embedded:
@@ -291,9 +278,9 @@ def preflight(ctx: EvalContext) -> None:
     if plan.include_path and not Path(plan.include_path).expanduser().is_dir():
         raise SuiteError(f"lm-eval: include_path {plan.include_path}: no such folder")
     tm = make_task_manager(plan.include_path, [t.task for t in plan.specs])
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+    if not hub_offline():
         return
-    missing = sorted({d for t in plan.specs for d in _hub_datasets(tm, t.task) if not _dataset_cached(d)})
+    missing = sorted({d for t in plan.specs for d in _hub_datasets(tm, t.task) if not hub_cached(d, "dataset")})
     if missing:
         raise SuiteError(f"lm-eval: {len(missing)} hub dataset(s) the tasks read are not cached and HF_HUB_OFFLINE=1 "
                          f"forbids the download: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")

@@ -29,6 +29,7 @@ from typing import Any
 from selm_bench.harness import registry
 from selm_bench.harness.config import ExperimentConfig
 from selm_bench.harness.plan import Stage, plan, resolve_device
+from selm_bench.harness.store import hub_cached
 from selm_bench.harness.specs import DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, SFTSpec, WorldSpec
 
 PEAK_FLOPS = 989e12
@@ -154,21 +155,9 @@ def _rank_counts(ranker: str, prompts: int | None, candidates: int) -> dict[str,
     return out
 
 
-def _cached(repo: str, repo_type: str = "model") -> bool | None:
-    """Whether a hub repo is in the local cache (None: cannot tell)."""
-    try:
-        from huggingface_hub import constants, scan_cache_dir
-    except ImportError:
-        return None
-    try:  # the cache folder as it is now (scan_cache_dir's default is the one its module was imported with)
-        return any(r.repo_id == repo and r.repo_type == repo_type for r in scan_cache_dir(constants.HF_HUB_CACHE).repos)
-    except Exception:  # noqa: BLE001 - no cache folder yet: nothing cached
-        return False
-
-
 def _artefact(kind: str, name: str, repo_type: str = "model") -> dict[str, Any]:
     local = name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
-    present = Path(name).expanduser().exists() if local else _cached(name, repo_type)
+    present = Path(name).expanduser().exists() if local else hub_cached(name, repo_type)
     return {"kind": kind, "name": name, "where": "local" if local else "hub", "present": present}
 
 

@@ -17,20 +17,16 @@ Every problem found is collected and reported on one line, so one rerun can fix 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from selm_bench.harness import registry
 from selm_bench.harness.plan import Stage
+from selm_bench.harness.store import hub_offline
 
 
 class PreflightError(RuntimeError):
     pass
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _artefacts(cfg: Any, stages: list[Stage]) -> list[str]:
@@ -42,7 +38,7 @@ def _artefacts(cfg: Any, stages: list[Stage]) -> list[str]:
             continue
         if str(a.get("where", "")).startswith("local"):
             out.append(f"{a['kind']} {a['name']}: no such file or folder")
-        elif a.get("where") == "hub" and offline():
+        elif a.get("where") == "hub" and hub_offline():
             out.append(f"{a['kind']} {a['name']}: not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids the download")
     return out
 

@@ -96,6 +96,28 @@ def git_state() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as it is set now (huggingface_hub reads it once, when imported)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cached(repo: str, repo_type: str = "model") -> bool | None:
+    """Whether a hub repo is in the local hub cache as it is now (None: huggingface_hub missing);
+    a dataset also counts when `datasets` holds it in its own cache."""
+    try:
+        from huggingface_hub import constants, scan_cache_dir
+    except ImportError:
+        return None
+    if repo_type == "dataset":  # `datasets`' own cache, found as it finds it (importing it takes seconds)
+        own = os.environ.get("HF_DATASETS_CACHE") or Path(os.environ.get("HF_HOME") or constants.HF_HOME) / "datasets"
+        if (Path(own) / repo.replace("/", "___")).is_dir():
+            return True
+    try:  # the cache folder as it is now (scan_cache_dir's default is the one its module was imported with)
+        return any(r.repo_id == repo and r.repo_type == repo_type for r in scan_cache_dir(constants.HF_HUB_CACHE).repos)
+    except Exception:  # noqa: BLE001 - no cache folder yet: nothing cached
+        return False
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
