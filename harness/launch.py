@@ -15,6 +15,7 @@ On a CPU, DeepSpeed is told so (DS_ACCELERATOR=cpu; its collectives then use glo
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -93,9 +94,13 @@ def launch_training(spec: Any, root: Path, out: Path, launch: LaunchConfig, log:
 
 
 def last_error(log: Path) -> str:
-    """The last line of a worker's log that reads like an error, else its last line."""
+    """The last line of a worker's log that reads like an error (an exception, `error: ...`, or the
+    signal that killed a worker), else its last line. torchelastic's own summary lines
+    (`ChildFailedError`, `error_file: <N/A>`) say only that a worker failed, so they are passed over."""
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     for line in reversed(lines):
-        if "Error" in line or line.startswith("error"):
+        if "ChildFailedError" in line or line.startswith("error_file"):
+            continue
+        if "Error" in line or line.startswith("error") or re.search(r"Signal \d+ \(SIG\w+\)", line):
             return line[:300]
     return lines[-1][:300] if lines else "no output"

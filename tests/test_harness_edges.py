@@ -61,6 +61,22 @@ def test_last_error_prefers_the_last_error_line(tmp_path):
     assert L.last_error(log) == ("Error " + "x" * 400)[:300]
 
 
+def test_last_error_names_the_workers_failure_not_torchelastics_summary(tmp_path):
+    # torchelastic's tail after a worker's exception, and after a worker killed by a signal
+    summary = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+               "============================================================\n"
+               "Root Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n"
+               "  exitcode  : {code} (pid: 4242)\n  error_file: <N/A>\n  traceback : {tb}\n"
+               "============================================================\n")
+    log = tmp_path / "log"
+    log.write_text("[rank1]: Traceback (most recent call last):\n[rank1]:   File \"x.py\", line 1\n"
+                   "[rank1]: RuntimeError: shapes do not match\n"
+                   + summary.format(code=1, tb="To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html"))
+    assert L.last_error(log) == "[rank1]: RuntimeError: shapes do not match"
+    log.write_text("step 3\n" + summary.format(code=-7, tb="Signal 7 (SIGBUS) received by PID 4242"))
+    assert L.last_error(log) == "traceback : Signal 7 (SIGBUS) received by PID 4242"
+
+
 def test_launch_training_logs_the_command_and_fails_with_one_line(monkeypatch, tmp_path):
     script = "import sys; print('loading'); print('KeyError: no such stage', file=sys.stderr); sys.exit(3)"
     monkeypatch.setattr(L, "accelerate_command", lambda *a: [sys.executable, "-c", script])
