@@ -19,7 +19,7 @@ METRIC = "tiny-world/accuracy"
 
 
 def study(sweep: Path, checkpoints: list[str]) -> list[dict]:
-    from selm_bench.harness import compare as C
+    from selm_bench.harness.reports import compare as C
 
     summary = json.loads((sweep / "summary.json").read_text())
     alphas = json.loads((sweep / "sweep.json").read_text())["grid"]["online.alpha"]

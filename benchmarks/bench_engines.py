@@ -73,9 +73,9 @@ def vllm_vs_hf(n: int, max_new_tokens: int, rounds: int) -> dict:
     from _real_models import build_micro_llama3
     from test_vllm_real import _vllm_shaped  # 2 heads of 32: vLLM's CPU attention has no head_dim 16
 
-    from selm_bench.harness.config import WorldConfig, load_config
-    from selm_bench.harness.plan import backend_options
-    from selm_bench.harness.tinyworld import build_world, read_jsonl
+    from selm_bench.harness.core.config import WorldConfig, load_config
+    from selm_bench.harness.run.stages import backend_options
+    from selm_bench.harness.world import build_world, read_jsonl
     from selm_bench.trainers.generation import HFBackend, Sampling
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))

@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
 
-    from selm_bench.harness.config import ModelConfig, WorldConfig
-    from selm_bench.harness.tinyworld import build_base_model, build_tokenizer, build_world, read_jsonl
+    from selm_bench.harness.core.config import ModelConfig, WorldConfig
+    from selm_bench.harness.world import build_base_model, build_tokenizer, build_world, read_jsonl
     from selm_bench.trainers.generation import HFBackend, Sampling
 
     model, prompts = a.model, a.prompts

@@ -33,9 +33,9 @@ def main() -> None:
 
     from selm_bench.evals.base import EvalContext
     from selm_bench.evals.lm_eval_suite import TINYWORLD_TASK, write_tinyworld_task
-    from selm_bench.harness.config import ModelConfig, WorldConfig
-    from selm_bench.harness.evaluate import run_suite
-    from selm_bench.harness.tinyworld import build_base_model, build_tokenizer, build_world
+    from selm_bench.harness.core.config import ModelConfig, WorldConfig
+    from selm_bench.harness.run.evaluate import run_suite
+    from selm_bench.harness.world import build_base_model, build_tokenizer, build_world
 
     tmp = Path(tempfile.mkdtemp())
     model, world = a.model, a.world

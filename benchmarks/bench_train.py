@@ -76,8 +76,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from selm_bench.harness.config import ModelConfig, WorldConfig
-    from selm_bench.harness.tinyworld import build_base_model, build_tokenizer, build_world, read_jsonl
+    from selm_bench.harness.core.config import ModelConfig, WorldConfig
+    from selm_bench.harness.world import build_base_model, build_tokenizer, build_world, read_jsonl
     from selm_bench.trainers.selm_trainer import SELMConfig, SELMTrainer
 
     tmp = Path(tempfile.mkdtemp())

@@ -9,6 +9,6 @@ import os
 def setup_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("SELM_BENCH_QUIET", "1")
-    from selm_bench.harness.progress import quiet_libraries
+    from selm_bench.harness.core.progress import quiet_libraries
 
     quiet_libraries()

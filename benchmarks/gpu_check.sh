@@ -113,7 +113,7 @@ if not torch.cuda.is_available():
 print("device 0:", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
 EOF
 SB="python3 -m selm_bench.harness.cli"
-if ! python3 -c "import selm_bench.harness.cli, selm_bench.harness.registry as r; r.load_all(); import trl, datasets; from trl import DPOTrainer, SFTTrainer"; then
+if ! python3 -c "import selm_bench.harness.cli, selm_bench.harness.core.registry as r; r.load_all(); import trl, datasets; from trl import DPOTrainer, SFTTrainer"; then
     step_failed 0 "imports"
 fi
 

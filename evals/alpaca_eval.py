@@ -55,8 +55,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from selm_bench.evals.base import (
     EvalContext, SuiteError, SuiteResult, fmt, judged_plan, not_canonical, number, table, text,
 )
-from selm_bench.harness.registry import Artefact, InputError, register_suite
-from selm_bench.harness.store import atomic_write_json, atomic_write_text
+from selm_bench.harness.core.registry import Artefact, InputError, register_suite
+from selm_bench.harness.core.store import atomic_write_json, atomic_write_text
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 SUITE = "alpaca-eval"
@@ -594,7 +594,7 @@ def _number(v: Any) -> float | None:
 # ---------------------------------------------------------------- tiny mode
 def _run_tiny(ctx: EvalContext, limit: int | None) -> SuiteResult:
     from selm_bench.evals.judges import make_judge
-    from selm_bench.harness.tinyworld import read_jsonl
+    from selm_bench.harness.world import read_jsonl
 
     ref_model = ctx.references.get("sft")
     if ref_model is None:
@@ -649,7 +649,7 @@ def _reference_outputs(ctx: EvalContext, model: Path, prompts: list[str], sampli
     path = model.parent / "eval-cache" / f"alpaca-eval-outputs-{key}.json"
     if path.exists():
         return json.loads(path.read_text())["outputs"], path
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     backend = registry.get("backend", ctx.backend)(str(model), device=ctx.device, **ctx.backend_options)
     outputs = _generate(backend, prompts, sampling)
@@ -658,7 +658,7 @@ def _reference_outputs(ctx: EvalContext, model: Path, prompts: list[str], sampli
 
 
 # ---------------------------------------------------------------- registration
-# Everything the harness knows about this suite (harness/registry.py `Suite`).
+# Everything the harness knows about this suite (harness/core/registry.py `Suite`).
 register_suite(SUITE, help="AlpacaEval 2.0 (LC) win rate against a reference, via alpaca_eval",
                options=AlpacaEvalOptions, headline="length_controlled_winrate", fallbacks=("win_rate",),
                stderr={"win_rate": "standard_error", "length_controlled_winrate": "lc_standard_error"},

@@ -7,7 +7,7 @@ Options: each suite declares a pydantic model next to its function (`register_su
 options=Model)`); the model is the one place that holds option names, types and defaults.
 Suites read `ctx.option(key)`, never with a default of their own.
 
-The rest of what a suite owns (harness/registry.py `Suite`) it registers with its function;
+The rest of what a suite owns (harness/core/registry.py `Suite`) it registers with its function;
 helpers for those hooks live here: `judged_plan` (a judged suite's `plan` estimate) and the
 HTML helpers a `drilldown` renders with (`table`, `text`, `fmt`, `number`, `read_items`).
 """
@@ -21,7 +21,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Callable
 
-from selm_bench.harness import registry
+from selm_bench.harness.core import registry
 
 
 class SuiteError(RuntimeError):

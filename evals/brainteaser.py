@@ -46,9 +46,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, read_items, table, text
 from selm_bench.evals.lm_eval_suite import estimate, run_local_task, write_task_yaml
-from selm_bench.harness.registry import Artefact, register_suite
-from selm_bench.harness.store import atomic_write_text
-from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
+from selm_bench.harness.core.registry import Artefact, register_suite
+from selm_bench.harness.core.store import atomic_write_text
+from selm_bench.harness.world import read_jsonl, write_jsonl
 
 PUZZLES = {"SP": "answer_sen.txt", "WP": "answer_word.txt"}  # puzzle type -> submission file
 SUFFIX_KIND = {"_SR": "semantic", "_CR": "context"}
@@ -417,7 +417,7 @@ def run(ctx: EvalContext) -> SuiteResult:
 
 
 # ---------------------------------------------------------------- registration
-# Everything the harness knows about this suite (harness/registry.py `Suite`).
+# Everything the harness knows about this suite (harness/core/registry.py `Suite`).
 register_suite(SUITE, help="SemEval-2024 Task 9 BRAINTEASER: lateral-thinking multiple choice (SP, WP)",
                options=BrainteaserOptions, headline="overall", paired=paired, preflight=preflight, plan=estimate,
                data_files=(f"{SUITE}/SP_train.jsonl", f"{SUITE}/WP_train.jsonl"), data_sources=DATA_SOURCES,

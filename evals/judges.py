@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness import registry
-from selm_bench.harness.registry import register_judge
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.registry import register_judge
 
 
 class Judge:
@@ -39,7 +39,7 @@ class OracleJudge(Judge):
         self.calls = 0
 
     def score(self, item: dict[str, Any], response: str) -> float:
-        from selm_bench.harness.tinyworld import verify
+        from selm_bench.harness.world import verify
 
         self.calls += 1
         return verify(item["category"], item["answer"], response)

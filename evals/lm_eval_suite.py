@@ -49,8 +49,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, mean, not_canonical, number, table
-from selm_bench.harness.registry import register_suite
-from selm_bench.harness.store import atomic_write_text
+from selm_bench.harness.core.registry import register_suite
+from selm_bench.harness.core.store import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def _hub_datasets(tm: Any, name: str, depth: int = 0) -> set[str]:
 def preflight(ctx: EvalContext) -> None:
     """Before a run's first stage: the tasks resolve (local YAMLs or lm-eval's registry) and, offline
     (HF_HUB_OFFLINE=1), every hub dataset they read is cached."""
-    from selm_bench.harness.store import hub_cached, hub_offline
+    from selm_bench.harness.core.store import hub_cached, hub_offline
 
     plan = resolve_plan(ctx)
     if plan.embedded:
@@ -292,7 +292,7 @@ def evaluate(ctx: EvalContext, lm: Any, task_manager: Any, tasks: list[str], num
     import lm_eval
     import lm_eval.evaluator
 
-    from selm_bench.harness.store import git_state
+    from selm_bench.harness.core.store import git_state
 
     # lm-eval records the git commit of the working folder with a bare `git describe`, which prints
     # "fatal: not a git repository" outside one; its `git_hash` is this project's commit instead.
@@ -569,7 +569,7 @@ def run(ctx: EvalContext) -> SuiteResult:
 
 
 # ---------------------------------------------------------------- registration
-# Everything the harness knows about this suite (harness/registry.py `Suite`).
+# Everything the harness knows about this suite (harness/core/registry.py `Suite`).
 register_suite(SUITE, help="EleutherAI lm-evaluation-harness: presets (openllm), task lists, local YAML tasks",
                options=LmEvalOptions, headline="average", fallback_columns=fallback_columns, paired=paired,
                preflight=preflight, plan=estimate, artefacts=artefacts, drilldown=drilldown, order=50)(run)

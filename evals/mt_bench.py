@@ -35,8 +35,8 @@ from selm_bench.evals.base import (
     EvalContext, SuiteError, SuiteResult, fmt, judged_plan, mean, not_canonical, number, table, text,
 )
 from selm_bench.evals.judges import Judge, make_judge
-from selm_bench.harness.registry import Artefact, InputError, register_suite
-from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
+from selm_bench.harness.core.registry import Artefact, InputError, register_suite
+from selm_bench.harness.world import read_jsonl, write_jsonl
 from selm_bench.trainers.generation import Sampling
 
 
@@ -429,7 +429,7 @@ def _judge_oracle(ctx: EvalContext, judge: Judge, judge_model: str, questions: l
 
 
 # ---------------------------------------------------------------- registration
-# Everything the harness knows about this suite (harness/registry.py `Suite`).
+# Everything the harness knows about this suite (harness/core/registry.py `Suite`).
 register_suite(SUITE, help="MT-Bench (FastChat llm_judge), single-answer grading 1-10 per turn",
                options=MtBenchOptions, headline="score", paired=paired, preflight=preflight,
                canonical_judges={CANONICAL_JUDGE}, plan=estimate, data_files=DATA_FILES, data_sources=DATA_SOURCES,

@@ -20,8 +20,8 @@ from typing import Any
 
 from selm_bench.evals.base import SuiteError
 from selm_bench.evals.judges import Judge
-from selm_bench.harness.registry import register_judge
-from selm_bench.harness.store import atomic_write_json, read_json
+from selm_bench.harness.core.registry import register_judge
+from selm_bench.harness.core.store import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from selm_bench.evals.base import (
     EvalContext, SuiteError, SuiteResult, fmt, mean, mean_and_stderr, number, table, text,
 )
-from selm_bench.harness.registry import register_suite
-from selm_bench.harness.tinyworld import read_jsonl, verify
+from selm_bench.harness.core.registry import register_suite
+from selm_bench.harness.world import read_jsonl, verify
 from selm_bench.trainers.generation import Sampling
 
 SUITE = "tiny-world"
@@ -88,7 +88,7 @@ def run(ctx: EvalContext) -> SuiteResult:
 
 
 # ---------------------------------------------------------------- registration
-# Everything the harness knows about this suite (harness/registry.py `Suite`).
+# Everything the harness knows about this suite (harness/core/registry.py `Suite`).
 register_suite(SUITE, help="held-out tiny-world tasks, greedy, graded verifier (accuracy, score)",
                options=TinyWorldOptions, headline="accuracy", paired=paired, tiny=True, plan=estimate,
                drilldown=drilldown, order=10)(run)

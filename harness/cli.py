@@ -35,7 +35,7 @@ def _split(values: Optional[List[str]]) -> Optional[List[str]]:
 def _split_suites(values: Optional[List[str]]) -> Optional[List[str]]:
     """Like `_split`, but `lm-eval:hellaswag,arc_easy` keeps its task list: after a
     `suite:arg` item, names that are not suites continue that item's argument."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     items = _split(values)
     if not items:
@@ -92,15 +92,15 @@ def check_checkpoint(path: Path) -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    from selm_bench.harness.config import ConfigError
-    from selm_bench.harness.registry import RegistryError
-    from selm_bench.harness.tinyworld import DataFileError
+    from selm_bench.harness.core.config import ConfigError
+    from selm_bench.harness.core.registry import RegistryError
+    from selm_bench.harness.world import DataFileError
 
     if _state["debug"]:
         traceback.print_exception(exc)
-    from selm_bench.harness.modelcard import PushError
-    from selm_bench.harness.preflight import PreflightError
-    from selm_bench.harness.staleness import StaleError
+    from selm_bench.harness.reports.modelcard import PushError
+    from selm_bench.harness.run.preflight import PreflightError
+    from selm_bench.harness.run.staleness import StaleError
 
     bad_input = (ConfigError, UsageError, RegistryError, StaleError, DataFileError, PreflightError, PushError)
     code = 2 if isinstance(exc, bad_input) else 1
@@ -126,14 +126,14 @@ def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _quiet_libraries() -> None:
-    from selm_bench.harness.progress import quiet_libraries
+    from selm_bench.harness.core.progress import quiet_libraries
 
     quiet_libraries()
 
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
-    from selm_bench.harness.progress import before_library_imports
+    from selm_bench.harness.core.progress import before_library_imports
 
     before_library_imports()  # thread and progress-bar settings, before any command imports torch or tqdm
     _state["debug"] = debug
@@ -165,7 +165,7 @@ def train_and_eval_cmd(
     Rerunning the same command resumes: finished stages are skipped.
     """
     try:
-        from selm_bench.harness.config import load_config
+        from selm_bench.harness.core.config import load_config
 
         launch = [f"launch.{k}={v}" for k, v in (("launcher", launcher), ("accelerate_config", accelerate_config),
                                                   ("num_processes", num_processes)) if v is not None]
@@ -176,21 +176,21 @@ def train_and_eval_cmd(
         run_dir = out or Path(cfg.output_dir) / cfg.name
         check_run_folder(run_dir, cfg.name)
         _quiet_libraries()
-        from selm_bench.harness.leaderboard import print_table
-        from selm_bench.harness.pipeline import train_and_eval
+        from selm_bench.harness.reports.leaderboard import print_table
+        from selm_bench.harness.run.pipeline import train_and_eval
 
         if push_to_hub:  # a bad repo id or offline mode fails before training
-            from selm_bench.harness.modelcard import check_push
+            from selm_bench.harness.reports.modelcard import check_push
 
             check_push(push_to_hub)
         rows = train_and_eval(cfg, run_dir, force=force, command=sys.argv, keep_stale=keep_stale)
         print_table(rows, title=f"leaderboard: {run_dir}")
-        from selm_bench.harness.report import write_report
+        from selm_bench.harness.reports.report import write_report
 
         report = write_report(run_dir)
         typer.echo(f"wrote {run_dir / 'leaderboard.csv'}, leaderboard.json and {report}", err=True)
         if push_to_hub:
-            from selm_bench.harness.modelcard import push_run
+            from selm_bench.harness.reports.modelcard import push_run
 
             for name, url in push_run(run_dir, push_to_hub).items():
                 typer.echo(f"pushed {name}: {url}", err=True)
@@ -248,8 +248,8 @@ def plan_cmd(
     `selm-bench plan --methods selm --suites tiny-world`
     """
     try:
-        from selm_bench.harness.config import load_config
-        from selm_bench.harness.describe import describe, to_text
+        from selm_bench.harness.core.config import load_config
+        from selm_bench.harness.run.plan import describe, to_text
 
         if fmt not in ("text", "json"):
             raise UsageError(f"--format: expected text or json, got {fmt!r}")
@@ -282,7 +282,7 @@ def leaderboard_cmd(
     `selm-bench leaderboard --format json`
     """
     try:
-        from selm_bench.harness import leaderboard as L
+        from selm_bench.harness.reports import leaderboard as L
 
         if fmt not in ("table", "markdown", "csv", "json", "html"):
             raise UsageError(f"--format: expected table, markdown, csv, json or html, got {fmt!r}")
@@ -302,7 +302,7 @@ def leaderboard_cmd(
         if fmt == "table":
             L.print_table(rows, title=title, metric_cols=cols)
         elif fmt == "html":
-            from selm_bench.harness.report import leaderboard_page
+            from selm_bench.harness.reports.report import leaderboard_page
 
             sys.stdout.write(leaderboard_page(rows, title=title) + "\n")
         else:
@@ -335,8 +335,8 @@ def sweep_cmd(
     Cells sharing a stage (same key: sft and dpo under an alpha grid) compute it once. Rerun to resume.
     """
     try:
-        from selm_bench.harness import sweep as S
-        from selm_bench.harness.config import load_config
+        from selm_bench.harness.run import sweep as S
+        from selm_bench.harness.core.config import load_config
 
         if launcher not in ("local", "slurm"):
             raise UsageError(f"--launcher: expected local or slurm, got {launcher!r}")
@@ -355,7 +355,7 @@ def sweep_cmd(
         if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / S.SWEEP_FILE).is_file())):
             raise UsageError(f"--out {out_dir}: not empty and not a sweep folder; choose another --out")
         _quiet_libraries()
-        from selm_bench.harness.progress import say
+        from selm_bench.harness.core.progress import say
 
         summary = S.sweep(config, S.parse_grid(grid), seed_list or [base.seed], out_dir, methods=_split(methods),
                           suites=_split_suites(suites), sets=sets or [], launcher=launcher, command=sys.argv,
@@ -363,7 +363,7 @@ def sweep_cmd(
                                                cpus=cpus, executor=executor),
                           on_cell=lambda c: say(f"[bold]cell {c.name}[/bold]"), cache=cache)
         S.print_summary(summary, out_dir)
-        from selm_bench.harness.report import write_report
+        from selm_bench.harness.reports.report import write_report
 
         report = write_report(out_dir)
         typer.echo(f"wrote {out_dir / 'summary.csv'}, table.csv, groups/*/seeds.json (for compare) and {report}", err=True)
@@ -383,8 +383,8 @@ def report_cmd(
     Example: `selm-bench report results/tiny` then open results/tiny/report.html in a browser.
     """
     try:
-        from selm_bench.harness.report import write_report
-        from selm_bench.harness.runlock import hold_run, run_folder_of
+        from selm_bench.harness.reports.report import write_report
+        from selm_bench.harness.core.runlock import hold_run, run_folder_of
 
         if output is None and target.is_dir():  # it writes TARGET/report.html: one writer per run folder
             hold_run(run_folder_of(target) or target)
@@ -396,7 +396,7 @@ def report_cmd(
     except Exception as e:  # noqa: BLE001
         _fail(e)
     finally:
-        from selm_bench.harness.runlock import release_held
+        from selm_bench.harness.core.runlock import release_held
 
         release_held()
 
@@ -421,7 +421,7 @@ def compare_cmd(
     Example: `selm-bench compare results/base results/new:selm/iter-2 --threshold tiny-world/accuracy=0.01`;
     in CI: `selm-bench compare ci/baseline results/ci --format github`
     """
-    from selm_bench.harness import compare as C
+    from selm_bench.harness.reports import compare as C
 
     try:
         if fmt not in ("text", "json", "markdown", "github"):
@@ -479,8 +479,8 @@ def _local_ref(path: Path) -> "Ref":
     """A local input of `eval` (the model, the world's data, the SFT reference) by its absolute path,
     keyed by what it holds, so a suite done on it is redone when it changes: the key of the run
     stage that made it (its stage.json; a world's data: its parent's), else its files' fingerprint."""
-    from selm_bench.harness.specs import Ref
-    from selm_bench.harness.store import read_json, stable_hash
+    from selm_bench.harness.core.specs import Ref
+    from selm_bench.harness.core.store import read_json, stable_hash
 
     path = path.resolve()
     for folder in (path, path.parent):
@@ -503,7 +503,7 @@ def _check_model(model: str, trust: bool) -> None:
         AutoConfig.from_pretrained(model, trust_remote_code=trust)  # a hub id: fail here
         return
     check_checkpoint(Path(model))
-    from selm_bench.harness.config import needs_remote_code
+    from selm_bench.harness.core.config import needs_remote_code
 
     if needs_remote_code(model) and not trust:
         raise UsageError(f"--model {model}: it ships its own code (auto_map in config.json); to run it, "
@@ -536,8 +536,8 @@ def eval_cmd(
     Each suite runs as an eval stage, as in train-and-eval: rerunning the same command skips the
     suites done (and judges answers saved with --no-judge).
     """
-    from selm_bench.harness import registry
-    from selm_bench.harness.config import load_config
+    from selm_bench.harness.core import registry
+    from selm_bench.harness.core.config import load_config
 
     suite_list = _split_suites(suites) or []
     for s in suite_list:
@@ -556,11 +556,11 @@ def eval_cmd(
     label = name or _model_name(model)
     run_dir = out or Path(cfg.output_dir) / f"eval-{label.replace('/', '-')}"
     _quiet_libraries()
-    from selm_bench.harness.leaderboard import refresh
-    from selm_bench.harness.pipeline import check_before_writing, run_evals
-    from selm_bench.harness.plan import Stage, eval_spec, judge_runtime
-    from selm_bench.harness.specs import Ref
-    from selm_bench.harness.store import RunStore
+    from selm_bench.harness.reports.leaderboard import refresh
+    from selm_bench.harness.run.pipeline import check_before_writing, run_evals
+    from selm_bench.harness.run.stages import Stage, eval_spec, judge_runtime
+    from selm_bench.harness.core.specs import Ref
+    from selm_bench.harness.core.store import RunStore
 
     trust = cfg.model.trusts(model)  # the model's own code runs only when the config names --model as it is given
     _check_model(model, trust)
@@ -612,14 +612,14 @@ def judge_cmd(
         import importlib
         import json as _json
 
-        from selm_bench.harness import registry
-        from selm_bench.harness.leaderboard import refresh
-        from selm_bench.harness.evaluate import context_from_record, write_suite_result
+        from selm_bench.harness.core import registry
+        from selm_bench.harness.reports.leaderboard import refresh
+        from selm_bench.harness.run.evaluate import context_from_record, write_suite_result
 
         files = sorted(directory.rglob("metrics.json")) if directory.is_dir() else []
         if not files:
             raise UsageError(f"{directory}: no suite results (metrics.json) found")
-        from selm_bench.harness.runlock import hold_run, run_folder_of
+        from selm_bench.harness.core.runlock import hold_run, run_folder_of
 
         hold_run(run_folder_of(directory) or directory)  # one writer per run folder
         _quiet_libraries()
@@ -643,7 +643,7 @@ def judge_cmd(
             raise UsageError(f"{directory}: nothing to judge (no mt-bench or alpaca-eval answers)")
         root = directory if (directory / "manifest.json").is_file() else files[0].parent.parent
         refresh(root, title=f"judged: {root}")
-        from selm_bench.harness.modelcard import write_model_cards
+        from selm_bench.harness.reports.modelcard import write_model_cards
 
         write_model_cards(root)  # the checkpoints' cards show the new judgments
     except typer.Exit:
@@ -651,7 +651,7 @@ def judge_cmd(
     except Exception as e:  # noqa: BLE001
         _fail(e)
     finally:
-        from selm_bench.harness.runlock import release_held
+        from selm_bench.harness.core.runlock import release_held
 
         release_held()
 
@@ -672,13 +672,13 @@ def import_cmd(
     * `selm-bench import --suite mt-bench gpt-4_single.jsonl --data-dir ../shared/data`
     """
     try:
-        from selm_bench.harness.leaderboard import refresh
-        from selm_bench.harness.store import atomic_write_json
+        from selm_bench.harness.reports.leaderboard import refresh
+        from selm_bench.harness.core.store import atomic_write_json
 
         if not file.is_file():
             raise UsageError(f"{file}: file not found")
         _quiet_libraries()
-        from selm_bench.harness import registry
+        from selm_bench.harness.core import registry
 
         importable = [n for n in registry.names("suite") if registry.entry("suite", n).import_file]
         if suite not in importable:
@@ -688,7 +688,7 @@ def import_cmd(
             found = registry.entry("suite", suite).import_file(file, model, data_dir)
         except registry.InputError as e:
             raise UsageError(str(e)) from None
-        from selm_bench.harness.runlock import hold_run
+        from selm_bench.harness.core.runlock import hold_run
 
         hold_run(results)  # one writer per results folder
         for name, (metrics, info) in found.items():
@@ -702,7 +702,7 @@ def import_cmd(
     except Exception as e:  # noqa: BLE001
         _fail(e)
     finally:
-        from selm_bench.harness.runlock import release_held
+        from selm_bench.harness.core.runlock import release_held
 
         release_held()
 
@@ -713,7 +713,7 @@ def list_cmd() -> None:
 
     Example: `selm-bench list` (a new suite or ranker module under evals/ or trainers/ shows up here)
     """
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     for e in registry.entries():
         typer.echo(f"{e.kind:8s} {e.name:16s} {e.help}")

@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.registry import Artefact
-from selm_bench.harness.store import atomic_write_json
+from selm_bench.harness.core.registry import Artefact
+from selm_bench.harness.core.store import atomic_write_json
 
 # Names that moved into their suite's module, still importable from here for older callers.
 _MOVED = {"BT_PASSWORD": "selm_bench.evals.brainteaser:ZIP_PASSWORD",
@@ -35,21 +35,21 @@ class DataPullError(RuntimeError):
 
 def all_artefacts() -> tuple[Artefact, ...]:
     """Every registered suite's data sources, in the suites' order."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     return tuple(a for suite in registry.suites() for a in suite.data_sources)
 
 
 def pullable() -> list[str]:
     """The suites with data to pull, in their order."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     return [suite.name for suite in registry.suites() if suite.data_sources]
 
 
 def default_suites() -> list[str]:
     """What a bare `selm-bench data pull` fetches."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     return [suite.name for suite in registry.suites() if suite.data_sources and suite.pull_by_default]
 
@@ -115,7 +115,7 @@ def pull(suites: list[str], to: Path | None = None, artefacts: tuple[Artefact, .
     """Fetch every artefact of `suites` (default: every suite's registered sources), then each
     named suite's `prepare_data` where its artefacts were among them; {dest: 'cached' |
     'downloaded'}. Writes `pulled.json` last."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     to = Path(to) if to else default_dir()
     known = pullable()

@@ -29,7 +29,7 @@ class FixedAnswers:
 
 def use_fixed_answers(monkeypatch) -> str:
     """Register FixedAnswers as a backend for this test only; returns its name."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     registry.load_all()
     entry = registry.Entry("backend", BACKEND, FixedAnswers, "test backend")
@@ -88,7 +88,7 @@ class Recorder:
 def use_recorder(monkeypatch, reply: Any = None) -> type[Recorder]:
     """Register Recorder as the backend "recorder" for this test only, with an empty call log and
     `reply(conversation, sampling)` (None: the default)."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     registry.load_all()
     monkeypatch.setattr(Recorder, "calls", [])

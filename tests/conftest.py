@@ -25,8 +25,8 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """A small tiny-world data folder (eval, dev, two_turn, mc, sft, pref, prompts .jsonl)."""
-    from selm_bench.harness.config import WorldConfig
-    from selm_bench.harness.tinyworld import build_world
+    from selm_bench.harness.core.config import WorldConfig
+    from selm_bench.harness.world import build_world
 
     out = tmp_path_factory.mktemp("world")
     cfg = WorldConfig(n_sft=64, n_pref=32, n_prompts=32, n_dev=16, n_eval=24, n_two_turn=8, n_mc=12)
@@ -37,8 +37,8 @@ def tiny_world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained tiny Llama with the tiny world's tokenizer, saved with save_pretrained."""
-    from selm_bench.harness.config import ModelConfig
-    from selm_bench.harness.tinyworld import build_base_model, build_tokenizer
+    from selm_bench.harness.core.config import ModelConfig
+    from selm_bench.harness.world import build_base_model, build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-model")
     tok = build_tokenizer(out)

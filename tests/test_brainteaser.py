@@ -6,8 +6,8 @@ import yaml
 from conftest import brainteaser_mirror
 from selm_bench.evals import brainteaser as B
 from selm_bench.evals.base import EvalContext, SuiteError
-from selm_bench.harness import registry
-from selm_bench.harness.tinyworld import write_jsonl
+from selm_bench.harness.core import registry
+from selm_bench.harness.world import write_jsonl
 
 KEYS = ("original", "semantic", "context", "ori_sem", "ori_sem_con", "overall")
 

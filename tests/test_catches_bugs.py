@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from _fixtures import use_recorder
-from selm_bench.harness.tinyworld import write_jsonl
+from selm_bench.harness.world import write_jsonl
 
 
 # ---------------------------------------------------------------- the online pair builder
@@ -44,7 +44,7 @@ def test_prompt_chunks_are_disjoint_and_in_order():
 # ---------------------------------------------------------------- y_ref is the greedy response
 def test_y_ref_is_greedy_and_the_samples_are_sampled(monkeypatch, tmp_path):
     """Bug: y_ref sampled instead of greedy (ref_response: greedy)."""
-    from selm_bench.harness.specs import GenerateSpec, Ref
+    from selm_bench.harness.core.specs import GenerateSpec, Ref
     from selm_bench.trainers.online import generate
 
     rec = use_recorder(monkeypatch, lambda conv, s: ("greedy " if s.temperature == 0 else "sampled ") + conv[-1]["content"])
@@ -84,7 +84,7 @@ def test_y_ref_is_greedy_and_the_samples_are_sampled(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------- the plan: reference, keys, --force
 def _micro_cfg(**over):
-    from selm_bench.harness.config import load_config
+    from selm_bench.harness.core.config import load_config
 
     sets = ["online.iterations=3", "methods=[sft, dpo, iterative-dpo, selm]", "suites=[tiny-world]",
             *[f"{k}={v}" for k, v in over.items()]]
@@ -92,7 +92,7 @@ def _micro_cfg(**over):
 
 
 def _stages(cfg) -> dict:
-    from selm_bench.harness.plan import plan
+    from selm_bench.harness.run.stages import plan
 
     stages, evals = plan(cfg)
     return {s.name: s for s in [*stages, *evals]}
@@ -220,7 +220,9 @@ def test_terminal_table_labels_rows_by_checkpoint(monkeypatch):
     """Bug: the terminal table labelling rows by method instead of checkpoint."""
     from rich.console import Console
 
-    from selm_bench.harness import leaderboard, progress
+    from selm_bench.harness.reports import leaderboard
+
+    from selm_bench.harness.core import progress
 
     buf = StringIO()
     monkeypatch.setattr(progress, "console", Console(file=buf, width=250))
@@ -253,7 +255,7 @@ def test_configured_alpha_reaches_selm_training(tmp_path, tiny_model):
     optimism term lowers the trained policy's log-probability of y_ref."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selm_bench.harness.specs import Ref
+    from selm_bench.harness.core.specs import Ref
     from selm_bench.trainers.train import train_preference
 
     rows = [{"prompt": p, "chosen": c, "rejected": r, "y_ref": y, "used": True} for p, c, r, y in (
@@ -297,8 +299,8 @@ class _LengthRanker:
 def test_rank_stage_passes_its_settings_and_records_what_it_did(tmp_path, monkeypatch):
     """Bugs: the judge endpoint or cache not reaching the ranker; the candidates or y_ref leaking into the
     ranker's prompts; the stage record (stage_info.json) or generations.jsonl losing a field."""
-    from selm_bench.harness import registry
-    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.harness.core import registry
+    from selm_bench.harness.core.specs import RankSpec, Ref
     from selm_bench.trainers.online import rank
 
     registry.load_all()

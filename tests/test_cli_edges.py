@@ -191,9 +191,9 @@ def test_eval_judge_from_set_overrides_the_worlds_oracle(here, tiny_model, tiny_
 
 
 def test_eval_records_running_then_done_or_failed(here, tiny_model, tiny_world, monkeypatch):
-    # each suite is an eval stage (harness/pipeline.py): its record's key is its spec's
+    # each suite is an eval stage (harness/run/pipeline.py): its record's key is its spec's
     from selm_bench.evals.base import SuiteResult
-    from selm_bench.harness import evaluate
+    from selm_bench.harness.run import evaluate
 
     seen, out = [], {"dir": "ev"}
 
@@ -207,7 +207,7 @@ def test_eval_records_running_then_done_or_failed(here, tiny_model, tiny_world, 
         return result
 
     def keys(folder: str) -> dict[str, tuple[str, str]]:
-        from selm_bench.harness.specs import from_json, spec_key
+        from selm_bench.harness.core.specs import from_json, spec_key
 
         stages = json.loads((here / folder / "manifest.json").read_text())["stages"]
         return {name: (s["status"], s["key"] == spec_key(from_json((here / folder / name / "spec.json").read_text()))

@@ -146,7 +146,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 
 
 def test_gated_metric_is_the_headline_else_the_first():
-    from selm_bench.harness.compare import headline_metric
+    from selm_bench.harness.reports.compare import headline_metric
 
     assert headline_metric("mt-bench", ["turn-1", "score", "turn-2"]) == "score"
     assert headline_metric("mt-bench", ["turn-1", "turn-2"]) == "turn-1"
@@ -155,7 +155,7 @@ def test_gated_metric_is_the_headline_else_the_first():
 def test_text_report_exactly():
     from pathlib import Path
 
-    from selm_bench.harness.compare import MetricResult, Side, SuiteComparison, to_text
+    from selm_bench.harness.reports.compare import MetricResult, Side, SuiteComparison, to_text
 
     base = Side("a:dpo", [Path("a")], "dpo")
     new = Side("g:selm", [Path("g/s0"), Path("g/s1")], "selm")
@@ -184,7 +184,7 @@ def test_text_report_exactly():
 
 
 def test_seed_items_are_averaged(tmp_path):
-    from selm_bench.harness.compare import CompareError, _average, side_runs
+    from selm_bench.harness.reports.compare import CompareError, _average, side_runs
 
     assert _average([{"id": "a", "score": 1.0, "correct": True, "text": "x"},
                      {"id": "a", "score": 0.0, "correct": False, "text": "y"}]) == {
@@ -246,9 +246,9 @@ def test_lm_eval_average_is_the_leaderboards(tmp_path, monkeypatch):
 
     from selm_bench.evals import lm_eval_suite as L
     from selm_bench.evals.base import EvalContext
-    from selm_bench.harness import compare as C
-    from selm_bench.harness.evaluate import write_suite_result
-    from selm_bench.harness.leaderboard import collect_rows
+    from selm_bench.harness.reports import compare as C
+    from selm_bench.harness.run.evaluate import write_suite_result
+    from selm_bench.harness.reports.leaderboard import collect_rows
 
     monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kw: _openllm_results(kw["tasks"]))
     monkeypatch.setattr(L, "make_lm", lambda ctx: "lm")

@@ -157,7 +157,7 @@ def test_step_summary_gets_the_table_appended(runs, tmp_path):
 def test_github_escapes_metric_names_in_properties(tmp_path, monkeypatch):
     """A suite `ci:check` whose paired metric is `acc,none`: the title property escapes ':' and ','
     (GitHub's workflow command rules), the message only '%', CR and LF."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     registry.load_all()
     entry = registry.Entry("suite", "ci", object(), "test suite", headline="acc,none",
@@ -183,7 +183,7 @@ def test_github_escapes_metric_names_in_properties(tmp_path, monkeypatch):
 
 
 def test_escaping_rules():
-    from selm_bench.harness.compare import escape_data, escape_property
+    from selm_bench.harness.reports.compare import escape_data, escape_property
 
     assert escape_data("100% a\r\nb: c, d") == "100%25 a%0D%0Ab: c, d"
     assert escape_property("100% a\r\nb: c, d") == "100%25 a%0D%0Ab%3A c%2C d"

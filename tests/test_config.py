@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from selm_bench.harness.config import ConfigError, load_config
+from selm_bench.harness.core.config import ConfigError, load_config
 
 BAD = [
     ({"online": {"beta": 0}}, "online.beta"),
@@ -78,7 +78,7 @@ def test_cli_exit_code_2_and_nothing_written(tmp_path, args, needle):
 
 
 def test_online_methods_can_start_from_sft():
-    from selm_bench.harness.plan import plan
+    from selm_bench.harness.run.stages import plan
 
     cfg = load_config(sets=["online.start=sft", "methods=[selm]"])
     stages, _ = plan(cfg)

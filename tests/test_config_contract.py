@@ -5,7 +5,7 @@ named), and the cross-field checks with their full error lines."""
 
 import pytest
 
-from selm_bench.harness.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_value
+from selm_bench.harness.core.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_value
 
 DEFAULTS = {
     "name": "tiny", "seed": 0, "output_dir": "results", "report_to": [], "device": "auto", "precision": "auto",
@@ -173,7 +173,7 @@ def test_yaml_errors_name_the_line(tmp_path):
 
 
 def test_each_iteration_samples_with_its_own_seed():
-    from selm_bench.harness.plan import plan
+    from selm_bench.harness.run.stages import plan
 
     stages, _ = plan(load_config(sets=["seed=3", "methods=[iterative-dpo]", "online.iterations=3"]))
     assert [s.spec.seed for s in stages if s.spec.kind == "generate"] == [3001, 3002, 3003]  # seed x 1000 + iteration

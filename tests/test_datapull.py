@@ -145,9 +145,9 @@ def test_cli_unknown_suite_is_exit_2(tmp_path):
 
 
 def test_real_mode_evals_find_pulled_data(tmp_path, monkeypatch):
-    from selm_bench.harness.config import load_config
-    from selm_bench.harness.plan import eval_spec
-    from selm_bench.harness.specs import Ref
+    from selm_bench.harness.core.config import load_config
+    from selm_bench.harness.run.stages import eval_spec
+    from selm_bench.harness.core.specs import Ref
 
     monkeypatch.setenv("SELM_BENCH_DATA", str(tmp_path))
     cfg = load_config()

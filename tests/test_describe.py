@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from selm_bench.harness.config import load_config
-from selm_bench.harness.describe import describe, params_billions, to_text
+from selm_bench.harness.core.config import load_config
+from selm_bench.harness.run.plan import describe, params_billions, to_text
 
 REPO = Path(__file__).resolve().parent.parent
 

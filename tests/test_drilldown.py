@@ -3,7 +3,7 @@ compared with HTML written out by hand (counts, means and orderings worked out o
 
 import json
 
-from selm_bench.harness import drilldown as dd
+from selm_bench.harness.reports import drilldown as dd
 
 
 def T(s: str) -> str:  # a text cell as written by hand

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from selm_bench.harness import registry
+from selm_bench.harness.core import registry
 from selm_bench.harness.cli import app
-from selm_bench.harness.specs import from_json, spec_key
-from selm_bench.harness.staleness import stage_env
+from selm_bench.harness.core.specs import from_json, spec_key
+from selm_bench.harness.run.staleness import stage_env
 
 
 def cli(*args) -> tuple[int, list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, check_items, mean_and_stderr
-from selm_bench.harness.evaluate import context_from_record, context_record, write_suite_result
+from selm_bench.harness.run.evaluate import context_from_record, context_record, write_suite_result
 
 
 def _ctx(tmp_path: Path) -> EvalContext:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from selm_bench.harness import launch as L
-from selm_bench.harness import stage_cache as SC
-from selm_bench.harness.config import load_config
-from selm_bench.harness.plan import train_args
-from selm_bench.harness.registry import mean_score
+from selm_bench.harness.run import launch as L
+from selm_bench.harness.run import stage_cache as SC
+from selm_bench.harness.core.config import load_config
+from selm_bench.harness.run.stages import train_args
+from selm_bench.harness.core.registry import mean_score
 
-TAIL = ["-m", "selm_bench.harness.run_stage", "/s/spec.json", "--root", "/r", "--out", "/o"]
+TAIL = ["-m", "selm_bench.harness.run.run_stage", "/s/spec.json", "--root", "/r", "--out", "/o"]
 
 
 def command(monkeypatch, sets, exe=None):
@@ -162,7 +162,7 @@ def test_mean_score_by_hand():
 
 
 def test_judge_failures_read_from_the_suites_judge_accounting(tmp_path):
-    from selm_bench.harness.pipeline import judge_failures
+    from selm_bench.harness.run.pipeline import judge_failures
 
     assert judge_failures(tmp_path) == 0  # no metrics.json
     for info, failures in [({"judge": {"failures": 3, "calls": 10}}, 3), ({"judge": {"failures": None}}, 0),

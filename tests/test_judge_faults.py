@@ -157,7 +157,7 @@ def test_judge_ranker_survives_faults_and_a_rerun_reaches_zero_failures(flaky, t
     """The `judge:` ranker against the flaky endpoint: failed comparisons leave their prompt unscored
     (None, with one reason line per prompt), the others score by hand; a second ranker on the same cache
     sends only the failed comparisons and scores every prompt."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     prompts = [{"prompt": f"prompt {i}"} for i in range(16)]
     # 12 prompts with 2 candidates (1 comparison each), 4 with 3 (3 comparisons): 24 requests.

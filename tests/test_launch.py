@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selm_bench.harness.config import ConfigError, load_config
-from selm_bench.harness.launch import accelerate_command
-from selm_bench.harness.plan import train_args
-from selm_bench.harness.specs import Strategy, TrainArgs
+from selm_bench.harness.core.config import ConfigError, load_config
+from selm_bench.harness.run.launch import accelerate_command
+from selm_bench.harness.run.stages import train_args
+from selm_bench.harness.core.specs import Strategy, TrainArgs
 
 ACC = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
 
@@ -87,19 +87,19 @@ def test_spec_rejects_a_launch_of_another_size(runs, tmp_path):
     """The worker checks the launched world size against the spec (which is in the key)."""
     _, two, _ = runs
     spec = two / "checkpoints" / "dpo" / "model" / "spec.json"
-    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.run_stage", str(spec), "--root", str(two),
+    res = subprocess.run([sys.executable, "-m", "selm_bench.harness.run.run_stage", str(spec), "--root", str(two),
                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert res.returncode != 0 and "spec is for 2 process(es) but 1 were launched" in res.stderr
 
 
 def test_accelerate_commands(tmp_path):
     cfg = load_config(sets=["device=cpu", "launch.launcher=accelerate", "launch.num_processes=2"])
-    from selm_bench.harness.plan import train_args
+    from selm_bench.harness.run.stages import train_args
 
     t = train_args(cfg, "sft")
     cmd = accelerate_command(Path("s.json"), Path("/r"), Path("/o"), cfg.launch, t)
     assert cmd[1] == "launch" and "--multi_gpu" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
-    assert cmd[-7:] == ["-m", "selm_bench.harness.run_stage", "s.json", "--root", "/r", "--out", "/o"]
+    assert cmd[-7:] == ["-m", "selm_bench.harness.run.run_stage", "s.json", "--root", "/r", "--out", "/o"]
     zero3 = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "zero3.yaml"
     cfg = load_config(sets=["launch.launcher=accelerate", f"launch.accelerate_config={zero3}", "launch.num_processes=8",
                             "launch.wrapper=srun --nodes=2 --ntasks-per-node=1", "sft.batch_size=64"])
@@ -107,7 +107,7 @@ def test_accelerate_commands(tmp_path):
     assert cmd[:5] == ["srun", "--nodes=2", "--ntasks-per-node=1", "bash", "-c"]
     # the resolved precision (here fp32 on this CPU) overrides the file's bf16; no local port behind a wrapper
     assert (f"--config_file {zero3} --num_processes 8 --mixed_precision no --machine_rank \"${{SLURM_NODEID:-0}}\" "
-            "-m selm_bench.harness.run_stage") in cmd[5]
+            "-m selm_bench.harness.run.run_stage") in cmd[5]
 
 
 def test_a_config_file_gets_the_resolved_precision_and_a_free_port():
@@ -127,7 +127,7 @@ def test_a_config_file_gets_the_resolved_precision_and_a_free_port():
 
 
 def test_launch_env_names_deepspeeds_cpu_accelerator_only_for_deepspeed_on_a_cpu(monkeypatch):
-    from selm_bench.harness.launch import launch_env
+    from selm_bench.harness.run.launch import launch_env
 
     monkeypatch.delenv("DS_ACCELERATOR", raising=False)
     t = train_args(load_config(sets=["device=cpu"]), "sft")
@@ -168,8 +168,8 @@ def test_the_strategy_comes_from_the_accelerate_config_file(tmp_path):
 
 def test_the_strategy_is_in_the_training_keys_only_when_sharded():
     """DDP, ZeRO-2 and ZeRO-3 get different training keys; the default keeps its JSON (no `strategy`) and so its keys."""
-    from selm_bench.harness.plan import plan
-    from selm_bench.harness.specs import to_json
+    from selm_bench.harness.run.stages import plan
+    from selm_bench.harness.core.specs import to_json
 
     def training_keys(*sets: str) -> dict[str, str]:
         stages, _ = plan(load_config(sets=["device=cpu", "methods=[sft, dpo, selm]", "online.iterations=1", *sets]))
@@ -210,8 +210,8 @@ def test_the_worker_checks_the_launched_strategy(monkeypatch):
 
 
 def test_deepspeeds_version_makes_only_deepspeed_stages_stale():
-    from selm_bench.harness.specs import Ref, SFTSpec
-    from selm_bench.harness.staleness import stage_env
+    from selm_bench.harness.core.specs import Ref, SFTSpec
+    from selm_bench.harness.run.staleness import stage_env
 
     t = train_args(load_config(sets=["device=cpu"]), "sft")
     plain = SFTSpec(base=Ref(path="b"), data=Ref(path="d"), train=t)
@@ -221,8 +221,8 @@ def test_deepspeeds_version_makes_only_deepspeed_stages_stale():
 
 
 def test_global_batch_must_split_evenly():
-    from selm_bench.harness.config import ConfigError
-    from selm_bench.harness.plan import plan
+    from selm_bench.harness.core.config import ConfigError
+    from selm_bench.harness.run.stages import plan
 
     cfg = load_config(sets=["launch.launcher=accelerate", "launch.num_processes=3"])
     with pytest.raises(ConfigError, match=r"^sft.batch_size: 64 is not divisible"):

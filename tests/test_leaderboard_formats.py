@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from selm_bench.harness import leaderboard as L
+from selm_bench.harness.reports import leaderboard as L
 
 ROWS = [
     {"run": "r", "checkpoint": "sft", "method": "sft", "iteration": None, "tiny-world/accuracy": 0.5,
@@ -73,7 +73,7 @@ def test_column_choices_and_their_errors():
 
 
 def test_terminal_table_cells():
-    from selm_bench.harness.progress import console
+    from selm_bench.harness.core.progress import console
 
     sweep = {"run": "s[a=1]", "checkpoint": "dpo", "method": "dpo", "tiny-world/accuracy": 0.6,
              "tiny-world/accuracy_std": 0.05, "tiny-world/accuracy_stderr": 0.01, "provenance": "sweep"}

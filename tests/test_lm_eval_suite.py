@@ -7,7 +7,7 @@ import yaml
 
 from selm_bench.evals import lm_eval_suite as L
 from selm_bench.evals.base import EvalContext, SuiteError
-from selm_bench.harness import registry
+from selm_bench.harness.core import registry
 
 
 def _ctx(tmp_path, **kw):

@@ -1,4 +1,4 @@
-"""Model cards (harness/modelcard.py) on a real micro run: one README.md per checkpoint folder, Hub
+"""Model cards (harness/reports/modelcard.py) on a real micro run: one README.md per checkpoint folder, Hub
 front matter, hyperparameters equal to spec.json, eval numbers equal to leaderboard.json, byte-identical
 on a rerun; `push_to_hub` uploads a loadable model and the card, and offline fails before any call."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selm_bench.harness.modelcard import (PushError, check_push, files_to_upload, push_run, push_to_hub,
+from selm_bench.harness.reports.modelcard import (PushError, check_push, files_to_upload, push_run, push_to_hub,
                                           write_model_cards)
 
 MICRO = {
@@ -100,7 +100,7 @@ def test_rerun_is_byte_identical_and_leaves_cards_alone(run):
 
 
 def test_hub_base_model_and_dataset_chunk(run, tmp_path):
-    """A run from a Hub model on a Hub dataset's chunk (spec.json as plan.py writes them): the front
+    """A run from a Hub model on a Hub dataset's chunk (spec.json as harness/run/stages.py writes them): the front
     matter names both; no tiny-world tag."""
     copy = tmp_path / "run"
     shutil.copytree(run, copy)

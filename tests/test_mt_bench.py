@@ -261,7 +261,7 @@ def test_a_broken_reference_answer_line_names_its_file(tmp_path):
     file), including every file of the reference_answer folder."""
     from conftest import write_mt_bench_fixture
 
-    from selm_bench.harness.tinyworld import DataFileError
+    from selm_bench.harness.world import DataFileError
 
     data = write_mt_bench_fixture(tmp_path / "mirror")
     ref = data / "mt_bench" / "reference_answer" / "other-model.jsonl"  # FastChat's loader reads every file there

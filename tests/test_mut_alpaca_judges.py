@@ -339,7 +339,7 @@ def test_option_bounds_at_their_edges():
 
 
 def test_registered_suite_headline_and_paired_metric():
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     entry = registry.entry("suite", "alpaca-eval")
     assert (entry.obj, entry.options, entry.paired) == (A.run, A.AlpacaEvalOptions, A.paired)
@@ -725,7 +725,7 @@ def test_tiny_mode_items_annotations_and_info_in_full(tmp_path, monkeypatch):
 
 
 def test_tiny_mode_reference_cache_reuse_no_judge_and_missing_reference(tmp_path, monkeypatch):
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     backend, world, model, ref = _tiny_setup(tmp_path, monkeypatch)
 

@@ -13,22 +13,22 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel, ValidationError, model_validator
 
-from selm_bench.harness import registry
-from selm_bench.harness.config import (ConfigError, ExperimentConfig, ModelConfig, _loc, _message, apply_overrides,
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.config import (ConfigError, ExperimentConfig, ModelConfig, _loc, _message, apply_overrides,
                                        config_error, load_config, needs_remote_code, validate_suite_options)
-from selm_bench.harness.plan import (Sources, Stage, backend_options, checkpoint_folder, eval_spec, judge_runtime, plan,
+from selm_bench.harness.run.stages import (Sources, Stage, backend_options, checkpoint_folder, eval_spec, judge_runtime, plan,
                                      precision, resolve_device, train_args)
-from selm_bench.harness.specs import (TRAINING_KINDS, DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, Ref,
+from selm_bench.harness.core.specs import (TRAINING_KINDS, DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, Ref,
                                       SFTSpec, TinyModel, TrainArgs, WorldSpec, from_json, spec_key, to_json)
-from selm_bench.harness.staleness import _version, stage_env
-from selm_bench.harness.store import stable_hash
+from selm_bench.harness.run.staleness import _version, stage_env
+from selm_bench.harness.core.store import stable_hash
 
 SUITES = "alpaca-eval, brainteaser, lm-eval, mt-bench, tiny-world"  # registry.names("suite"), sorted
 
 
 def cfg_of(**data) -> ExperimentConfig:
     """A config from sections as keyword arguments (no YAML file, no cross checks): every other
-    field keeps the default of harness/config.py."""
+    field keeps the default of harness/core/config.py."""
     return ExperimentConfig.model_validate(data)
 
 
@@ -283,7 +283,7 @@ def test_training_kinds():
     assert TRAINING_KINDS == ("sft", "preference")
 
 
-# ---------------------------------------------------------------- plan.py
+# ---------------------------------------------------------------- harness/run/stages.py
 def test_stage_defaults_ref_and_frozen():
     spec = DataSpec(source="org/d", split="train", chunks=1, expected_rows=None)
     st = Stage("data", "tmp/BOX", spec)
@@ -298,7 +298,7 @@ def test_stage_defaults_ref_and_frozen():
 def test_resolve_device_and_precision(monkeypatch):
     import torch
 
-    import selm_bench.harness.plan as plan_module
+    import selm_bench.harness.run.stages as plan_module
 
     assert [resolve_device(d) for d in ("cpu", "mps", "cuda:1")] == ["cpu", "mps", "cuda:1"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

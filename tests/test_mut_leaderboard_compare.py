@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selm_bench.harness import compare as C
+from selm_bench.harness.reports import compare as C
 from selm_bench.harness import datapull as D
-from selm_bench.harness import leaderboard as L
-from selm_bench.harness import sweep as S
+from selm_bench.harness.reports import leaderboard as L
+from selm_bench.harness.run import sweep as S
 
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 test vector for b"abc"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # sha256 of no bytes
@@ -37,7 +37,7 @@ def suites(monkeypatch):
     """Stand-in registry entries for the suites these tests name (headlines as the suites register them:
     tiny-world accuracy, mt-bench score, brainteaser overall), so no test imports the real suites and
     their model libraries."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     monkeypatch.setattr(registry, "load_all", lambda: None)
     for name, headline in (("tiny-world", "accuracy"), ("mt-bench", "score"), ("brainteaser", "overall")):
@@ -163,7 +163,7 @@ def test_published_rows_from_a_hand_made_csv_and_leaderboard(tmp_path, monkeypat
 
 
 def test_refresh_writes_both_files_and_prints_the_table(tmp_path, suites):
-    from selm_bench.harness.progress import console
+    from selm_bench.harness.core.progress import console
 
     run = tmp_path / "r"
     _write(run / "manifest.json", {"results": [_result(run, "evals/sft/mt-bench", "mt-bench", "sft", {"score": 6.5},
@@ -220,7 +220,7 @@ def test_sort_puts_zero_between_positive_and_negative_values():
 
 
 def test_table_zero_stderr_has_no_interval_and_the_caption_and_headers():
-    from selm_bench.harness.progress import console
+    from selm_bench.harness.core.progress import console
 
     rows = [{"checkpoint": "sft", "t/a": 0.5, "t/a_stderr": 0.0, "provenance": "p"},
             {"checkpoint": "dpo", "t/a": 0.25, "t/a_std": 0.0, "label": "x judge (t); tiny world (mt-bench)"},
@@ -427,7 +427,7 @@ def test_compare_json_and_text_exactly():
 
 # ---------------------------------------------------------------- sweep
 def test_cell_point_dir_and_grid_names():
-    from selm_bench.harness.config import ConfigError
+    from selm_bench.harness.core.config import ConfigError
 
     cell = S.Cell("a=1,b=x,seed=2", {"a": "1", "b": "x"}, 2)
     assert (cell.dir, cell.point) == ("cells/a=1,b=x,seed=2", "a=1,b=x")
@@ -555,8 +555,8 @@ def test_sweep_on_slurm_hands_the_jobs_over(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- evaluate
 def test_eval_context_resolves_the_spec_under_root(tmp_path):
     from selm_bench.evals.base import EvalContext
-    from selm_bench.harness.evaluate import eval_context
-    from selm_bench.harness.specs import EvalSpec, Ref
+    from selm_bench.harness.run.evaluate import eval_context
+    from selm_bench.harness.core.specs import EvalSpec, Ref
 
     (tmp_path / "ckpt" / "sft").mkdir(parents=True)
     (tmp_path / "world").mkdir()
@@ -583,7 +583,7 @@ def test_eval_context_resolves_the_spec_under_root(tmp_path):
 
 def test_run_suite_calls_the_registered_suite_and_writes_its_files(tmp_path, monkeypatch):
     from selm_bench.evals.base import EvalContext, SuiteResult
-    from selm_bench.harness import evaluate as E
+    from selm_bench.harness.run import evaluate as E
 
     asked = []
     result = SuiteResult(metrics={"accuracy": 1.0}, items=[{"id": "q", "score": 1.0}], info={"n": 1})
@@ -598,7 +598,7 @@ def test_run_suite_calls_the_registered_suite_and_writes_its_files(tmp_path, mon
 
 
 def test_relocate_task_files_rewrites_yaml_and_the_top_metrics_only(tmp_path):
-    from selm_bench.harness.evaluate import relocate_task_files
+    from selm_bench.harness.run.evaluate import relocate_task_files
 
     tmp, final = tmp_path / "tmp", tmp_path / "final"
     src = str(tmp.resolve())
@@ -732,7 +732,7 @@ def test_plain_turns_numpy_values_and_tuples_into_json_values():
 
 
 def test_sweep_table_headers_and_a_point_without_the_headline(tmp_path, suites):
-    from selm_bench.harness.progress import console
+    from selm_bench.harness.core.progress import console
 
     _write(tmp_path / "sweep.json", {"grid": {"a": ["1", "2"]}})
     summary = [{"a": "1", "checkpoint": "sft", "n_seeds": 2, "tiny-world/accuracy": 0.5, "tiny-world/accuracy_std": 0.25},

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from selm_bench.evals import brainteaser as B
 from selm_bench.evals import lm_eval_suite as L
 from selm_bench.evals.base import EvalContext, SuiteError
-from selm_bench.harness import registry
-from selm_bench.harness.tinyworld import write_jsonl
+from selm_bench.harness.core import registry
+from selm_bench.harness.world import write_jsonl
 
 BT_SOURCE = "github.com/1171-jpg/BrainTeaser, data/BTDATA.zip (the zip password is in that repo's README)"
 LETTER_LINE = "Answer with the letter of the correct option."

@@ -46,7 +46,7 @@ def test_eval_context_defaults_are_the_documented_ones(tmp_path):
 
 
 def test_generator_is_built_once_from_the_registered_backend(tmp_path, monkeypatch):
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     built, looked_up = [], []
 

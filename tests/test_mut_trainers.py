@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selm_bench.harness.tinyworld import write_jsonl
+from selm_bench.harness.world import write_jsonl
 
 
 # ================================================================ rankers
@@ -685,7 +685,7 @@ class _ScriptedBackend:
 
 
 def test_generate_with_a_sampled_y_ref_passes_every_setting(monkeypatch, tmp_path):
-    from selm_bench.harness.specs import GenerateSpec, Ref
+    from selm_bench.harness.core.specs import GenerateSpec, Ref
     from selm_bench.trainers import online
     from selm_bench.trainers.generation import Sampling
 
@@ -716,7 +716,7 @@ class _PlainRanker:
 
 
 def test_rank_stage_record_and_summary_line_for_a_plain_ranker(monkeypatch, tmp_path):
-    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.harness.core.specs import RankSpec, Ref
     from selm_bench.trainers import online
 
     monkeypatch.setattr(online, "registry", _OneEntryRegistry("ranker", "plain", _PlainRanker))
@@ -742,7 +742,7 @@ def test_rank_stage_record_and_summary_line_for_a_plain_ranker(monkeypatch, tmp_
 
 def test_rank_stage_counts_tie_pairs_kept_with_keep_ties(monkeypatch, tmp_path):
     """keep_ties keeps a prompt whose candidates all tie (chosen = rejected): counted in the record."""
-    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.harness.core.specs import RankSpec, Ref
     from selm_bench.trainers import online
 
     monkeypatch.setattr(online, "registry", _OneEntryRegistry("ranker", "plain", _PlainRanker))
@@ -769,7 +769,7 @@ def test_build_pairs_whole_records():
 
 # ================================================================ training glue
 def _train_args(**over):
-    from selm_bench.harness.specs import TrainArgs
+    from selm_bench.harness.core.specs import TrainArgs
 
     return TrainArgs(**{**dict(learning_rate=2e-5, per_device_batch_size=4, gradient_accumulation_steps=2, num_processes=1,
                                epochs=3.0, warmup_ratio=0.05, max_length=128, logging_steps=10, seed=3, device="cpu",
@@ -901,22 +901,22 @@ def test_pack_rows_exact_fit_and_ties_in_index_order():
 # ================================================================ methods (stage plans)
 class _FakeSources:
     def base_model(self):
-        from selm_bench.harness.specs import Ref
+        from selm_bench.harness.core.specs import Ref
 
         return Ref(path="base")
 
     def sft_data(self):
-        from selm_bench.harness.specs import Ref
+        from selm_bench.harness.core.specs import Ref
 
         return Ref(path="sft.jsonl")
 
     def offline_pairs(self):
-        from selm_bench.harness.specs import Ref
+        from selm_bench.harness.core.specs import Ref
 
         return Ref(path="pairs.jsonl")
 
     def prompts(self, t):
-        from selm_bench.harness.specs import Ref
+        from selm_bench.harness.core.specs import Ref
 
         return Ref(path=f"prompts-{t}.jsonl"), t + 1, 4
 
@@ -932,7 +932,7 @@ def _method_cfg(ranker="judge:gpt-j", dpo_start="sft", online_start="dpo", trust
 
 @pytest.fixture
 def method_train_args(monkeypatch):
-    """train_args (harness/plan.py, not under test here) replaced: the section and iteration become the seed
+    """train_args (harness/run/stages.py, not under test here) replaced: the section and iteration become the seed
     and learning rate, so each stage's TrainArgs says which section it was planned from."""
     from selm_bench.trainers import methods
 
@@ -943,8 +943,8 @@ def method_train_args(monkeypatch):
 
 
 def test_sft_and_dpo_plans(method_train_args):
-    from selm_bench.harness.plan import Stage
-    from selm_bench.harness.specs import PreferenceSpec, Ref, SFTSpec
+    from selm_bench.harness.run.stages import Stage
+    from selm_bench.harness.core.specs import PreferenceSpec, Ref, SFTSpec
     from selm_bench.trainers.methods import DPOMethod, SFTMethod
 
     cfg = _method_cfg()
@@ -966,8 +966,8 @@ def test_sft_and_dpo_plans(method_train_args):
 
 
 def test_online_plan_two_iterations_and_the_shared_first_generation(method_train_args):
-    from selm_bench.harness.plan import Stage
-    from selm_bench.harness.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
+    from selm_bench.harness.run.stages import Stage
+    from selm_bench.harness.core.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
     from selm_bench.trainers.methods import IterativeDPOMethod, SELMMethod
 
     cfg = _method_cfg(trusted=("gpt-j",))
@@ -1009,7 +1009,7 @@ def test_online_plan_two_iterations_and_the_shared_first_generation(method_train
 
 
 def test_online_rank_spec_for_rankers_without_a_judge(method_train_args):
-    from selm_bench.harness.specs import Ref
+    from selm_bench.harness.core.specs import Ref
     from selm_bench.trainers.methods import IterativeDPOMethod
 
     _, rank, *_ = IterativeDPOMethod().plan(_method_cfg(ranker="reward-model:rm", online_start="base"), _FakeSources(), {}, {})
@@ -1026,7 +1026,7 @@ def test_online_rank_spec_for_rankers_without_a_judge(method_train_args):
 def test_registered_entries_and_their_help_lines():
     """What `list` shows for this package's plug-ins: each name, its class and its whole help line
     (read from the registry's table: importing the modules registers them)."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
     from selm_bench.trainers import generation, methods, pairrm, rankers, vllm_backend
 
     expected = {

@@ -26,7 +26,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_has_one_namespace_and_the_package_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"selm_bench", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
-    for module in ("harness/cli.py", "harness/pipeline.py", "trainers/selm_trainer.py", "evals/mt_bench.py"):
+    for module in ("harness/cli.py", "harness/run/pipeline.py", "trainers/selm_trainer.py", "evals/mt_bench.py"):
         assert f"selm_bench/{module}" in names
     for data in ("configs/tiny.yaml", "configs/zephyr-7b.yaml", "configs/llama-3-8b-instruct.yaml",
                  "configs/accelerate/zero3.yaml", "results/reference/published.csv"):

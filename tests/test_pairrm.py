@@ -101,7 +101,7 @@ def test_the_cut_run_really_cuts_and_blender_rank_cuts_by_batch(tiny_pairrm, ble
 
 def test_the_rank_stage_keeps_llm_blenders_first_and_last(tiny_pairrm, blender, tmp_path):
     """The online rank stage through the registry: chosen = llm-blender's rank 1, rejected = its last rank."""
-    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.harness.core.specs import RankSpec, Ref
     from selm_bench.trainers import online
 
     run = RUNS[0]
@@ -119,8 +119,8 @@ def test_the_rank_stage_keeps_llm_blenders_first_and_last(tiny_pairrm, blender, 
 
 
 def test_registry_name_and_the_rank_stage_contract(tiny_pairrm, tmp_path):
-    from selm_bench.harness import registry
-    from selm_bench.harness.specs import RankSpec, Ref
+    from selm_bench.harness.core import registry
+    from selm_bench.harness.core.specs import RankSpec, Ref
     from selm_bench.trainers import online
     from selm_bench.trainers.pairrm import PairRMRanker
 

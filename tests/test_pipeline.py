@@ -186,8 +186,8 @@ def test_eval_bad_suite_is_one_line_exit_2(tmp_path):
 
 
 def test_relocated_task_yaml_points_at_the_final_folder(tmp_path):
-    from selm_bench.harness.evaluate import relocate_task_files
-    from selm_bench.harness.store import atomic_dir
+    from selm_bench.harness.run.evaluate import relocate_task_files
+    from selm_bench.harness.core.store import atomic_dir
 
     final = tmp_path / "evals" / "m" / "brainteaser"
     with atomic_dir(final) as tmp:
@@ -201,7 +201,7 @@ def test_relocated_task_yaml_points_at_the_final_folder(tmp_path):
 
 def test_suite_lists_keep_lm_eval_task_lists_and_columns_use_the_base_name():
     from selm_bench.harness.cli import _split_suites
-    from selm_bench.harness.leaderboard import suite_column
+    from selm_bench.harness.reports.leaderboard import suite_column
 
     assert _split_suites(["lm-eval:hellaswag,arc_easy,mt-bench", "tiny-world"]) == [
         "lm-eval:hellaswag,arc_easy", "mt-bench", "tiny-world"]

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from selm_bench.harness.cli import app
-from selm_bench.harness.config import load_config
-from selm_bench.harness.describe import RANKER_WORK, describe, to_text
-from selm_bench.harness.plan import Sources
-from selm_bench.harness.specs import from_json, to_json
-from selm_bench.harness.store import stable_hash
+from selm_bench.harness.core.config import load_config
+from selm_bench.harness.run.plan import RANKER_WORK, describe, to_text
+from selm_bench.harness.run.stages import Sources
+from selm_bench.harness.core.specs import from_json, to_json
+from selm_bench.harness.core.store import stable_hash
 
 REPO = Path(__file__).resolve().parent.parent
 ZEPHYR = REPO / "configs" / "zephyr-7b.yaml"
@@ -72,7 +72,7 @@ def _reward_rows(n: int) -> int:
 
 
 def _oracle_calls(n: int, monkeypatch) -> int:
-    import selm_bench.harness.tinyworld as tw
+    import selm_bench.harness.world as tw
     from selm_bench.trainers.rankers import OracleRanker
 
     calls = []
@@ -247,7 +247,7 @@ def test_a_single_local_file_records_no_split(tmp_path):
 
 
 def test_the_planned_spec_of_a_local_file_loads_it(tmp_path):
-    from selm_bench.harness.prompt_data import prepare
+    from selm_bench.harness.data import prepare
 
     f = _jsonl(tmp_path / "p.jsonl", 8)
     prepare(_data_spec(str(f)).spec, tmp_path, tmp_path / "data")  # 8 rows in 4 chunks of 2

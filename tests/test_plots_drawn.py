@@ -7,7 +7,7 @@ import json
 import pytest
 from matplotlib.colors import to_hex
 
-from selm_bench.harness import plots
+from selm_bench.harness.reports import plots
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ TQDM_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")  # tqdm's "37%|███▋      
 SCRIPT = """
 import sys
 from pathlib import Path
-from selm_bench.harness.progress import quiet_libraries
+from selm_bench.harness.core.progress import quiet_libraries
 quiet_libraries()
 model, world, out, mode = sys.argv[1:5]
 if mode == "harness":
     from selm_bench.evals.base import EvalContext
-    from selm_bench.harness.evaluate import run_suite
+    from selm_bench.harness.run.evaluate import run_suite
     ctx = EvalContext(model=model, name="m", out_dir=Path(out), world_dir=Path(world), suite="lm-eval",
                       backend_options={"batch_size": 8})
     run_suite(ctx, "lm-eval")
@@ -60,7 +60,7 @@ def test_thread_settings_only_before_torch_loads():
 
 def test_one_bar_on_a_terminal_none_elsewhere(monkeypatch):
     """A bar only on a terminal, without SELM_BENCH_QUIET, and never nested inside another."""
-    from selm_bench.harness import progress as P
+    from selm_bench.harness.core import progress as P
 
     monkeypatch.delenv("SELM_BENCH_QUIET", raising=False)
     monkeypatch.setattr(P.sys.stderr, "isatty", lambda: False, raising=False)

@@ -7,8 +7,8 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-from selm_bench.harness.prompt_data import DataError, chunk_bounds, last_reply, prepare
-from selm_bench.harness.specs import DataSpec
+from selm_bench.harness.data import DataError, chunk_bounds, last_reply, prepare
+from selm_bench.harness.core.specs import DataSpec
 
 
 def conversation(prompt: str, reply: str) -> list[dict[str, str]]:

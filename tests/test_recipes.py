@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selm_bench.harness.config import ConfigError, load_config
+from selm_bench.harness.core.config import ConfigError, load_config
 
 
 def test_chunk_arithmetic():
-    from selm_bench.harness.prompt_data import chunk_bounds
+    from selm_bench.harness.data import chunk_bounds
 
     four = chunk_bounds(61135, 4)
     assert [e - s for s, e in four] == [15283] * 4 and four[0] == (0, 15283) and four[3] == (45849, 61132)
@@ -46,7 +46,7 @@ def test_schedule_config_errors(tmp_path):
             load_config(sets=sets)
         assert str(err.value).startswith(key), str(err.value)
     cfg = load_config(sets=["online.learning_rate=[5e-7, 5e-7, 1e-7]", "online.iterations=3"])
-    from selm_bench.harness.plan import train_args
+    from selm_bench.harness.run.stages import train_args
 
     assert [train_args(cfg, "online", t).learning_rate for t in (1, 2, 3)] == [5e-7, 5e-7, 1e-7]
 
@@ -95,7 +95,7 @@ def test_reward_model_ranker_equals_unbatched_forward(tiny_model, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     path = _reward_model(tiny_model, tmp_path / "rm")
     ranker = registry.get("ranker", f"reward-model:{path}")(name=f"reward-model:{path}", batch_size=4)
@@ -119,8 +119,8 @@ def test_reward_model_ranker_equals_unbatched_forward(tiny_model, tmp_path):
 def test_real_prompt_data_and_schema_errors(tmp_path):
     from datasets import Dataset
 
-    from selm_bench.harness.prompt_data import DataError, prepare
-    from selm_bench.harness.specs import DataSpec
+    from selm_bench.harness.data import DataError, prepare
+    from selm_bench.harness.core.specs import DataSpec
 
     rows = [{"prompt": f"q{i}", "prompt_id": f"id{i}",
              "chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"good {i}"}],
@@ -149,7 +149,7 @@ def test_real_prompt_data_and_schema_errors(tmp_path):
 
 
 def test_iteration_1_shared_by_selm_and_iterative_dpo():
-    from selm_bench.harness.plan import plan
+    from selm_bench.harness.run.stages import plan
 
     stages, _ = plan(load_config(sets=["methods=[iterative-dpo, selm]"]))
     by = {s.name: s for s in stages}
@@ -257,7 +257,7 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from conftest import send_json
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     calls = []
 
@@ -305,9 +305,9 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
 
 
 def test_ranker_failures_are_counted_and_fail_the_stage_past_the_fraction(tmp_path):
-    from selm_bench.harness import registry
-    from selm_bench.harness.specs import RankSpec, Ref
-    from selm_bench.harness.tinyworld import write_jsonl
+    from selm_bench.harness.core import registry
+    from selm_bench.harness.core.specs import RankSpec, Ref
+    from selm_bench.harness.world import write_jsonl
     from selm_bench.trainers.online import rank
 
     @registry.register_ranker("flaky-test", help="fails on prompts containing 'x'")
@@ -334,7 +334,7 @@ def test_ranker_failures_are_counted_and_fail_the_stage_past_the_fraction(tmp_pa
 def test_plan_json_shows_every_training_hyperparameter_of_the_recipe():
     """The zephyr recipe's values (configs/zephyr-7b.yaml, read by hand) in every training stage of
     `plan --format json`, with the ZeRO-3 strategy of the shipped accelerate config."""
-    from selm_bench.harness.describe import describe
+    from selm_bench.harness.run.plan import describe
 
     repo = Path(__file__).resolve().parent.parent
     cfg = load_config(repo / "configs" / "zephyr-7b.yaml",

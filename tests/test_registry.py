@@ -1,12 +1,12 @@
-"""The registry (harness/registry.py): typed entries, duplicates refused, one clear line for an unknown name."""
+"""The registry (harness/core/registry.py): typed entries, duplicates refused, one clear line for an unknown name."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import BaseModel
 
-from selm_bench.harness import registry
-from selm_bench.harness.registry import RegistryError
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.registry import RegistryError
 
 
 def test_unknown_name_lists_what_is_registered_and_the_closest():

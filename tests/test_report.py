@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from selm_bench.harness import plots
-from selm_bench.harness.report import leaderboard_html, leaderboard_page, write_report
+from selm_bench.harness.reports import plots
+from selm_bench.harness.reports.report import leaderboard_html, leaderboard_page, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -189,7 +189,7 @@ def test_training_series_lays_iterations_end_to_end(tmp_path):
 
 def test_plots_are_png_or_none(tmp_path):
     run = make_run(tmp_path)
-    from selm_bench.harness.leaderboard import collect_rows
+    from selm_bench.harness.reports.leaderboard import collect_rows
 
     rows = collect_rows(run)
     for png in (plots.metric_vs_iteration_plot(rows), plots.win_rate_plot(rows), plots.mt_bench_category_plot(rows),
@@ -303,7 +303,7 @@ def test_sweep_report_without_recorded_seeds_lists_the_cells_seeds(tmp_path):
 
 
 def test_sweep_cell_status_not_run_not_finished_finished(tmp_path):
-    from selm_bench.harness.report import sweep_cells
+    from selm_bench.harness.reports.report import sweep_cells
 
     _write(tmp_path / "cells/b/manifest.json", {"stages": {}, "finished": None})  # started, interrupted
     _write(tmp_path / "cells/c/manifest.json", {"stages": {}, "finished": "2026-11-27T10:00:00", "git_commit": "abc"})
@@ -313,7 +313,7 @@ def test_sweep_cell_status_not_run_not_finished_finished(tmp_path):
 
 
 def test_key_value_table_leaves_missing_values_blank():
-    from selm_bench.harness.report import _kv
+    from selm_bench.harness.reports.report import _kv
 
     assert _kv([("seed", 0), ("commit", None), ("a<b", "x&y")]) == (
         '<table class="kv"><tbody><tr><th>seed</th><td>0</td></tr><tr><th>commit</th><td></td></tr>'
@@ -321,7 +321,7 @@ def test_key_value_table_leaves_missing_values_blank():
 
 
 def test_sweep_cells_are_named_by_their_name_else_their_folder(tmp_path):
-    from selm_bench.harness.report import sweep_cells
+    from selm_bench.harness.reports.report import sweep_cells
 
     cells = sweep_cells(tmp_path, {"cells": [{"name": "alpha=0,seed=0", "dir": "cells/a"}, {"dir": "cells/b"}]})
     assert [(c["name"], c["status"], c["rows"]) for c in cells] == [("alpha=0,seed=0", "not run", []),
@@ -421,7 +421,7 @@ def test_leaderboard_html_exactly():
 
 
 def test_page_and_figure_exactly():
-    from selm_bench.harness.report import CSS, _figure, _page
+    from selm_bench.harness.reports.report import CSS, _figure, _page
 
     assert _figure(None, "x") == ""
     assert _figure(b"\x89PNG", "a<b") == ('<figure><img src="data:image/png;base64,iVBORw==" alt="a&lt;b">'
@@ -434,7 +434,7 @@ def test_page_and_figure_exactly():
 
 
 def test_provenance_html_exactly(tmp_path):
-    from selm_bench.harness.report import provenance_html
+    from selm_bench.harness.reports.report import provenance_html
 
     manifest = {"git_commit": "abcdef1234567890", "git_dirty": True, "seed": 3, "python": "3.12",
                 "command": ["selm-bench", "train-and-eval"], "created": "c0", "started": "s0", "finished": None,
@@ -480,7 +480,7 @@ def test_run_summary_line(tmp_path):
 
 
 def test_seed_means_of_a_grid_without_parameters():
-    from selm_bench.harness.report import seed_means
+    from selm_bench.harness.reports.report import seed_means
 
     cells = [{"params": {}, "seed": s, "rows": [{"run": f"c{s}", "checkpoint": "sft", "method": "sft",
                                                  "tiny-world/accuracy": acc, "label": "tiny"}]}

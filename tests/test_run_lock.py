@@ -28,7 +28,7 @@ STAGES = {"world", "checkpoints/sft/model", "evals/sft/tiny-world"}
 # A writer that opens the run (as every writing command does, through RunStore), says so, and stays.
 HOLDER = textwrap.dedent("""
     import sys, time
-    from selm_bench.harness.store import RunStore
+    from selm_bench.harness.core.store import RunStore
     store = RunStore(sys.argv[1])
     store.start({"name": "lock"}, 0, ["holder"])
     print("holding", flush=True)
@@ -116,10 +116,10 @@ def test_two_commands_at_once_give_one_finished_run_and_one_refusal(config, tmp_
 
 
 def test_the_same_process_may_open_its_run_again(tmp_path):
-    from selm_bench.harness.store import RunStore
+    from selm_bench.harness.core.store import RunStore
 
     out = tmp_path / "run"
-    probe = [sys.executable, "-c", "import sys; from selm_bench.harness.store import RunStore; RunStore(sys.argv[1])",
+    probe = [sys.executable, "-c", "import sys; from selm_bench.harness.core.store import RunStore; RunStore(sys.argv[1])",
              str(out)]
     first = RunStore(out)
     first.start({"name": "lock"}, 0, ["first"])
@@ -137,8 +137,8 @@ def test_the_same_process_may_open_its_run_again(tmp_path):
 
 
 def test_a_command_without_a_store_holds_the_run_folder_it_writes_into(tmp_path):
-    from selm_bench.harness.runlock import RunLocked
-    from selm_bench.harness.store import RunStore
+    from selm_bench.harness.core.runlock import RunLocked
+    from selm_bench.harness.core.store import RunStore
 
     out = tmp_path / "run"
     (out / "evals" / "m").mkdir(parents=True)
@@ -146,7 +146,7 @@ def test_a_command_without_a_store_holds_the_run_folder_it_writes_into(tmp_path)
     # as `judge RUN/evals/m` would: the run folder it is in, held until the command exits
     judge = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
-        from selm_bench.harness.runlock import hold_run, run_folder_of
+        from selm_bench.harness.core.runlock import hold_run, run_folder_of
         hold_run(run_folder_of(sys.argv[1]))
         print("holding", flush=True)
         sys.stdin.readline()
@@ -166,7 +166,7 @@ def test_a_command_without_a_store_holds_the_run_folder_it_writes_into(tmp_path)
 CELL = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
-    from selm_bench.harness.stage_cache import StageCache
+    from selm_bench.harness.run.stage_cache import StageCache
     cache, key, work = StageCache(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3])
     found = cache.lookup(key, None)
     if found is None:

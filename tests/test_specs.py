@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from selm_bench.harness.config import RUNTIME, ExperimentConfig, load_config
-from selm_bench.harness.plan import plan
-from selm_bench.harness.run_stage import run_stage
-from selm_bench.harness.specs import GenerateSpec, RankSpec, from_json, spec_key, to_json
+from selm_bench.harness.core.config import RUNTIME, ExperimentConfig, load_config
+from selm_bench.harness.run.stages import plan
+from selm_bench.harness.run.run_stage import run_stage
+from selm_bench.harness.core.specs import GenerateSpec, RankSpec, from_json, spec_key, to_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def test_spec_round_trip_and_subprocess_run_equal_in_process(tmp_path):
                 run_stage(spec, root, out)
             else:
                 (root / f"{name}.json").write_text(to_json(spec))  # outside the compared outputs
-                res = subprocess.run([sys.executable, "-m", "selm_bench.harness.run_stage", str(root / f"{name}.json"),
+                res = subprocess.run([sys.executable, "-m", "selm_bench.harness.run.run_stage", str(root / f"{name}.json"),
                                       "--root", str(root), "--out", str(out)], capture_output=True, text=True)
                 assert res.returncode == 0, res.stderr[-2000:]
                 (root / f"{name}.json").unlink()
@@ -103,7 +103,7 @@ def other_value(key: str, field, value, tmp_path: Path):
 
 
 def test_every_field_reaches_the_keys_and_runtime_fields_do_not(tmp_path):
-    from selm_bench.harness.registry import register_ranker
+    from selm_bench.harness.core.registry import register_ranker
 
     @register_ranker("walk-test", help="a second ranker for the field walk")
     class _Other:
@@ -181,7 +181,7 @@ def test_no_import_cycles(module):
 
 def test_trainer_arguments_follow_the_spec(tmp_path):
     """What TRL is handed: the precision flags, CPU, the schedule and the batch, field by field."""
-    from selm_bench.harness.specs import TrainArgs
+    from selm_bench.harness.core.specs import TrainArgs
     from selm_bench.trainers.train import trainer_kwargs
 
     base = dict(learning_rate=3e-3, per_device_batch_size=8, gradient_accumulation_steps=2, num_processes=1, epochs=1.0,
@@ -202,7 +202,7 @@ def test_trainer_inputs_by_hand(tmp_path, monkeypatch, tiny_model):
     line, and the weights' dtype: fp32 with autocast, half precision only under DeepSpeed."""
     import torch
 
-    from selm_bench.harness.specs import TrainArgs
+    from selm_bench.harness.core.specs import TrainArgs
     from selm_bench.trainers.train import _load_model, check_world_size, preference_rows, trainer_kwargs
 
     rows = [{"prompt": "p", "chosen": "c", "rejected": "r", "y_ref": "y", "used": True},

@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from selm_bench.harness.staleness import code_hash, differences
+from selm_bench.harness.run.staleness import code_hash, differences
 
 MICRO = {
     "name": "micro-stale", "seed": 0, "device": "cpu", "methods": ["sft"], "suites": ["tiny-world"],
@@ -85,9 +85,9 @@ def test_rerun_after_a_library_change_stops_then_force_or_keep(tmp_path):
 def test_each_stage_records_the_libraries_it_runs():
     """Issue 10's list: torch and transformers everywhere; trl, accelerate, datasets for training;
     lm-eval, alpaca-eval and fschat for evaluation."""
-    from selm_bench.harness.config import load_config
-    from selm_bench.harness.plan import plan
-    from selm_bench.harness.staleness import stage_env
+    from selm_bench.harness.core.config import load_config
+    from selm_bench.harness.run.stages import plan
+    from selm_bench.harness.run.staleness import stage_env
 
     stages, evals = plan(load_config(None, sets=["methods=[sft]", "suites=[tiny-world]"]))
     sft = stage_env(next(s.spec for s in stages if s.name == "sft"))["packages"]
@@ -119,7 +119,7 @@ def test_code_hash_details(tmp_path):
 
 
 def test_differences_name_absent_packages_and_each_kind_has_its_libraries():
-    from selm_bench.harness.staleness import KIND_ENTRY, KIND_PACKAGES, module_file
+    from selm_bench.harness.run.staleness import KIND_ENTRY, KIND_PACKAGES, module_file
 
     now = {"code": "c", "packages": {"torch": "2.13.0", "vllm": None, "openai": "1.0"}}
     old = {"code": "c", "packages": {"torch": "2.13.0", "vllm": "0.6.0"}}
@@ -135,8 +135,8 @@ def test_differences_name_absent_packages_and_each_kind_has_its_libraries():
 def _specs():
     """One spec per stage kind, from real plans: the tiny default (sft, dpo, selm; tiny-world and
     mt-bench evals) and a real-prompt plan with a PairRM ranker."""
-    from selm_bench.harness.config import load_config
-    from selm_bench.harness.plan import plan
+    from selm_bench.harness.core.config import load_config
+    from selm_bench.harness.run.stages import plan
 
     stages, evals = plan(load_config(None, sets=["methods=[sft, dpo, selm]", "suites=[tiny-world, mt-bench]",
                                                  "online.iterations=1"]))
@@ -158,17 +158,17 @@ def _specs():
     ("trainers/rankers.py", {"rank"}),  # the tiny world's oracle ranker
     ("evals/mt_bench.py", {"eval mt-bench"}),  # not the tiny-world eval
     ("evals/tiny_world.py", {"eval tiny-world"}),
-    ("harness/prompt_data.py", {"data"}),
-    ("harness/specs.py", {"data", "sft", "preference", "generate", "rank", "rank pairrm", "eval tiny-world", "eval mt-bench"}),
+    ("harness/data.py", {"data"}),
+    ("harness/core/specs.py", {"data", "sft", "preference", "generate", "rank", "rank pairrm", "eval tiny-world", "eval mt-bench"}),
     ("harness/cli.py", set()),  # commands do not change what a stage computes
-    ("harness/leaderboard.py", set()),
+    ("harness/reports/leaderboard.py", set()),
 ])
 def test_editing_a_module_stales_exactly_the_stages_that_run_it(tmp_path, module, stale):
     """In a temporary copy of the code, one module gets a new statement; exactly the stages whose
     code imports it (at any depth, or as the plug-in the spec names) change their code hash."""
     import shutil
 
-    from selm_bench.harness.staleness import REPO, stage_env
+    from selm_bench.harness.run.staleness import REPO, stage_env
 
     for d in ("harness", "trainers", "evals"):
         shutil.copytree(REPO / d, tmp_path / d)
@@ -176,7 +176,7 @@ def test_editing_a_module_stales_exactly_the_stages_that_run_it(tmp_path, module
     before = {name: stage_env(spec, tmp_path)["code"] for name, spec in specs.items()}
     with open(tmp_path / module, "a") as f:
         f.write("\n_EDITED = 1\n")
-    from selm_bench.harness import staleness
+    from selm_bench.harness.run import staleness
 
     staleness._code.cache_clear()
     after = {name: stage_env(spec, tmp_path)["code"] for name, spec in specs.items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selm_bench.harness import store as S
+from selm_bench.harness.core import store as S
 
 
 def test_atomic_files(tmp_path):

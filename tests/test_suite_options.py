@@ -4,7 +4,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from selm_bench.evals.base import EvalContext, SuiteError, validated_options
-from selm_bench.harness import registry
+from selm_bench.harness.core import registry
 
 # Written by hand from the defaults the suites used before options were typed.
 EXPECTED_DEFAULTS = {

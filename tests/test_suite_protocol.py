@@ -1,4 +1,4 @@
-"""A suite is one object that owns everything suite-specific (harness/registry.py `Suite`): every
+"""A suite is one object that owns everything suite-specific (harness/core/registry.py `Suite`): every
 registered suite satisfies the protocol, the harness names no suite, and a new suite registered
 with its hooks shows up in the plan, `data pull`, the report and the leaderboard without a harness edit."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from selm_bench.harness import registry
+from selm_bench.harness.core import registry
 
-HARNESS = Path(registry.__file__).resolve().parent
+HARNESS = Path(registry.__file__).resolve().parents[1]
 # String constants equal to a suite name that are not the suite: the model card's hub tag for a
-# checkpoint trained in the tiny world (harness/modelcard.py).
+# checkpoint trained in the tiny world (harness/reports/modelcard.py).
 NOT_THE_SUITE = {("modelcard.py", "tiny-world")}
 
 
@@ -62,7 +62,7 @@ def test_the_harness_names_no_suite():
     """Harness code loops over the registered suites: a suite's name is spelt in the registry's
     built-in table and config's default list only (everything else is the suite's module's)."""
     names = set(registry.names("suite"))
-    found = {f.name: hits for f in sorted(HARNESS.glob("*.py")) if f.name != "registry.py"
+    found = {f.name: hits for f in sorted(HARNESS.rglob("*.py")) if f.name != "registry.py"
              if (hits := _suite_names_in(f, names))}
     assert found == {}
 
@@ -134,8 +134,8 @@ def test_a_plug_in_suite_is_pulled_and_prepared_by_data_pull(toy, tmp_path, monk
 
 
 def test_a_plug_in_suite_is_estimated_by_the_plan(toy):
-    from selm_bench.harness.config import load_config
-    from selm_bench.harness.describe import describe
+    from selm_bench.harness.core.config import load_config
+    from selm_bench.harness.run.plan import describe
 
     d = describe(load_config(Path(__file__).resolve().parent.parent / "configs" / "zephyr-7b.yaml",
                              overrides={"methods": ["dpo"], "suites": ["toy"]}))
@@ -146,8 +146,8 @@ def test_a_plug_in_suite_is_estimated_by_the_plan(toy):
 
 
 def test_a_plug_in_suite_in_the_report_and_the_leaderboard(toy, tmp_path):
-    from selm_bench.harness import drilldown, plots
-    from selm_bench.harness.leaderboard import suite_label
+    from selm_bench.harness.reports import drilldown, plots
+    from selm_bench.harness.reports.leaderboard import suite_label
 
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "items.jsonl").write_text('{"id": "1", "score": 1.0}\n{"id": "2", "score": 0.0}\n')

@@ -138,7 +138,7 @@ def test_slurm_parameters_and_waves_reach_submitit(tmp_path, monkeypatch):
     before the rest, and a failed job's last error line."""
     import types
 
-    from selm_bench.harness.sweep import SlurmOptions, _run_slurm, run_cell
+    from selm_bench.harness.run.sweep import SlurmOptions, _run_slurm, run_cell
 
     calls = []
 
@@ -187,9 +187,9 @@ def test_slurm_parameters_and_waves_reach_submitit(tmp_path, monkeypatch):
 def test_grid_cells_summary_and_table_by_hand(tmp_path):
     """The sweep's pure pieces: the grid's error lines in full, cell names, the summary over seeds,
     and the terminal table's cells."""
-    from selm_bench.harness.config import ConfigError
-    from selm_bench.harness.progress import console
-    from selm_bench.harness.sweep import cells, parse_grid, print_summary, summarize
+    from selm_bench.harness.core.config import ConfigError
+    from selm_bench.harness.core.progress import console
+    from selm_bench.harness.run.sweep import cells, parse_grid, print_summary, summarize
 
     assert parse_grid([" online.alpha = 0, 0.1 ,", "online.beta=0.1"]) == {"online.alpha": ["0", "0.1"],
                                                                            "online.beta": ["0.1"]}

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from selm_bench.harness.config import WorldConfig
-from selm_bench.harness.tinyworld import CATEGORIES, GENERATORS, build_world, read_jsonl, verify
+from selm_bench.harness.core.config import WorldConfig
+from selm_bench.harness.world import CATEGORIES, GENERATORS, build_world, read_jsonl, verify
 
 
 def test_verifier_exact_partial_and_empty():
@@ -98,7 +98,7 @@ def test_generators_against_an_independent_reading_of_their_prompts():
     import random
     import re
 
-    from selm_bench.harness.tinyworld import GENERATORS, LETTERS, NAMES, THINGS, WORDS
+    from selm_bench.harness.world import GENERATORS, LETTERS, NAMES, THINGS, WORDS
 
     rng = random.Random(1234)
     seen: dict[str, set] = {}
@@ -155,7 +155,7 @@ def test_generators_against_an_independent_reading_of_their_prompts():
 def test_follow_ups_and_normalize():
     import random
 
-    from selm_bench.harness.tinyworld import Task, _follow_up, normalize
+    from selm_bench.harness.world import Task, _follow_up, normalize
 
     task = lambda c, a: Task(c, "p", a, "m", lambda r: "w")
     rng = random.Random(0)
@@ -174,7 +174,7 @@ def test_shuffled_other_falls_back_to_a_rotation():
     answer is the gold list rotated by one."""
     import random
 
-    from selm_bench.harness.tinyworld import _shuffled_other
+    from selm_bench.harness.world import _shuffled_other
 
     class Stuck(random.Random):
         def shuffle(self, x):
@@ -185,8 +185,8 @@ def test_shuffled_other_falls_back_to_a_rotation():
 
 
 def test_every_split_names_its_rows(tmp_path):
-    from selm_bench.harness.config import WorldConfig
-    from selm_bench.harness.tinyworld import build_world, read_jsonl
+    from selm_bench.harness.core.config import WorldConfig
+    from selm_bench.harness.world import build_world, read_jsonl
 
     cfg = WorldConfig(n_sft=3, n_pref=2, n_prompts=2, n_dev=2, n_eval=2, n_two_turn=2, n_mc=2)
     counts = build_world(cfg, 0, tmp_path)
@@ -201,7 +201,7 @@ def test_wrong_numbers_are_near_misses_or_random():
     (never negative, never the gold one)."""
     import random
 
-    from selm_bench.harness.tinyworld import _other_number
+    from selm_bench.harness.world import _other_number
 
     rng = random.Random(5)
     deltas = {_other_number(rng, 50, 0, 3) - 50 for _ in range(3000)}

@@ -21,10 +21,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from selm_bench.harness import tracking
-from selm_bench.harness.config import TRACKERS, ConfigError, load_config
-from selm_bench.harness.plan import Stage, plan
-from selm_bench.harness.specs import EvalSpec, Ref
+from selm_bench.harness.run import tracking
+from selm_bench.harness.core.config import TRACKERS, ConfigError, load_config
+from selm_bench.harness.run.stages import Stage, plan
+from selm_bench.harness.core.specs import EvalSpec, Ref
 
 OPTIONAL = [t for t in ("wandb", "mlflow", "trackio") if importlib.util.find_spec(t)]
 MICRO = {
@@ -167,7 +167,7 @@ def test_a_training_stages_environment_names_its_folders_and_keeps_the_users_set
 
 
 def test_trl_gets_report_to_from_the_stages_environment(monkeypatch, tmp_path):
-    """trainers/train.py reads the names harness/tracking.py sets (it does not import it: see tracking_kwargs)."""
+    """trainers/train.py reads the names harness/run/tracking.py sets (it does not import it: see tracking_kwargs)."""
     from selm_bench.trainers.train import tracking_kwargs
 
     for k in TRACKER_VARS:
@@ -275,7 +275,7 @@ def test_a_failing_tracker_is_left_out_in_one_line_and_the_others_go_on(tmp_path
 
 
 def test_a_missing_tracker_package_stops_the_command_before_anything_runs(monkeypatch):
-    from selm_bench.harness.preflight import PreflightError
+    from selm_bench.harness.run.preflight import PreflightError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from selm_bench.harness.config import ConfigError, load_config
-from selm_bench.harness.plan import Stage, plan
-from selm_bench.harness.store import stable_hash
+from selm_bench.harness.core.config import ConfigError, load_config
+from selm_bench.harness.run.stages import Stage, plan
+from selm_bench.harness.core.store import stable_hash
 
 REPO = Path(__file__).resolve().parent.parent
 

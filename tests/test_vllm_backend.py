@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from _real_models import micro_llama3  # noqa: F401
-from selm_bench.harness import registry
+from selm_bench.harness.core import registry
 from selm_bench.trainers import vllm_backend, vllm_worker
 from selm_bench.trainers.generation import Sampling, encode_prompt, render_prompt
 from selm_bench.trainers.vllm_backend import NOT_INSTALLED, WORKER, VLLMBackend, gpu_groups, merge, shard

@@ -67,8 +67,8 @@ def world_model(tmp_path_factory) -> Path:
     (conftest's `tiny_model` has head_dim 16, which vLLM's CPU attention does not support.)"""
     from transformers import AutoModelForCausalLM
 
-    from selm_bench.harness.config import ModelConfig
-    from selm_bench.harness.tinyworld import build_base_model, build_tokenizer
+    from selm_bench.harness.core.config import ModelConfig
+    from selm_bench.harness.world import build_base_model, build_tokenizer
 
     out = tmp_path_factory.mktemp("vllm-world-model")
     build_base_model(ModelConfig(), build_tokenizer(out), 0, out)
@@ -98,8 +98,8 @@ def _vllm_shaped(src: Path, out: Path) -> Path:
 
 def _generate(backend: str, model: Path, prompts: Path, out: Path, eager: bool) -> tuple[list[dict], float]:
     """The harness's generate stage (greedy y_ref, no samples): one backend construction, one worker run."""
-    from selm_bench.harness.specs import GenerateSpec, Ref
-    from selm_bench.harness.tinyworld import read_jsonl
+    from selm_bench.harness.core.specs import GenerateSpec, Ref
+    from selm_bench.harness.world import read_jsonl
     from selm_bench.trainers.online import generate
 
     spec = GenerateSpec(policy=Ref(path=str(model)), prompts=Ref(path=str(prompts)), chunk=1, chunks=1,
@@ -151,7 +151,7 @@ def test_generate_stage_on_vllm_equals_hf(stage_runs, name):
 def test_tiny_world_suite_on_vllm_equals_hf(tmp_path, tiny_world, world_model):
     """eval.backend vllm: the tiny-world suite's items and metrics equal the hf backend's."""
     from selm_bench.evals.base import EvalContext
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     results = {}
     for backend in ("hf", "vllm"):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from selm_bench.harness.progress import progress
-from selm_bench.harness.registry import register_backend
+from selm_bench.harness.core.progress import progress
+from selm_bench.harness.core.registry import register_backend
 
 
 @dataclass

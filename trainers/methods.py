@@ -1,8 +1,8 @@
 """Methods (registry entries): sft, dpo, iterative-dpo, selm.
 
-A method plans its stages as specs (harness/specs.py); it runs nothing itself. `needs(cfg)`
+A method plans its stages as specs (harness/core/specs.py); it runs nothing itself. `needs(cfg)`
 names the methods it starts from; `plan(cfg, sources, made, shared)` gets where the data
-lives (harness/plan.py: Sources), the training stages planned so far (checkpoint name ->
+lives (harness/run/stages.py: Sources), the training stages planned so far (checkpoint name ->
 stage) and the stages planned so far by key, and returns its own stages. A stage whose key
 another method already planned is that stage: iteration 1 of `selm` and `iterative-dpo`,
 from the same checkpoint with the same generation settings, share one generation and one
@@ -11,11 +11,11 @@ ranking, so their pairs are identical and they differ only by α.
 
 from __future__ import annotations
 
-from selm_bench.harness.config import ExperimentConfig
-from selm_bench.harness.plan import (Sources, Stage, backend_options, checkpoint_folder, resolve_device, train_args,
+from selm_bench.harness.core.config import ExperimentConfig
+from selm_bench.harness.run.stages import (Sources, Stage, backend_options, checkpoint_folder, resolve_device, train_args,
                                     trusts_base)
-from selm_bench.harness.registry import register_method
-from selm_bench.harness.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
+from selm_bench.harness.core.registry import register_method
+from selm_bench.harness.core.specs import GenerateSpec, PreferenceSpec, RankSpec, Ref, SFTSpec
 
 
 @register_method("sft", help="supervised fine-tuning (TRL SFTTrainer); the starting policy")

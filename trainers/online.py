@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness import registry
-from selm_bench.harness.progress import say
-from selm_bench.harness.specs import GenerateSpec, RankSpec
-from selm_bench.harness.tinyworld import read_jsonl, write_jsonl
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.progress import say
+from selm_bench.harness.core.specs import GenerateSpec, RankSpec
+from selm_bench.harness.world import read_jsonl, write_jsonl
 from selm_bench.trainers.generation import Sampling
 from selm_bench.trainers.train import user
 
@@ -93,7 +93,7 @@ def rank(spec: RankSpec, root: Path, out: Path, runtime: dict[str, Any] | None =
     for rec, r in zip(records, rows):
         rec["y_ref"] = r["y_ref"]
     write_jsonl(out / "generations.jsonl", records)
-    from selm_bench.harness.store import atomic_write_json
+    from selm_bench.harness.core.store import atomic_write_json
 
     # With keep_ties, a prompt whose candidates all tie is a pair with chosen = rejected: only the
     # optimism term moves the policy on it (the SELM authors keep them too); counted, never hidden.

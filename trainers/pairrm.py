@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.registry import register_ranker
+from selm_bench.harness.core.registry import register_ranker
 
 DEFAULT_MODEL = "llm-blender/PairRM-hf"
 PREFIXES = ("<|source|>", "<|candidate1|>", "<|candidate2|>")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selm_bench.harness.registry import register_ranker
+from selm_bench.harness.core.registry import register_ranker
 
 
 def _parameter(name: str, kind: str) -> str:
@@ -30,7 +30,7 @@ class OracleRanker:
         pass
 
     def score(self, prompts: list[dict[str, Any]], candidates: list[list[str]]) -> list[list[float]]:
-        from selm_bench.harness.tinyworld import verify
+        from selm_bench.harness.world import verify
 
         return [[verify(p["category"], p["answer"], c) for c in cands] for p, cands in zip(prompts, candidates)]
 

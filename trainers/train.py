@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.progress import progress, say
-from selm_bench.harness.specs import PreferenceSpec, SFTSpec, TrainArgs
-from selm_bench.harness.tinyworld import read_jsonl
+from selm_bench.harness.core.progress import progress, say
+from selm_bench.harness.core.specs import PreferenceSpec, SFTSpec, TrainArgs
+from selm_bench.harness.world import read_jsonl
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -60,9 +60,9 @@ def local_params(model: Any) -> dict[str, int]:
 
 def tracking_kwargs() -> dict[str, Any]:
     """`report_to` and the tracker run's name for TRL's own loggers. `report_to` is a runtime setting, in no
-    spec: the pipeline sets it in the stage's environment (harness/tracking.py's stage_env, with each
+    spec: the pipeline sets it in the stage's environment (harness/run/tracking.py's stage_env, with each
     tracker's folder), which `accelerate launch` workers inherit. The names are read here, not imported,
-    so harness/tracking.py is no part of a training stage's code (its staleness hash)."""
+    so harness/run/tracking.py is no part of a training stage's code (its staleness hash)."""
     report_to = [n for n in os.environ.get("SELM_BENCH_REPORT_TO", "").split(",") if n]
     if not report_to:
         return {"report_to": []}

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from selm_bench.harness.progress import progress
-from selm_bench.harness.registry import register_backend
+from selm_bench.harness.core.progress import progress
+from selm_bench.harness.core.registry import register_backend
 from selm_bench.trainers.generation import Sampling, encode_prompt, load_generation_config, render_prompt, stop_token_ids
 from selm_bench.trainers.vllm_worker import CPU_ENV  # stdlib only: the worker imports nothing of this project
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from selm_bench.harness import registry
-from selm_bench.harness.leaderboard import collect_rows, is_run_dir
+from selm_bench.harness.core import registry
+from selm_bench.harness.reports.leaderboard import collect_rows, is_run_dir
 
 SEEDS_FILE = "seeds.json"  # a sweep's seed group: {"runs": [cell run folders, relative to it]}
 

@@ -1,7 +1,7 @@
 """Stage specs: one frozen, JSON-serialisable model per stage kind.
 
 A spec is both a stage's key (the hash of its JSON) and the only input of the function that
-runs it (harness/run_stage.py). Inputs are `Ref`s: where the input lives (a path relative to
+runs it (harness/run/run_stage.py). Inputs are `Ref`s: where the input lives (a path relative to
 the run folder, an absolute path or a hub id) and the input stage's key, so a change upstream
 changes every key downstream. Settings that cannot change a stage's output (a judge's
 concurrency, retries, timeout) are not in a spec: they travel beside it as `runtime`.
@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
 
-from selm_bench.harness.config import WorldConfig
-from selm_bench.harness.store import stable_hash
+from selm_bench.harness.core.config import WorldConfig
+from selm_bench.harness.core.store import stable_hash
 
 
 class Frozen(BaseModel):

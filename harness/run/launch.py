@@ -1,5 +1,5 @@
 """Training stages under `accelerate launch`: the spec is written to a file and every process
-runs `python -m selm_bench.harness.run_stage` on it. accelerate (and DeepSpeed, FSDP, multi-node through
+runs `python -m selm_bench.harness.run.run_stage` on it. accelerate (and DeepSpeed, FSDP, multi-node through
 its config) does the distribution; nothing here is a launcher of its own.
 
 Without a config file, N > 1 processes use accelerate's multi-process launcher
@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.config import LaunchConfig
-from selm_bench.harness.specs import TrainArgs, to_json
+from selm_bench.harness.core.config import LaunchConfig
+from selm_bench.harness.core.specs import TrainArgs, to_json
 
 
 def free_port() -> int:
@@ -70,7 +70,7 @@ def accelerate_command(spec_file: Path, root: Path, out: Path, launch: LaunchCon
             cmd += ["--multi_gpu", "--main_process_port", str(free_port())]
         elif train.device == "cpu":
             cmd += ["--cpu"]
-    cmd += ["-m", "selm_bench.harness.run_stage", str(spec_file), "--root", str(root), "--out", str(out)]
+    cmd += ["-m", "selm_bench.harness.run.run_stage", str(spec_file), "--root", str(root), "--out", str(out)]
     if launch.wrapper:  # one launcher per node, each with its own rank (expanded on that node)
         at = cmd.index("-m")
         inner = shlex.join(cmd[:at]) + ' --machine_rank "${SLURM_NODEID:-0}" ' + shlex.join(cmd[at:])

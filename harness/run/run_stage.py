@@ -1,4 +1,4 @@
-"""Run any stage from its spec: `python -m selm_bench.harness.run_stage SPEC.json --root RUN --out DIR`.
+"""Run any stage from its spec: `python -m selm_bench.harness.run.run_stage SPEC.json --root RUN --out DIR`.
 
 The pipeline calls `run_stage` in-process for the default; under `--launcher accelerate`
 every training process runs this module on the same spec file. `--root` is the run folder
@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from selm_bench.harness.specs import from_json
+from selm_bench.harness.core.specs import from_json
 
 
 def _world(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
-    from selm_bench.harness.store import atomic_write_json
-    from selm_bench.harness.tinyworld import build_base_model, build_tokenizer, build_world
+    from selm_bench.harness.core.store import atomic_write_json
+    from selm_bench.harness.world import build_base_model, build_tokenizer, build_world
 
     counts = build_world(spec.world, seed=spec.seed, out=out / "data")
     if spec.tiny_model is not None:
@@ -28,7 +28,7 @@ def _world(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
 
 
 def _data(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
-    from selm_bench.harness.prompt_data import prepare
+    from selm_bench.harness.data import prepare
 
     prepare(spec, root, out)
 
@@ -58,7 +58,7 @@ def _rank(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
 
 
 def _eval(spec, root: Path, out: Path, runtime: dict[str, Any]) -> None:
-    from selm_bench.harness.evaluate import eval_context, run_suite
+    from selm_bench.harness.run.evaluate import eval_context, run_suite
 
     run_suite(eval_context(spec, root, out, runtime), spec.suite)
 
@@ -75,13 +75,13 @@ def run_stage(spec: Any, root: Path, out: Path, runtime: dict[str, Any] | None =
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m selm_bench.harness.run_stage", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m selm_bench.harness.run.run_stage", description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="the stage's spec (JSON)")
     parser.add_argument("--root", type=Path, required=True, help="the run folder (inputs' relative paths)")
     parser.add_argument("--out", type=Path, required=True, help="the folder to write")
     parser.add_argument("--runtime", default="{}", help="JSON: settings that cannot change outputs")
     args = parser.parse_args(argv)
-    from selm_bench.harness.progress import quiet_libraries
+    from selm_bench.harness.core.progress import quiet_libraries
 
     quiet_libraries()
     run_stage(from_json(args.spec.read_text()), args.root, args.out, json.loads(args.runtime))

@@ -14,7 +14,7 @@ from typing import Any
 
 # the HTML helpers a drill-down renders with (the suites' own and `generic`), the report's too
 from selm_bench.evals.base import MAX_TEXT, fmt, mean, number, read_items, table, text  # noqa: F401
-from selm_bench.harness import registry
+from selm_bench.harness.core import registry
 
 Item = dict[str, Any]
 

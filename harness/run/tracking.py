@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from selm_bench.harness.config import TRACKERS
+from selm_bench.harness.core.config import TRACKERS
 
 PROJECT = "selm-bench"  # wandb project, MLflow experiment and Trackio project unless the user names one
 # What a training stage reads (trainers/train.py reads these names itself: see tracking_kwargs there).
@@ -118,7 +118,7 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 def training_env(report_to: list[str], root: Path, stage: Any) -> Iterator[None]:
     """Around one stage of the pipeline: for a training stage with trackers, their environment (it reaches
     `accelerate launch` workers too); anything else runs as it is."""
-    from selm_bench.harness.specs import TRAINING_KINDS
+    from selm_bench.harness.core.specs import TRAINING_KINDS
 
     if not report_to or stage.spec.kind not in TRAINING_KINDS:
         yield
@@ -165,7 +165,7 @@ def _cell(v: Any) -> Any:
 
 
 def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    from selm_bench.harness.leaderboard import columns
+    from selm_bench.harness.reports.leaderboard import columns
 
     cols = columns(rows, files=True)
     return cols, [[_cell(r.get(c)) for c in cols] for r in rows]
@@ -200,7 +200,7 @@ class TensorBoard:
         self.w.close()
 
     def leaderboard(self, rows: list[dict[str, Any]], run_dir: Path, label: str) -> None:
-        from selm_bench.harness.leaderboard import to_markdown
+        from selm_bench.harness.reports.leaderboard import to_markdown
 
         w = self.writer(self.base / "leaderboard")
         w.add_text("leaderboard", to_markdown(rows))
@@ -328,7 +328,7 @@ class Trackers:
         self._open: Checkpoint | None = None
 
     def _each(self, call: str, *args: Any) -> None:
-        from selm_bench.harness.progress import say
+        from selm_bench.harness.core.progress import say
 
         with environment(self.env):
             if self._adapters is None:
@@ -349,7 +349,7 @@ class Trackers:
         """A finished eval stage (`stage`: its plan entry) whose metrics.json is in `folder`."""
         if not self.names:
             return
-        from selm_bench.harness.store import read_json
+        from selm_bench.harness.core.store import read_json
 
         data = read_json(Path(folder) / "metrics.json") or {}
         name = data.get("checkpoint") or stage.spec.name
@@ -374,7 +374,7 @@ class Trackers:
 
 def check_installed(report_to: list[str]) -> None:
     """A tracker whose package is missing stops the command before anything is written."""
-    from selm_bench.harness.preflight import PreflightError
+    from selm_bench.harness.run.preflight import PreflightError
 
     problems = missing_packages(report_to)
     if problems:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.config import ConfigError, ExperimentConfig, load_config
-from selm_bench.harness.store import atomic_write_json, atomic_write_text
+from selm_bench.harness.core.config import ConfigError, ExperimentConfig, load_config
+from selm_bench.harness.core.store import atomic_write_json, atomic_write_text
 
 SWEEP_FILE = "sweep.json"
 
@@ -91,7 +91,7 @@ def cell_config(config: Path | None, cell: Cell, methods: list[str] | None, suit
 
 def run_cell(cfg_dict: dict[str, Any], cell_dir: str, cache: str, command: list[str]) -> str:
     """One cell, in this process or as a submitit job (top-level, picklable arguments)."""
-    from selm_bench.harness.pipeline import train_and_eval
+    from selm_bench.harness.run.pipeline import train_and_eval
 
     cfg = ExperimentConfig.model_validate(cfg_dict)
     train_and_eval(cfg, Path(cell_dir), force=False, command=command, stage_cache=Path(cache))
@@ -162,7 +162,7 @@ def write_groups(out: Path, all_cells: list[Cell]) -> None:
 
 def write_tables(out: Path, all_cells: list[Cell]) -> list[dict[str, Any]]:
     """`table.{csv,json}`: every cell's rows; `summary.{csv,json}`: mean and std over seeds."""
-    from selm_bench.harness.leaderboard import collect_rows, to_csv
+    from selm_bench.harness.reports.leaderboard import collect_rows, to_csv
 
     rows = []
     for c in all_cells:
@@ -203,8 +203,8 @@ def print_summary(summary: list[dict[str, Any]], out: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from selm_bench.harness.leaderboard import headline_columns
-    from selm_bench.harness.progress import console
+    from selm_bench.harness.reports.leaderboard import headline_columns
+    from selm_bench.harness.core.progress import console
 
     params = list(json.loads((out / SWEEP_FILE).read_text())["grid"])
     metrics = headline_columns(summary)

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from jinja2 import Environment
 
-from selm_bench.harness.leaderboard import parse_checkpoint
-from selm_bench.harness.store import atomic_write_text, read_json
+from selm_bench.harness.reports.leaderboard import parse_checkpoint
+from selm_bench.harness.core.store import atomic_write_text, read_json
 
 # Files of a checkpoint folder that are the harness's records, not the model: never uploaded.
 UPLOAD_IGNORE = ["spec.json", "stage.json", "stage_info.json", "train_info.json", "train_log.json",

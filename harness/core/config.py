@@ -3,7 +3,7 @@
 Every field is typed, constrained and documented next to its definition. Fields marked
 `runtime` (where results go, how many judge calls run at once, which trackers log, ...) cannot change any
 stage's output and are kept out of every stage key; every other field reaches the specs
-(harness/specs.py) and so the keys (tested by walking the fields).
+(harness/core/specs.py) and so the keys (tested by walking the fields).
 
 Every error names the offending key (`online.beta: ...`) and is raised as ConfigError,
 which the CLI turns into one line and exit code 2.
@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "tiny.yaml"
 RUNTIME = {"runtime": True}  # json_schema_extra of fields that cannot change a stage's output
 
@@ -34,7 +34,7 @@ class Section(BaseModel):
 
 def _registered(kind: str):
     def check(name: str) -> str:
-        from selm_bench.harness import registry
+        from selm_bench.harness.core import registry
 
         if not registry.has(kind, name):
             raise ValueError(f"unknown {kind} {name!r} (known: {', '.join(registry.names(kind))})")
@@ -44,14 +44,14 @@ def _registered(kind: str):
 
 
 def _category(name: str) -> str:
-    from selm_bench.harness.tinyworld import CATEGORIES
+    from selm_bench.harness.world import CATEGORIES
 
     if name not in CATEGORIES:
         raise ValueError(f"unknown category {name!r} (known: {', '.join(CATEGORIES)})")
     return name
 
 
-TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # `report_to`: the trackers TRL and harness/tracking.py know
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # `report_to`: the trackers TRL and harness/run/tracking.py know
 
 
 def _tracker(name: str) -> str:
@@ -291,7 +291,7 @@ class ExperimentConfig(Section):
     report_to: list[Annotated[str, AfterValidator(_tracker)]] = Field(
         default_factory=list, description="Experiment trackers (tensorboard, wandb, mlflow, trackio; the `tracking` "
         "extra installs them): every training stage's TRL logs and each checkpoint's eval metrics and the "
-        "leaderboard, under RUN/tracking/ (harness/tracking.py). Empty (the default): none.",
+        "leaderboard, under RUN/tracking/ (harness/run/tracking.py). Empty (the default): none.",
         json_schema_extra=RUNTIME)
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto (CUDA when present, else CPU), cpu, mps, cuda or cuda:N.")
@@ -364,7 +364,7 @@ def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 def validate_suite_options(suite: str, raw: dict[str, Any]) -> dict[str, Any]:
     """A suite's options with every default filled in (its typed model validates them)."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     model = registry.suite_options(suite)
     if model is None:

@@ -19,8 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from selm_bench.evals.base import number
-from selm_bench.harness import registry
-from selm_bench.harness.leaderboard import METHOD_ORDER, parse_checkpoint
+from selm_bench.harness.core import registry
+from selm_bench.harness.reports.leaderboard import METHOD_ORDER, parse_checkpoint
 
 Row = dict[str, Any]
 TRAIN_PANELS = [  # (title, log keys drawn in it)

@@ -1,7 +1,7 @@
-"""train-and-eval: plan the stages (harness/plan.py), run each unless its key is done, then
+"""train-and-eval: plan the stages (harness/run/stages.py), run each unless its key is done, then
 the leaderboard.
 
-Each stage runs from its spec alone (harness/run_stage.py) into a temp folder swapped in
+Each stage runs from its spec alone (harness/run/run_stage.py) into a temp folder swapped in
 atomically, and records its key (the hash of its spec, which names its inputs' keys); a rerun
 skips stages whose key is unchanged. Under `launch.launcher: accelerate` the training stages
 run under `accelerate launch`; everything else runs in this process.
@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.config import ExperimentConfig
-from selm_bench.harness.evaluate import relocate_task_files
-from selm_bench.harness.plan import Stage, judge_runtime, plan
-from selm_bench.harness.preflight import preflight
-from selm_bench.harness.progress import say
-from selm_bench.harness.run_stage import run_stage
-from selm_bench.harness.specs import TRAINING_KINDS, to_json
-from selm_bench.harness.store import RunStore, atomic_dir, atomic_write_text, read_json
-from selm_bench.harness.tracking import Trackers, check_installed, training_env
+from selm_bench.harness.core.config import ExperimentConfig
+from selm_bench.harness.run.evaluate import relocate_task_files
+from selm_bench.harness.run.stages import Stage, judge_runtime, plan
+from selm_bench.harness.run.preflight import preflight
+from selm_bench.harness.core.progress import say
+from selm_bench.harness.run.run_stage import run_stage
+from selm_bench.harness.core.specs import TRAINING_KINDS, to_json
+from selm_bench.harness.core.store import RunStore, atomic_dir, atomic_write_text, read_json
+from selm_bench.harness.run.tracking import Trackers, check_installed, training_env
 
 
 def judge_failures(folder: Path) -> int:
@@ -36,7 +36,7 @@ def rejudge(store: RunStore, stage: Stage, runtime: dict[str, Any] | None) -> bo
     """An eval stage finished with failed judgments, or unjudged (`--no-judge`): judge its saved
     answers now (successes come from the judge cache, so only the missing ones are sent); answers
     are not regenerated. Its context is rebuilt from its spec and this run's runtime settings."""
-    from selm_bench.harness.evaluate import eval_context, judge_hook, write_suite_result
+    from selm_bench.harness.run.evaluate import eval_context, judge_hook, write_suite_result
 
     folder = store.root / stage.folder
     rec = read_json(folder / "stage.json")
@@ -67,7 +67,7 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
         return False
     t0 = time.time()
     final = store.root / stage.folder
-    from selm_bench.harness.staleness import stage_env
+    from selm_bench.harness.run.staleness import stage_env
 
     cache = store.cache
     if cache is not None and cache.lookup(key, stage_env(stage.spec)) is not None:
@@ -82,7 +82,7 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
     try:
         with atomic_dir(final) as tmp, training_env(cfg.report_to, store.root, stage):  # report_to: the env of TRL's loggers
             if cfg.launch.launcher == "accelerate" and stage.spec.kind in TRAINING_KINDS:
-                from selm_bench.harness.launch import launch_training
+                from selm_bench.harness.run.launch import launch_training
 
                 launch_training(stage.spec, store.root, tmp, cfg.launch,
                                 log=store.root / "logs" / f"{stage.name.replace('/', '-')}.log")
@@ -97,7 +97,7 @@ def execute(store: RunStore, stage: Stage, cfg: ExperimentConfig, runtime: dict[
     if stage.spec.kind == "eval" and judge_failures(final):  # a rerun judges the failed ones again
         extra["judge_failures"] = judge_failures(final)
     if stage.spec.kind == "eval" and (runtime or {}).get("no_judge"):
-        from selm_bench.harness.evaluate import judge_hook
+        from selm_bench.harness.run.evaluate import judge_hook
 
         if judge_hook(stage.spec.suite):  # answers only: a rerun without --no-judge judges them
             extra["unjudged"] = True
@@ -116,7 +116,7 @@ def _stage_info(folder: Path) -> dict[str, Any]:
 
 def stale_stages(store: RunStore, stages: list[Stage]) -> list[tuple[Stage, list[str]]]:
     """Finished stages (same key) whose recorded env differs from this installation's."""
-    from selm_bench.harness.staleness import differences, stage_env
+    from selm_bench.harness.run.staleness import differences, stage_env
 
     out = []
     for st in stages:
@@ -135,7 +135,7 @@ def check_before_writing(cfg: ExperimentConfig, store: RunStore, stages: list[St
     (returned, to record) or the store's force; then everything the stages still to run will need
     (packages, files, rows, keys, cached hub artefacts): a missing ranker or key fails now, not
     after training."""
-    from selm_bench.harness.staleness import StaleError
+    from selm_bench.harness.run.staleness import StaleError
 
     stale = [] if store.force else stale_stages(store, stages)
     if stale and not keep_stale:
@@ -161,12 +161,12 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
                    keep_stale: bool = False, stage_cache: Path | None = None) -> list[dict[str, Any]]:
     """Run the plan into `out`; with `stage_cache`, stages another run already computed with the
     same key (and code/library env) are taken from that content-addressed cache."""
-    from selm_bench.harness.leaderboard import collect_rows, write_leaderboard
+    from selm_bench.harness.reports.leaderboard import collect_rows, write_leaderboard
 
     stages, evals = plan(cfg)  # a bad combination (batch vs processes) fails here, before anything is written
     store = RunStore(out, force=force)
     if stage_cache is not None and not force:
-        from selm_bench.harness.stage_cache import StageCache
+        from selm_bench.harness.run.stage_cache import StageCache
 
         store.cache = StageCache(stage_cache)
     runtime = judge_runtime(cfg)  # judges (evals, judge: rankers): settings that cannot change a judgment
@@ -183,7 +183,7 @@ def train_and_eval(cfg: ExperimentConfig, out: Path, force: bool, command: list[
     rows = collect_rows(out)
     write_leaderboard(out, rows)
     Trackers(cfg.report_to, store.root).log_leaderboard(rows)
-    from selm_bench.harness.modelcard import write_model_cards
+    from selm_bench.harness.reports.modelcard import write_model_cards
 
     write_model_cards(out)  # checkpoints/*/model/README.md: method, data, hyperparameters, eval rows, provenance
     store.finish()

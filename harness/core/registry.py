@@ -55,7 +55,7 @@ class Entry:
     # suites: items -> the metrics computable from per-item records (what `compare` bootstraps)
     paired: Callable[[list[dict[str, Any]]], dict[str, float | None]] | None = None
     # suites: ctx -> None, raising on what the suite will lack (data files, a judge's key); run before
-    # the run's first stage (harness/preflight.py), so a run fails in seconds, not after training
+    # the run's first stage (harness/run/preflight.py), so a run fails in seconds, not after training
     preflight: Callable[[Any], None] | None = None
     # suites: the rest of what `Suite` (below) describes; every one has a default
     fallbacks: tuple[str, ...] = ()

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness.specs import DataSpec
-from selm_bench.harness.store import atomic_write_json
-from selm_bench.harness.tinyworld import write_jsonl
+from selm_bench.harness.core.specs import DataSpec
+from selm_bench.harness.core.store import atomic_write_json
+from selm_bench.harness.world import write_jsonl
 
 REQUIRED = ("prompt", "chosen", "rejected")
 

@@ -286,7 +286,7 @@ def build_base_model(model_cfg: Any, tokenizer: Any, seed: int, out: Path) -> No
 
 # ---------------------------------------------------------------- io helpers
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    from selm_bench.harness.store import atomic_write_text
+    from selm_bench.harness.core.store import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 

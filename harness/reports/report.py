@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from selm_bench.harness import drilldown, plots
-from selm_bench.harness.leaderboard import ID_COLUMNS, collect_rows, columns
-from selm_bench.harness.store import atomic_write_text
+from selm_bench.harness.reports import drilldown, plots
+from selm_bench.harness.reports.leaderboard import ID_COLUMNS, collect_rows, columns
+from selm_bench.harness.core.store import atomic_write_text
 
 LEAD_TEXT = ["label", "seeds"]  # shown beside the ids
 TEXT_COLUMNS = LEAD_TEXT + ["provenance"]  # the provenance last
@@ -277,7 +277,7 @@ def sweep_cells(sweep_dir: Path, sweep: dict[str, Any]) -> list[dict[str, Any]]:
 def seed_means(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (parameter setting, checkpoint): each metric's mean and `<metric>_std` over seeds
     (the sweep's own `summarize`), with `run` = the setting, `seeds` = how many, and the label."""
-    from selm_bench.harness.sweep import summarize
+    from selm_bench.harness.run.sweep import summarize
 
     params = list(dict.fromkeys(k for c in cells for k in c["params"]))
     rows = [{**c["params"], "seed": c["seed"], **r} for c in cells for r in c["rows"]]

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class StaleError(ValueError):
@@ -35,23 +35,25 @@ KIND_PACKAGES: dict[str, tuple[str, ...]] = {
     "world": (), "data": ("datasets",), "sft": TRAIN, "preference": TRAIN, "generate": ("vllm",),
     "rank": ("openai",), "eval": ("lm_eval", "alpaca_eval", "fschat", "openai", "vllm"),
 }
-# The module that runs each stage kind (harness/run_stage.py); its code is everything it imports
+# The module that runs each stage kind (harness/run/run_stage.py); its code is everything it imports
 # from the project, at any depth and in any function, plus the plug-ins the spec names.
 KIND_ENTRY: dict[str, str] = {
-    "world": "selm_bench.harness.tinyworld", "data": "selm_bench.harness.prompt_data",
+    "world": "selm_bench.harness.world", "data": "selm_bench.harness.data",
     "sft": "selm_bench.trainers.train", "preference": "selm_bench.trainers.train",
-    "generate": "selm_bench.trainers.online", "rank": "selm_bench.trainers.online", "eval": "selm_bench.harness.evaluate",
+    "generate": "selm_bench.trainers.online", "rank": "selm_bench.trainers.online", "eval": "selm_bench.harness.run.evaluate",
 }
-PACKAGE_DIRS = {"selm_bench.harness": "harness", "selm_bench.trainers": "trainers", "selm_bench.evals": "evals"}
+PACKAGES = ("harness", "trainers", "evals")  # selm_bench.<package> is the repository folder <package>
 
 
 def module_file(module: str, repo: Path | None = None) -> Path | None:
-    """The repository file of a project module (`selm_bench.trainers.online` -> trainers/online.py)."""
-    package, _, name = module.rpartition(".")
-    if package in PACKAGE_DIRS:
-        path = (repo or REPO) / PACKAGE_DIRS[package] / f"{name}.py"
-        return path if path.is_file() else None
-    return None
+    """The repository file of a project module (`selm_bench.harness.run.pipeline` -> harness/run/pipeline.py);
+    None for a package or a name that is not a module (`from selm_bench.harness.core import config` is
+    read as both `...core` and `...core.config`)."""
+    parts = module.split(".")
+    if len(parts) < 3 or parts[0] != "selm_bench" or parts[1] not in PACKAGES:
+        return None
+    path = (repo or REPO).joinpath(*parts[1:-1], f"{parts[-1]}.py")
+    return path if path.is_file() else None
 
 
 def _imports(path: Path) -> set[str]:
@@ -81,7 +83,7 @@ def closure(modules: tuple[str, ...], repo: Path | None = None) -> list[Path]:
 
 def _plugins(spec: Any) -> tuple[str, ...]:
     """The modules of the plug-ins a spec names (backend, ranker, suite, judge), from the registry's table."""
-    from selm_bench.harness import registry
+    from selm_bench.harness.core import registry
 
     named = [("backend", getattr(spec, "backend", None)), ("ranker", getattr(spec, "ranker", None)),
              ("suite", getattr(spec, "suite", None)), ("judge", getattr(spec, "judge", None))]

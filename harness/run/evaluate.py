@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selm_bench.evals.base import EvalContext, SuiteResult, check_items
-from selm_bench.harness import registry
-from selm_bench.harness.specs import EvalSpec
-from selm_bench.harness.store import atomic_write_json, atomic_write_text
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.specs import EvalSpec
+from selm_bench.harness.core.store import atomic_write_json, atomic_write_text
 
 # An eval stage's runtime settings that are not its judge's (they travel beside the spec, as the
 # judge's concurrency does, and change no judgment): `no_judge` (answers only, judged later) and

@@ -1,9 +1,9 @@
 """One writer per run folder, one computer per stage-cache key: `flock` locks on small files.
 
-A run folder's writer holds `RUN/.lock` (taken by `RunStore`, harness/store.py); a second
+A run folder's writer holds `RUN/.lock` (taken by `RunStore`, harness/core/store.py); a second
 process that wants to write the same folder is refused at once with `RunLocked`, whose one
 line names the holder (pid, host, command) written into the lock file. A stage-cache key is
-claimed by blocking on `CACHE/.<key>.lock` (harness/stage_cache.py): the second process waits,
+claimed by blocking on `CACHE/.<key>.lock` (harness/run/stage_cache.py): the second process waits,
 then finds the key published. The kernel drops an flock when its process dies, `kill -9`
 included, so a dead holder never blocks the next run; the file it leaves behind is reused.
 

@@ -132,18 +132,18 @@ class RunStore:
         self._lock: Any = None
         self._forced: set[str] = set()
         self._git: dict[str, Any] | None = None
-        self.cache: Any = None  # a StageCache shared with other runs (harness/stage_cache.py), if any
+        self.cache: Any = None  # a StageCache shared with other runs (harness/run/stage_cache.py), if any
         if self.root.is_dir() and any(self.root.iterdir()):
             self._take_lock()  # an existing run: refused at once if another process writes it
         self.manifest: dict[str, Any] = read_json(self.manifest_path, {}) or {}
 
     def _take_lock(self) -> None:
-        """One writer per run folder (harness/runlock.py), held until `close()`, this store is
+        """One writer per run folder (harness/core/runlock.py), held until `close()`, this store is
         garbage, or the process exits; raises RunLocked naming the holder. A new or empty folder
         is locked at `start()`, so a command that stops before it leaves no folder behind."""
         if self._lock is not None:
             return
-        from selm_bench.harness import runlock
+        from selm_bench.harness.core import runlock
 
         self._lock = runlock.lock_run(self.root)
         weakref.finalize(self, self._lock.release)
@@ -182,7 +182,7 @@ class RunStore:
         """Build the run folder in a locked temp sibling and rename it into place, so no other
         command ever sees it half made (cli.check_run_folder wants a config and a manifest). If
         another process made it first, lock it as an existing run (RunLocked while it writes)."""
-        from selm_bench.harness import runlock
+        from selm_bench.harness.core import runlock
 
         parent = self.root.parent
         parent.mkdir(parents=True, exist_ok=True)

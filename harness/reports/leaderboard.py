@@ -17,13 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness import registry
-from selm_bench.harness.store import atomic_write_json, atomic_write_text
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.store import atomic_write_json, atomic_write_text
 
 METHOD_ORDER = ["sft", "dpo", "iterative-dpo", "selm"]
 ID_COLUMNS = ["run", "checkpoint", "method", "iteration"]
 INFO_COLUMNS = ["provenance", "label"]
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 
 
 def parse_checkpoint(name: str) -> tuple[str, int | None]:
@@ -309,7 +309,7 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", metric_c
     from rich.markup import escape
     from rich.table import Table
 
-    from selm_bench.harness.progress import console
+    from selm_bench.harness.core.progress import console
 
     if not rows:
         console.print(f"{title}: no results yet")

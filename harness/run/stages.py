@@ -13,9 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness import registry
-from selm_bench.harness.config import ConfigError, ExperimentConfig, TrainConfig, validate_suite_options
-from selm_bench.harness.specs import DataSpec, EvalSpec, Ref, Strategy, TinyModel, TrainArgs, WorldSpec, spec_key
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.config import ConfigError, ExperimentConfig, TrainConfig, validate_suite_options
+from selm_bench.harness.core.specs import DataSpec, EvalSpec, Ref, Strategy, TinyModel, TrainArgs, WorldSpec, spec_key
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def world_stage(cfg: ExperimentConfig) -> Stage:
 
 
 def split_applies(source: str) -> bool:
-    """Whether `data.split` selects anything in `source`, as harness/prompt_data.py loads it: not for
+    """Whether `data.split` selects anything in `source`, as harness/data.py loads it: not for
     one local file (.jsonl/.json/.parquet: read whole, as split "train") nor for a `save_to_disk` folder
     of one Dataset (dataset_info.json and state.json, as datasets' `load_from_disk` tells them apart);
     yes for a hub id, a saved DatasetDict and a folder of data files. The data spec records no split

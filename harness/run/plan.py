@@ -26,11 +26,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness import registry
-from selm_bench.harness.config import ExperimentConfig
-from selm_bench.harness.plan import Stage, plan, resolve_device
-from selm_bench.harness.store import hub_cached
-from selm_bench.harness.specs import DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, SFTSpec, WorldSpec
+from selm_bench.harness.core import registry
+from selm_bench.harness.core.config import ExperimentConfig
+from selm_bench.harness.run.stages import Stage, plan, resolve_device
+from selm_bench.harness.core.store import hub_cached
+from selm_bench.harness.core.specs import DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, SFTSpec, WorldSpec
 
 PEAK_FLOPS = 989e12
 TRAIN_MFU, GEN_MFU = 0.40, 0.10

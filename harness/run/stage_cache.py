@@ -7,7 +7,7 @@ exactly the stages whose inputs are the same. Files that hold the stage folder's
 (lm-eval task YAMLs, the judge context) are rewritten for where they land.
 
 Two processes (two cells, two sweeps on one `--cache`) that miss the same key compute it once:
-a miss claims the key (an flock on `<cache>/.<key>.lock`, harness/runlock.py), so the second
+a miss claims the key (an flock on `<cache>/.<key>.lock`, harness/core/runlock.py), so the second
 one waits, looks again and finds it published. `publish` releases the claim; so does the next
 `lookup` (a stage that failed, or is not published), this cache object's end, or the process's
 (the kernel drops the lock of a killed process).
@@ -23,9 +23,9 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from selm_bench.harness import runlock
-from selm_bench.harness.evaluate import relocate_task_files
-from selm_bench.harness.store import read_json
+from selm_bench.harness.core import runlock
+from selm_bench.harness.run.evaluate import relocate_task_files
+from selm_bench.harness.core.store import read_json
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -47,7 +47,7 @@ def _release(claims: dict[str, runlock.Lock]) -> None:
 
 
 def _say_waiting(key: str, holder: dict[str, Any] | None) -> None:
-    from selm_bench.harness.progress import say
+    from selm_bench.harness.core.progress import say
 
     say(f"[dim]waiting[/dim] for stage {key}: {runlock.describe_holder(holder)} is computing it")
 

@@ -8,7 +8,7 @@ Each stage kind asks the component that runs it, through the registry, and names
   are on the hub while offline);
 - training: the packages its distributed strategy needs (DeepSpeed);
 - the prompt data: a local file's schema and row count (`data.expected_rows`);
-- artefacts (harness/describe.py): a local model, ranker or data path that does not exist, and a hub
+- artefacts (harness/run/plan.py): a local model, ranker or data path that does not exist, and a hub
   repo that is not cached while HF_HUB_OFFLINE=1.
 
 Every problem found is collected and reported on one line, so one rerun can fix them all.
@@ -20,9 +20,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
-from selm_bench.harness import registry
-from selm_bench.harness.plan import Stage
-from selm_bench.harness.store import hub_offline
+from selm_bench.harness.core import registry
+from selm_bench.harness.run.stages import Stage
+from selm_bench.harness.core.store import hub_offline
 
 
 class PreflightError(RuntimeError):
@@ -30,7 +30,7 @@ class PreflightError(RuntimeError):
 
 
 def _artefacts(cfg: Any, stages: list[Stage]) -> list[str]:
-    from selm_bench.harness.describe import artefacts
+    from selm_bench.harness.run.plan import artefacts
 
     out = []
     for a in artefacts(cfg, stages):
@@ -44,7 +44,7 @@ def _artefacts(cfg: Any, stages: list[Stage]) -> list[str]:
 
 
 def _data(spec: Any) -> list[str]:
-    from selm_bench.harness.prompt_data import DataError, load_prompt_dataset
+    from selm_bench.harness.data import DataError, load_prompt_dataset
 
     if not Path(spec.source).expanduser().exists():  # a hub dataset: the artefact check covers it
         return []
@@ -74,7 +74,7 @@ def _ranker(spec: Any, runtime: dict[str, Any]) -> list[str]:
 
 
 def _suite(stage: Stage, root: Path, runtime: dict[str, Any]) -> list[str]:
-    from selm_bench.harness.evaluate import eval_context
+    from selm_bench.harness.run.evaluate import eval_context
 
     check = registry.entry("suite", stage.spec.suite).preflight
     if check is None:
