@@ -1,7 +1,7 @@
 """Figures 18 and 19: the engines the project can swap in, side by side on this machine.
 
-18. vLLM vs hf generation: the micro Llama-3 (tests/_real_models.py, shaped for vLLM's CPU attention
-    as tests/test_vllm_real.py shapes it), the tiny world's eval prompts, greedy, float32, through the
+18. vLLM vs hf generation: the micro Llama-3 (tests/support/real_models.py, shaped for vLLM's CPU attention
+    as tests/online/test_vllm_real.py shapes it), the tiny world's eval prompts, greedy, float32, through the
     project's backends with the default config's options (hf: batch 64; vllm: the worker in
     `vllm.python`, .venv-vllm from `make vllm-env`). Each `complete` call of the vllm backend starts
     its own engine; its start cost is a 1-prompt, 1-token call timed in the same round, and the

@@ -13,7 +13,7 @@
 #     bf16), when deepspeed imports (else skipped, saying why): each checkpoint's train_info (ZeRO
 #     stage, precision, parameters at load) and a from_pretrained load;
 # (5) configs/zephyr-7b.yaml and (6) configs/llama-3-8b-instruct.yaml at micro scale on CUDA: the test
-#     functions of tests/test_micro_recipes.py themselves (its --set list and its checks of the records,
+#     functions of tests/runs/test_micro_recipes.py themselves (its --set list and its checks of the records,
 #     rows and leaderboard), with three of its settings changed for the GPU: device=cuda (not cpu), and
 #     the recipe's own precision (bf16) and gradient checkpointing (its precision=fp32 and
 #     gradient_checkpointing=false dropped); skipped, naming the missing module, where pytest,
@@ -226,7 +226,7 @@ for recipe in "5 zephyr mistral_common" "6 llama3 llama_models tiktoken"; do
         echo "== STEP $n: $name micro recipe: skipped, does not import: $gone (carry wheels in .whl/, see the top)"
         continue
     fi
-    # tests/test_micro_recipes.py's own test function (its inputs, --set list and checks), moved to CUDA
+    # tests/runs/test_micro_recipes.py's own test function (its inputs, --set list and checks), moved to CUDA
     run_cmd "$n" "$name" "$T_RECIPE" python3 - "$name" "$RUN/$name" <<'EOF'
 import json, os, subprocess, sys, tempfile, types
 from pathlib import Path
@@ -268,7 +268,7 @@ for f in sorted((base / "run" / "checkpoints").rglob("train_info.json")):
     print(f.parent.parent.relative_to(base / "run" / "checkpoints"), i["device"], i["mixed_precision"],
           "gradient_checkpointing", i["gradient_checkpointing"])
     assert dry or (i["device"].startswith("cuda") and i["mixed_precision"] == "bf16"), i
-print(f"micro {recipe} recipe on {'CPU (dry run)' if dry else 'CUDA'}: the checks of tests/test_micro_recipes.py passed")
+print(f"micro {recipe} recipe on {'CPU (dry run)' if dry else 'CUDA'}: the checks of tests/runs/test_micro_recipes.py passed")
 EOF
 done
 
