@@ -50,7 +50,7 @@ def test_thread_settings_only_before_torch_loads():
     import sys
 
     probe = ("import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); os.environ.pop('GOMP_SPINCOUNT', None); {first}"
-             "from selm_bench.harness import progress; print(os.environ.get('OMP_WAIT_POLICY'), "
+             "from selm_bench.harness.core import progress; print(os.environ.get('OMP_WAIT_POLICY'), "
              "os.environ.get('GOMP_SPINCOUNT'), os.environ.get('TOKENIZERS_PARALLELISM'))")
     before = subprocess.run([sys.executable, "-c", probe.format(first="")], capture_output=True, text=True)
     after = subprocess.run([sys.executable, "-c", probe.format(first="import torch; ")], capture_output=True, text=True)
