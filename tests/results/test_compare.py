@@ -1,14 +1,19 @@
-"""`selm-bench compare`: paired bootstrap on synthetic runs with a known, planted effect."""
+"""`selm-bench compare`: paired bootstrap on synthetic runs with a known, planted effect; then its
+pieces on hand-made items (sides, seed groups, the bootstrap's percentiles, verdicts and gates at the
+interval's edges, the text and json reports)."""
 
 import json
 import random
-
-import pytest
+import re
 from pathlib import Path
 
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from selm_bench.harness.cli import app
+from selm_bench.harness.reports import compare as C
+from support.run_files import stand_in_suites, write_json, write_result
 
 
 def write_run(root: Path, correct: dict[str, bool], checkpoint: str = "selm/iter-2", extra_checkpoints=()) -> Path:
@@ -131,8 +136,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     cases = [
         ([str(tmp_path / "nope"), str(a)], "run folder not found"),
         ([f"{a}:dpo", str(a)], "no checkpoint 'dpo'"),
-        ([str(a), str(a), "--metric", "tiny-world/nope"],
-         "error: unknown metric 'tiny-world/nope'; metrics both sides have: tiny-world/accuracy, tiny-world/score"),
+        ([str(a), str(a), "--metric", "tiny-world/nope"], "'tiny-world/nope'"),
         ([str(a), str(a), "--threshold", "tiny-world/accuracy"], "--threshold"),
         ([str(a), str(a), "--threshold", "tiny-world/accuracy=x"], "--threshold"),
         ([str(a), str(a), "--format", "xml"], "--format"),
@@ -152,38 +156,57 @@ def test_gated_metric_is_the_headline_else_the_first():
     assert headline_metric("mt-bench", ["turn-1", "turn-2"]) == "turn-1"
 
 
-def test_text_report_exactly():
-    from pathlib import Path
-
-    from selm_bench.harness.reports.compare import MetricResult, Side, SuiteComparison, to_text
-
-    base = Side("a:dpo", [Path("a")], "dpo")
-    new = Side("g:selm", [Path("g/s0"), Path("g/s1")], "selm")
-    ok = SuiteComparison("tiny-world", 400, 0, 0, [
-        MetricResult("tiny-world", "accuracy", 0.5, 0.61234, 0.11234, 0.05, 0.17, "improved", True, 0.01, False),
-        MetricResult("tiny-world", "score", None, 0.7, None, None, None, "no significant change", False, 0.0, False)])
-    bad = SuiteComparison("mt-bench", 10, 2, 1, [
-        MetricResult("mt-bench", "score", 7.0, 6.0, -1.0, -1.5, -0.5, "regressed", True, 0.25, True)])
-    assert to_text(base, new, [ok]) == (
-        "base: a:dpo\n"
-        "new:  g:selm (mean of 2 seeds)\n"
-        "\n"
-        "tiny-world: 400 items paired\n"
-        "  accuracy                           0.5 -> 0.6123    delta    0.1123 95% CI [0.05, 0.17]  improved"
-        " [gate, threshold 0.01]\n"
-        "  score                                - -> 0.7       delta         - 95% CI [-, -]  no significant change\n"
-        "\n"
-        "result: ok (no gated metric regressed beyond its threshold)\n")
-    assert to_text(new, base, [bad]).splitlines()[:4] == [
-        "base: g:selm (mean of 2 seeds)", "new:  a:dpo", "",
-        "mt-bench: 10 items paired; excluded: 2 only in base, 1 only in new"]
-    assert to_text(new, base, [bad]).splitlines()[4:] == [
-        "  score                                7 -> 6         delta        -1 95% CI [-1.5, -0.5]  regressed"
-        " [gate, threshold 0.25]  REGRESSION", "",
-        "result: REGRESSION (a gated metric regressed beyond its threshold)"]
+def text_report(text: str) -> dict:
+    """compare's text report as data: the base and new lines, per suite its counts (paired, then the
+    excluded only-in-base and only-in-new where any) and its metric lines split into tokens, the
+    result's first word, and the columns where each metric line's arrow sits."""
+    head, *blocks = text.rstrip("\n").split("\n\n")
+    *blocks, result = blocks
+    suites = []
+    for block in blocks:
+        title, *metric_lines = block.splitlines()
+        suites.append((title.split(":")[0], [int(n) for n in re.findall(r"\d+", title)],
+                       [line.split() for line in metric_lines]))
+    arrows = {line.index(" -> ") for block in blocks for line in block.splitlines()[1:]}
+    return {"head": head.splitlines(), "suites": suites, "result": result.split()[:2], "arrows": arrows}
 
 
-def test_seed_items_are_averaged(tmp_path):
+def test_text_report_values_verdicts_and_result():
+    base = C.Side("a:dpo", [Path("a")], "dpo")
+    new = C.Side("g:selm", [Path("g/s0"), Path("g/s1")], "selm")
+    M = C.MetricResult
+    ok = C.SuiteComparison("tiny-world", 400, 0, 0, [
+        M("tiny-world", "accuracy", 0.5, 0.61234, 0.11234, 0.05, 0.17, "improved", True, 0.01, False),
+        M("tiny-world", "score", None, 0.7, None, None, None, "no significant change", False, 0.0, False)])
+    bad = C.SuiteComparison("mt-bench", 10, 2, 1, [
+        M("mt-bench", "score", 7.0, 6.0, -1.0, -1.5, -0.5, "regressed", True, 0.25, True)])
+    text = C.to_text(base, new, [ok])
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    report = text_report(text)
+    assert report["head"][0] == "base: a:dpo" and report["head"][1].startswith("new:  g:selm")
+    assert "2 seeds" in report["head"][1]  # a seed group is said to be a mean
+    # 4 significant digits; "-" for no value; the gate and its threshold on the gated metric
+    assert report["suites"] == [("tiny-world", [400], [
+        ["accuracy", "0.5", "->", "0.6123", "delta", "0.1123", "95%", "CI", "[0.05,", "0.17]", "improved", "[gate,",
+         "threshold", "0.01]"],
+        ["score", "-", "->", "0.7", "delta", "-", "95%", "CI", "[-,", "-]", "no", "significant", "change"]])]
+    assert report["result"] == ["result:", "ok"] and len(report["arrows"]) == 1  # the metric columns line up
+    report = text_report(C.to_text(new, base, [bad]))
+    assert report["head"][0].startswith("base: g:selm") and report["head"][1] == "new:  a:dpo"
+    assert report["suites"] == [("mt-bench", [10, 2, 1], [
+        ["score", "7", "->", "6", "delta", "-1", "95%", "CI", "[-1.5,", "-0.5]", "regressed", "[gate,", "threshold",
+         "0.25]", "REGRESSION"]])]
+    assert report["result"] == ["result:", "REGRESSION"]
+    # excluded items are said when only one side has extras; a suite without pairs has no metric lines
+    report = text_report(C.to_text(base, new, [C.SuiteComparison("mt-bench", 3, 0, 1, [bad.metrics[0]]),
+                                               C.SuiteComparison("tiny-world", 0, 0, 0, [])]))
+    assert [(suite, counts, len(lines)) for suite, counts, lines in report["suites"]] == [
+        ("mt-bench", [3, 0, 1], 1), ("tiny-world", [0], 0)]
+    assert text_report(C.to_text(base, base, [C.SuiteComparison("mt-bench", 3, 2, 0, [])]))["suites"] == [
+        ("mt-bench", [3, 2, 0], [])]
+
+
+def test_a_seed_groups_items_are_averaged_once_every_seed_run_is_finished(tmp_path):
     from selm_bench.harness.reports.compare import CompareError, _average, side_runs
 
     assert _average([{"id": "a", "score": 1.0, "correct": True, "text": "x"},
@@ -195,12 +218,211 @@ def test_seed_items_are_averaged(tmp_path):
     write_run(tmp_path / "s0", base_items(4))
     with pytest.raises(CompareError) as err:
         side_runs(tmp_path / "g")
-    assert str(err.value) == f"{tmp_path / 'g'}: seed runs not finished: {tmp_path / 'g' / '../s1'}"
+    assert str(err.value).startswith(f"{tmp_path / 'g'}:") and "not finished" in str(err.value)
+    assert str(err.value).endswith(str(tmp_path / "g" / "../s1"))  # the missing seed run is named
     write_run(tmp_path / "s1", base_items(4))
     assert side_runs(tmp_path / "g") == [tmp_path / "g" / "../s0", tmp_path / "g" / "../s1"]
     with pytest.raises(CompareError) as err:
         side_runs(tmp_path)
-    assert str(err.value) == f"{tmp_path}: not a run folder (no manifest.json) nor a seed group (seeds.json)"
+    assert str(err.value).startswith(f"{tmp_path}:") and "not a run folder" in str(err.value)
+    assert "seeds.json" in str(err.value)
+
+
+# ---------------------------------------------------------------- the pieces, on hand-made items
+@pytest.fixture
+def suites(monkeypatch):
+    return stand_in_suites(monkeypatch)
+
+
+def items_run(root: Path, checkpoints: dict[str, list[dict]], suite: str = "tiny-world") -> Path:
+    """A run with one `suite` result per checkpoint and the given items.jsonl records."""
+    results = []
+    for ckpt, items in checkpoints.items():
+        results.append(write_result(root, f"evals/{ckpt}/{suite}", suite, ckpt, {"accuracy": 0.5}, info={}))
+        (root / "evals" / ckpt / suite / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    write_json(root / "manifest.json", {"results": results})
+    return root
+
+
+def known_metrics(message: str) -> list[str]:
+    """The metrics an unknown-metric error offers (the list after its last colon)."""
+    return message.rsplit(": ", 1)[1].split(", ")
+
+
+def test_a_side_is_a_run_and_a_checkpoint_defaulting_to_the_last(tmp_path):
+    item = [{"id": "a", "score": 1.0}]
+    run = items_run(tmp_path / "a", {"sft": item, "dpo": item})
+    write_result(run / "imports", "x", "mt-bench", "gpt4-ref", {"score": 9.0}, method="reference")  # not ours
+    assert C.parse_side(str(run)) == C.Side(label=f"{run}:dpo", runs=[run], checkpoint="dpo")  # leaderboard order's last
+    assert C.parse_side(f"{run}:sft") == C.Side(label=f"{run}:sft", runs=[run], checkpoint="sft")
+    empty = tmp_path / "empty"
+    write_json(empty / "manifest.json", {"results": []})
+    missing = tmp_path / "missing"
+    # (argument, what the message starts with, tokens it holds)
+    for arg, start, tokens in [(f"{run}:nope", f"{run}:", ("'nope'", "sft, dpo")),
+                               (f"{run}:gpt4-ref", f"{run}:", ("'gpt4-ref'", "sft, dpo")),  # an import is no checkpoint
+                               (str(empty), f"{empty}:", ("no results",)),
+                               (str(missing), "", ("not found", str(missing))),
+                               (f"{missing}:sft", "", ("not found", str(missing)))]:
+        with pytest.raises(C.CompareError) as err:
+            C.parse_side(arg)
+        assert str(err.value).startswith(start) and all(t in str(err.value) for t in tokens), str(err.value)
+    with pytest.raises(C.CompareError) as err:
+        C.parse_side(f"{run}:nope")
+    assert str(err.value).endswith("sft, dpo")  # the checkpoints it has, in leaderboard order
+
+
+def test_side_items_keep_the_suites_and_ids_every_seed_has(tmp_path):
+    r0 = items_run(tmp_path / "s0", {"sft": [{"id": 1, "score": 0.0}, {"id": 2, "score": 1.0}, {"id": 3, "score": 1.0},
+                                             {"score": 1.0}]})  # a record without id is no item
+    with open(r0 / "evals/sft/tiny-world/items.jsonl", "a") as f:
+        f.write("\n   \n")  # blank lines are skipped
+    write_result(r0, "evals/sft/mt-bench", "mt-bench", "sft", {"score": 5.0})  # no items.jsonl: not comparable
+    r1 = items_run(tmp_path / "s1", {"sft": [{"id": "2", "score": 0.0}, {"id": "3", "score": 1.0},
+                                             {"id": "4", "score": 1.0}]})
+    items_run(r1, {"sft": [{"id": "q", "score": 5.0}]}, suite="mt-bench")
+    items_run(r0, {"sft": [{"id": "z", "score": 1.0}]}, suite="brainteaser")  # only the first seed has it
+    # ids are compared as strings; each shared item's numbers averaged (the id kept from the first seed)
+    assert C.side_items(C.Side("g", [r0, r1], "sft")) == {
+        "tiny-world": {"2": {"id": 2, "score": 0.5}, "3": {"id": 3, "score": 1.0}}}
+    assert C._suite_items(r1, "sft") == {"tiny-world": {"2": {"id": "2", "score": 0.0}, "3": {"id": "3", "score": 1.0},
+                                                        "4": {"id": "4", "score": 1.0}},
+                                         "mt-bench": {"q": {"id": "q", "score": 5.0}}}
+
+
+def test_paired_bootstrap_interval_is_numpys_percentiles_of_the_resampled_deltas(monkeypatch):
+    planned = [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3], [0, 1, 2, 3]]
+    calls = []
+
+    class Rng:
+        def integers(self, low, high, size):
+            calls.append((low, high, size))
+            return np.array(planned[len(calls) - 2])  # calls[0] is the seed
+
+    monkeypatch.setattr(C.np.random, "default_rng", lambda seed: calls.append(("seed", seed)) or Rng())
+
+    def paired(items):
+        return {"s": sum(i["v"] for i in items) / len(items), "none": None}
+
+    base = [{"v": 0.0}] * 4
+    new = [{"v": 0.0}, {"v": 1.0}, {"v": 2.0}, {"v": 3.0}]
+    out = C.paired_bootstrap(base, new, paired, resamples=5, seed=7)
+    # deltas per resample: 0, 1, 2, 3, 1.5 -> sorted [0, 1, 1.5, 2, 3]; numpy's linear percentile:
+    # 2.5th at position 0.025 * 4 = 0.1 -> 0.1; 97.5th at 3.9 -> 2 + 0.9 * (3 - 2) = 2.9
+    assert out["s"] == (0.0, 1.5, pytest.approx(0.1), pytest.approx(2.9))
+    assert out["none"] == (None, None, None, None)
+    assert list(out) == ["s", "none"]
+    assert calls == [("seed", 7), *[(0, 4, 4)] * 5]
+
+
+BASE_ITEMS = {"tiny-world": {"a": {"id": "a", "score": 1.0}, "b": {"id": "b", "score": 0.0},
+                             "c": {"id": "c", "score": None}, "x": {"id": "x", "score": 1.0}},
+              "mt-bench": {"q": {"id": "q", "score": None}},
+              "brainteaser": {"p": {"id": "p", "score": 1.0}}}
+NEW_ITEMS = {"tiny-world": {"a": {"id": "a", "score": 0.0}, "b": {"id": "b", "score": 1.0},
+                            "c": {"id": "c", "score": 1.0}, "y": {"id": "y", "score": 1.0}},
+             "mt-bench": {"q": {"id": "q", "score": 5.0}}}
+# metric -> (base, new, low, high): boundaries on purpose (low exactly 0, high exactly 0)
+BOOT = {"accuracy": (0.5, 0.75, 0.0, 0.25), "score": (0.5, 0.25, -0.5, 0.0), "up": (0.25, 0.5, 0.125, 0.375),
+        "down": (0.75, 0.25, -0.75, -0.25), "none": (None, 0.5, None, None)}
+TW_METRICS = ["tiny-world/accuracy", "tiny-world/down", "tiny-world/none", "tiny-world/score", "tiny-world/up"]
+
+
+@pytest.fixture
+def planted(monkeypatch, suites):
+    """Sides whose items are BASE_ITEMS and NEW_ITEMS, and a bootstrap that answers BOOT (recording its calls)."""
+    registry = suites
+    boots = []
+    monkeypatch.setattr(C, "side_items", lambda side: BASE_ITEMS if side.label == "a:sft" else NEW_ITEMS)
+
+    def fake_bootstrap(base_items, new_items, paired, resamples, seed):
+        boots.append((base_items, new_items, paired, resamples, seed))
+        return dict(BOOT)
+
+    monkeypatch.setattr(C, "paired_bootstrap", fake_bootstrap)
+    return C.Side("a:sft", [Path("a")], "sft"), C.Side("b:dpo", [Path("b")], "dpo"), boots, registry
+
+
+def test_verdict_is_improved_or_regressed_only_when_the_interval_excludes_zero(planted):
+    base, new, boots, registry = planted
+    results = C.compare(base, new, seed=3, resamples=10)
+    M = C.MetricResult
+    assert results == [
+        C.SuiteComparison("mt-bench", 0, 0, 0, []),  # its one item is unscored in base: nothing paired
+        C.SuiteComparison("tiny-world", 2, 1, 1, [  # a, b shared (c unscored in base); x only in base, y only in new
+            M("tiny-world", "accuracy", 0.5, 0.75, 0.25, 0.0, 0.25, "no significant change", True, 0.0, False),
+            M("tiny-world", "score", 0.5, 0.25, -0.25, -0.5, 0.0, "no significant change", False, 0.0, False),
+            M("tiny-world", "up", 0.25, 0.5, 0.25, 0.125, 0.375, "improved", False, 0.0, False),
+            M("tiny-world", "down", 0.75, 0.25, -0.5, -0.75, -0.25, "regressed", False, 0.0, False),
+            M("tiny-world", "none", None, 0.5, None, None, None, "no data", False, 0.0, False)])]
+    assert C.failed(results) is False  # down regressed, but only the headline (accuracy) is gated
+    assert len(boots) == 1
+    b_items, n_items, paired, resamples, seed = boots[0]
+    assert (b_items, n_items, resamples, seed) == ([BASE_ITEMS["tiny-world"]["a"], BASE_ITEMS["tiny-world"]["b"]],
+                                                   [NEW_ITEMS["tiny-world"]["a"], NEW_ITEMS["tiny-world"]["b"]], 10, 3)
+    assert paired is registry.entry("suite", "tiny-world").paired
+
+
+def test_a_gated_metric_fails_only_beyond_its_threshold(planted, monkeypatch):
+    base, new, _, _ = planted
+
+    def by_name(results):
+        return {m.metric: (m.gated, m.threshold, m.failed) for c in results for m in c.metrics}
+
+    # down's upper end -0.25 is not below -0.25: at the threshold it does not fail
+    edge = C.compare(base, new, gated=["tiny-world/down", "tiny-world/score", "tiny-world/none"],
+                     thresholds={"tiny-world/down": 0.25, "tiny-world/score": 0.5})
+    assert by_name(edge) == {"accuracy": (False, 0.0, False), "score": (True, 0.5, False), "up": (False, 0.0, False),
+                             "down": (True, 0.25, False), "none": (True, 0.0, False)}
+    assert C.failed(edge) is False
+    beyond = C.compare(base, new, gated=["tiny-world/down"], thresholds={"tiny-world/down": 0.125})
+    assert by_name(beyond)["down"] == (True, 0.125, True) and C.failed(beyond) is True
+    # a threshold alone keeps the default gate (the headline)
+    alone = C.compare(base, new, thresholds={"tiny-world/accuracy": 0.5})
+    assert by_name(alone)["accuracy"] == (True, 0.5, False) and by_name(alone)["down"] == (False, 0.0, False)
+    boots = []
+    monkeypatch.setattr(C, "paired_bootstrap", lambda *a: boots.append(a[3:]) or dict(BOOT))
+    C.compare(base, new)
+    assert boots == [(1000, 0)]  # the defaults: 1000 resamples, seed 0
+    with pytest.raises(C.CompareError) as err:
+        C.compare(base, new, thresholds={"tiny-world/nope": 1.0})
+    assert "'tiny-world/nope'" in str(err.value) and known_metrics(str(err.value)) == TW_METRICS
+
+
+def test_gates_may_name_a_metric_of_any_shared_suite(monkeypatch, suites):
+    items = {"mt-bench": {"q": {"id": "q", "score": 5.0}}, "tiny-world": {"a": {"id": "a", "score": 1.0}}}
+    monkeypatch.setattr(C, "side_items", lambda side: items)
+    monkeypatch.setattr(C, "paired_bootstrap", lambda *a: {"score": (5.0, 5.0, 0.0, 0.0)})
+    results = C.compare(C.Side("a", [], "sft"), C.Side("b", [], "dpo"), gated=["mt-bench/score"])
+    assert [(c.suite, [(m.metric, m.gated) for m in c.metrics]) for c in results] == [
+        ("mt-bench", [("score", True)]), ("tiny-world", [("score", False)])]
+    with pytest.raises(C.CompareError) as err:
+        C.compare(C.Side("a", [], "sft"), C.Side("b", [], "dpo"), gated=["x/y"])
+    assert "'x/y'" in str(err.value) and known_metrics(str(err.value)) == ["mt-bench/score", "tiny-world/score"]
+
+
+def test_sides_without_a_shared_suite_are_an_error_naming_both(monkeypatch, suites):
+    monkeypatch.setattr(C, "side_items", lambda side: {"mt-bench": {}} if side.label == "a:sft" else {"brainteaser": {}})
+    with pytest.raises(C.CompareError) as err:
+        C.compare(C.Side("a:sft", [], "sft"), C.Side("b:dpo", [], "dpo"))
+    assert "(a:sft vs b:dpo)" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_json_report_carries_both_sides_runs_seed_and_every_metric():
+    base = C.Side("a:sft", [Path("a")], "sft")
+    new = C.Side("g:dpo", [Path("g/s0"), Path("g/s1")], "dpo")
+    bad = C.MetricResult("mt-bench", "score", 7.0, 6.0, -1.0, -1.5, -0.5, "regressed", True, 0.25, True)
+    results = [C.SuiteComparison("mt-bench", 3, 0, 1, [bad]), C.SuiteComparison("tiny-world", 0, 0, 0, [])]
+    text = C.to_json(base, new, results, seed=5)
+    assert text.startswith('{\n  "base"')  # indented by two
+    assert list(json.loads(text)) == ["base", "new", "base_runs", "new_runs", "seed", "suites", "failed"]
+    assert json.loads(text) == {
+        "base": "a:sft", "new": "g:dpo", "base_runs": ["a"], "new_runs": ["g/s0", "g/s1"], "seed": 5,
+        "suites": [{"suite": "mt-bench", "shared": 3, "only_base": 0, "only_new": 1, "metrics": [
+            {"suite": "mt-bench", "metric": "score", "base": 7.0, "new": 6.0, "delta": -1.0, "low": -1.5, "high": -0.5,
+             "verdict": "regressed", "gated": True, "threshold": 0.25, "failed": True}]},
+            {"suite": "tiny-world", "shared": 0, "only_base": 0, "only_new": 0, "metrics": []}],
+        "failed": True}
 
 
 def _openllm_results(tasks):

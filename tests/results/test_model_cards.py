@@ -61,10 +61,12 @@ def test_one_card_per_checkpoint_with_hub_front_matter(run):
         assert "base_model" not in meta and "datasets" not in meta
         assert meta["library_name"] == "transformers"
         assert {"selm-bench", method, "tiny-world"} <= set(meta["tags"])
-        assert "tiny world's randomly initialised Llama" in section(text, "Trained from")
+        origin = section(text, "Trained from")
+        assert "tiny world" in origin and "randomly initialised" in origin
     dpo = (run / "checkpoints/dpo/model/README.md").read_text()
-    assert "`checkpoints/sft/model`" in section(dpo, "Trained from")
-    assert "the tiny world's `pref` set (8 rows" in section(dpo, "Data")
+    assert "`checkpoints/sft/model`" in section(dpo, "Trained from")  # dpo starts from the run's sft
+    data = section(dpo, "Data")
+    assert "`pref` set" in data and "8 rows" in data  # the tiny world's preference set and its size
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["git_commit"] in section(dpo, "Provenance")
 
@@ -87,7 +89,9 @@ def test_eval_rows_equal_leaderboard_json(run, method):
     shown = {f"{suite}/{metric}": float(value) for suite, metric, value in table(evals)}
     expected = {k: v for k, v in row.items() if "/" in k and v is not None}
     assert shown == expected and "tiny-world/accuracy" in shown
-    assert row["label"] and f"not the canonical benchmark: {row['label']}" in evals
+    assert row["label"]
+    [said] = [line for line in evals.splitlines() if row["label"] in line]  # the row's label, said once
+    assert "not the canonical" in said
     assert row["provenance"] in evals
 
 
@@ -118,7 +122,8 @@ def test_hub_base_model_and_dataset_chunk(run, tmp_path):
     assert meta["base_model"] == "HuggingFaceH4/mistral-7b-sft-beta"
     assert meta["datasets"] == ["HuggingFaceH4/ultrafeedback_binarized"]
     assert "tiny-world" not in meta["tags"]
-    assert "chunk 2 of 3 of `HuggingFaceH4/ultrafeedback_binarized` (split `train_prefs`)" in section(text, "Data")
+    data = section(text, "Data")
+    assert "chunk 2 of 3" in data and "`HuggingFaceH4/ultrafeedback_binarized`" in data and "`train_prefs`" in data
 
 
 def test_upload_set_is_a_loadable_model_and_its_card(run, tmp_path):
@@ -164,11 +169,12 @@ def test_push_offline_fails_with_one_clear_error_and_no_call(run, recorder, monk
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(PushError, match="HF_HUB_OFFLINE is set"):
+    with pytest.raises(PushError, match="HF_HUB_OFFLINE"):
         push_to_hub(run / "checkpoints/dpo/model", "me/dpo-tiny")
-    with pytest.raises(PushError, match="cannot push to me/tiny-dpo, me/tiny-sft: HF_HUB_OFFLINE is set"):
+    with pytest.raises(PushError, match="HF_HUB_OFFLINE") as err:
         push_run(run, "me/tiny")
-    with pytest.raises(PushError, match="HF_HUB_OFFLINE is set"):  # what the CLI asks before training
+    assert "me/tiny-dpo" in str(err.value) and "me/tiny-sft" in str(err.value)  # every repo it would have made
+    with pytest.raises(PushError, match="HF_HUB_OFFLINE"):  # what the CLI asks before training
         check_push("me/tiny")
     assert recorder == []
 

@@ -84,7 +84,7 @@ def test_win_rate_plot(drawn):
             {"checkpoint": "selm/iter-1", "alpaca-eval/win_rate": 55.0, "alpaca-eval/lc_standard_error": 2.0},
             {"checkpoint": "dpo", "tiny-world/accuracy": 0.5}]  # no win rate: not drawn
     fig, (ax,) = drawn(plots.win_rate_plot, rows)
-    assert (ax.get_title(), ax.get_xlabel()) == ("AlpacaEval", "win rate vs the reference outputs (%)")
+    assert ax.get_title() == "AlpacaEval" and ax.get_xlabel().startswith("win rate") and ax.get_xlabel().endswith("(%)")
     assert [t.get_text() for t in ax.get_yticklabels()] == ["sft", "selm/iter-1"] and ax.get_ylim() == (1.5, -0.5)
     wr, lc = ax.containers
     assert (list(wr.lines[0].get_xdata()), list(wr.lines[0].get_ydata())) == ([40.0, 55.0], [0, 1])
@@ -92,7 +92,9 @@ def test_win_rate_plot(drawn):
     assert [round(s[1][0] - s[0][0], 6) for s in wr.lines[2][0].get_segments()] == [3.0, 0.0]  # ± 1.5; none
     assert (wr.lines[0].get_marker(), lc.lines[0].get_marker()) == ("o", "s")
     assert (to_hex(wr.lines[0].get_color()), to_hex(lc.lines[0].get_color())) == ("#1f77b4", "#ff7f0e")
-    assert legend(ax) == ["win_rate ± standard error", "length_controlled_winrate ± standard error"]
+    # each series names its metric and its bars
+    assert [tuple(t.split(" ± ")) for t in legend(ax)] == [("win_rate", "standard error"),
+                                                           ("length_controlled_winrate", "standard error")]
     (fifty,) = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [50, 50]]
     assert fifty.get_linestyle() == ":"
     assert plots.win_rate_plot(rows[2:]) is None
@@ -135,7 +137,7 @@ def test_training_curves_plot(drawn, tmp_path):
     write("selm/iter-2", [pref(1, -0.3)], alpha=0.001)
     fig, axes = drawn(plots.training_curves_plot, tmp_path)
     assert [ax.get_title() for ax in axes] == ["SFT loss"] + [t for t, _ in plots.TRAIN_PANELS]
-    assert {ax.get_xlabel() for ax in axes} == {"step (a method's iterations end to end)"}
+    assert len({ax.get_xlabel() for ax in axes}) == 1 and axes[0].get_xlabel().startswith("step")  # one shared x axis
     sft_ax, loss_ax, _, rewards_ax, _, ref_ax = axes
     assert [(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata())) for ln in sft_ax.get_lines()] == [
         ("sft", [5, 10], [3.0, 1.0])]
