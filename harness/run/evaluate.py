@@ -1,5 +1,6 @@
-"""A suite's run from its spec: the EvalContext a suite gets, and the files it leaves
-(`metrics.json` with the context `selm-bench judge` rebuilds later, `items.jsonl`)."""
+"""A suite's run from its spec: the EvalContext a suite gets (`eval_context`, also how a later
+judging rebuilds it: `selm-bench judge` and a rerun's rejudge, from the stage's spec.json), and the
+files it leaves (`metrics.json` with a record of that context, `items.jsonl`)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def judge_hook(suite: str) -> Callable[[EvalContext], SuiteResult] | None:
 
 
 def context_record(ctx: EvalContext) -> dict[str, Any]:
-    """What `selm-bench judge` needs to rebuild the context later (no secrets: none are in ctx)."""
+    """What the suite ran with, recorded in metrics.json (no secrets: none are in ctx)."""
     return {"model": ctx.model, "name": ctx.name, "preset": ctx.preset, "options": ctx.options,
             "data_dir": str(ctx.data_dir) if ctx.data_dir else None,
             "world_dir": str(ctx.world_dir) if ctx.world_dir else None, "backend": ctx.backend,
