@@ -73,8 +73,9 @@ def test_checksums_cache_and_one_line_errors(serve, tmp_path):
     assert pull(["mt-bench"], to, artefacts=(good,)) == {"d/q.jsonl": "cached"}
 
     bad = Artefact("mt-bench", "d/q.jsonl", good.url, "0" * 64, len(body))
-    with pytest.raises(DataPullError, match=r"^mt-bench: d/q.jsonl from .* does not match its pinned SHA-256"):
+    with pytest.raises(DataPullError, match=r"^mt-bench: d/q\.jsonl ") as err:
         pull(["mt-bench"], tmp_path / "other", artefacts=(bad,))
+    assert "SHA-256" in str(err.value) and "\n" not in str(err.value)
     assert not list((tmp_path / "other").rglob("q.jsonl*"))  # nothing partial written
 
     with socket.socket() as s:
@@ -85,11 +86,12 @@ def test_checksums_cache_and_one_line_errors(serve, tmp_path):
     os.environ["SELM_BENCH_DATA_URL"] = f"http://127.0.0.1:{closed}"
     with pytest.raises(DataPullError) as err:
         pull(["mt-bench"], tmp_path / "third", artefacts=(good,))
-    assert "cannot fetch d/q.jsonl" in str(err.value) and "--data-dir" in str(err.value)
-    assert str(err.value).startswith(f"mt-bench: cannot fetch d/q.jsonl from http://127.0.0.1:{closed}/d/q.jsonl (")
-    assert str(err.value).endswith("); download it from https://example.invalid/q.jsonl yourself and pass --data-dir DIR "
-                                   "(the file at DIR/d/q.jsonl)")
-    assert "\n" not in str(err.value)
+    msg = str(err.value)
+    assert msg.startswith("mt-bench: ") and "cannot fetch d/q.jsonl" in msg and "\n" not in msg
+    # the mirror URL tried, the upstream URL to fetch it from by hand, and where to put it
+    assert f"http://127.0.0.1:{closed}/d/q.jsonl" in msg and "https://example.invalid/q.jsonl" in msg
+    assert "--data-dir DIR" in msg and "DIR/d/q.jsonl" in msg
+    assert not (tmp_path / "third" / "d" / "q.jsonl").exists()
 
 
 def test_brainteaser_from_an_aes_zip_of_object_arrays(serve, tmp_path):
@@ -133,7 +135,7 @@ def test_brainteaser_from_an_aes_zip_of_object_arrays(serve, tmp_path):
 
     import pickle
 
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing .*builtins\.print"):
         load_object_npy(npy([Evil()]))
 
 
@@ -181,5 +183,5 @@ def test_object_arrays_pickled_by_numpy_1_and_numpy_2():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2's alias of numpy.core
         assert load_object_npy(numpy1) == [{"label": 1, "ids": [1, 2]}]
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load numpy.core.umath"):
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing .*numpy\.core\.umath"):
         load_object_npy(numpy2.replace(b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.umath\nscalar\n"))

@@ -1,14 +1,24 @@
+"""The judges (evals/judges.py): the interface, the oracle, and the `openai:` client
+(evals/openai_judge.py) with its retries, cache and accounting, against stand-in clients and a
+loopback OpenAI-compatible server; MT-Bench judged through that server."""
+
+import hashlib
 import json
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
+import openai
 import pytest
 
 from conftest import mt_bench_mirror, send_json, write_mt_bench_fixture
+from selm_bench.evals import openai_judge as OJ
 from selm_bench.evals.base import EvalContext, SuiteError
-from selm_bench.evals.judges import make_judge
+from selm_bench.evals.judges import Judge, OracleJudge, make_judge
 from selm_bench.evals.mt_bench import judge_saved, run
+from selm_bench.evals.openai_judge import OpenAIJudge
 
 KEY = "sk-test-SECRET123"
 
@@ -227,3 +237,242 @@ def test_a_cache_entry_of_the_older_format_is_read(tmp_path, monkeypatch):
     (tmp_path / "openai" / f"{key}.json").write_text(json.dumps({"content": "Rating: [[3]]"}))
     assert judge.chat_many([_msgs("old")], temperature=0.0, max_tokens=64) == ["Rating: [[3]]"]
     assert judge.accounting()["calls"] == 0 and judge.accounting()["cached"] == 1
+
+
+# ---------------------------------------------------------------- the judge interface (evals/judges.py)
+def test_the_base_judge_answers_no_chat_verifies_nothing_and_reports_no_accounting():
+    """A judge implementing neither hook refuses both with NotImplementedError naming itself."""
+    judge = Judge()
+    assert judge.name == "judge"
+    with pytest.raises(NotImplementedError) as err:
+        judge.chat_many([[{"role": "user", "content": "x"}]])
+    assert "'judge'" in str(err.value) and "chat" in str(err.value)
+    with pytest.raises(NotImplementedError) as err:
+        judge.score({"category": "add", "answer": "1"}, "1")
+    assert "'judge'" in str(err.value) and "verify" in str(err.value)
+    assert judge.accounting() == {}
+    assert judge.check() is None
+
+
+def test_the_oracle_judge_scores_with_the_verifier_and_counts_its_calls():
+    judge = make_judge("oracle")
+    assert type(judge) is OracleJudge and judge.name == "oracle"
+    assert judge.accounting() == {"calls": 0, "cached": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    item = {"category": "add", "answer": "42"}
+    assert judge.score(item, "42") == 1.0
+    assert judge.score(item, "") == 0.0
+    # single token: character overlap, 0.5 * ratio; "42" vs "43": 2 * 1 match / 4 chars = 0.5 -> 0.25
+    assert judge.score(item, "43") == 0.25
+    with pytest.raises(NotImplementedError) as err:
+        judge.chat_many([])
+    assert "'oracle'" in str(err.value)
+    assert judge.accounting() == {"calls": 3, "cached": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
+
+
+def test_make_judge_passes_the_spec_cache_dir_and_options_to_the_client(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    judge = make_judge("openai:gpt-4o", cache_dir=tmp_path, concurrency=3, max_retries=1)
+    assert type(judge) is OpenAIJudge
+    assert (judge.model, judge.cache_dir, judge.concurrency, judge.max_retries) == ("gpt-4o", tmp_path / "openai", 3, 1)
+
+
+# ---------------------------------------------------------------- the openai: client, construction
+def test_openai_judge_defaults(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    judge = OpenAIJudge()
+    assert judge.name == "openai"
+    assert (judge.model, judge.cache_dir, judge.base_url) == ("gpt-4", None, None)
+    assert (judge.concurrency, judge.max_retries, judge.timeout, judge.backoff) == (8, 5, 60.0, 1.0)
+    assert judge.accounting() == {"calls": 0, "cached": 0, "failures": 0, "retries": 0, "prompt_tokens": 0,
+                                  "completion_tokens": 0, "failure_reasons": {}}
+    assert OpenAIJudge(spec="openai").model == "gpt-4"  # no ":": the default model
+
+
+def test_judge_spec_settings_are_clamped_and_the_endpoint_comes_from_option_then_env(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    # only the first ":" separates the registry name: fine-tuned model ids keep theirs
+    assert OpenAIJudge(spec="openai:ft:gpt-4o:org").model == "ft:gpt-4o:org"
+    judge = OpenAIJudge(spec="openai:m", concurrency=0, max_retries=-3, timeout="2.5", backoff="0.5")
+    assert (judge.concurrency, judge.max_retries, judge.timeout, judge.backoff) == (1, 0, 2.5, 0.5)
+    assert OpenAIJudge(spec="openai:m", concurrency="3").concurrency == 3
+    assert OpenAIJudge(spec="openai:m", base_url="").base_url is None
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://env.example/v1")
+    assert OpenAIJudge(spec="openai:m").base_url == "http://env.example/v1"
+    assert OpenAIJudge(spec="openai:m", base_url="http://arg.example/v1").base_url == "http://arg.example/v1"
+    with pytest.raises(SuiteError) as err:
+        OpenAIJudge(spec="openai:")
+    assert "'openai:'" in str(err.value)
+
+
+def test_the_client_is_built_once_with_our_retry_and_timeout_settings(monkeypatch):
+    built = []
+
+    class FakeClient:
+        def __init__(self, **kw):
+            built.append(kw)
+
+    monkeypatch.setattr(openai, "OpenAI", FakeClient)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-build-0000")
+    judge = OpenAIJudge(spec="openai:m", base_url="http://h.example/v1", timeout=7)
+    assert judge.check() is None
+    judge.check()
+    assert built == [{"api_key": "sk-test-build-0000", "base_url": "http://h.example/v1", "max_retries": 0,
+                      "timeout": 7.0}]
+    for value in (None, ""):  # an unset or empty key: refused before any client is built
+        if value is None:
+            monkeypatch.delenv("OPENAI_API_KEY")
+        else:
+            monkeypatch.setenv("OPENAI_API_KEY", value)
+        with pytest.raises(SuiteError) as err:
+            OpenAIJudge(spec="openai:m").check()
+        assert "OPENAI_API_KEY" in str(err.value)
+    assert len(built) == 1
+
+
+def test_the_cache_key_is_the_sha256_of_the_sorted_request_json():
+    judge = OpenAIJudge(spec="openai:m")
+    msgs = [{"role": "user", "content": "café"}]
+    # json.dumps with sorted keys, default separators, non-ASCII kept as is, then sha256 of its UTF-8
+    blob = '{"max_tokens": 5, "messages": [{"content": "café", "role": "user"}], "model": "m"}'
+    assert judge._key(msgs, {"max_tokens": 5}) == hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    assert judge._key(msgs, {"max_tokens": 5, "temperature": 0}) == judge._key(msgs, {"temperature": 0, "max_tokens": 5})
+
+
+# ---------------------------------------------------------------- the openai: client, requests (a stand-in client)
+class _Choice:
+    def __init__(self, content):
+        self.message = types.SimpleNamespace(content=content)
+
+    def model_dump(self, mode):
+        assert mode == "json"
+        return {"index": 0, "message": {"role": "assistant", "content": self.message.content}}
+
+
+def _response(content, usage):
+    return types.SimpleNamespace(choices=[_Choice(content)], usage=usage)
+
+
+class _FakeClient:
+    """client.chat.completions.create: records its kwargs; `script` holds what to answer next
+    (an exception to raise or a response), else `answer(messages)`."""
+
+    def __init__(self, answer=None, script=()):
+        self.calls, self.script, self.answer = [], list(script), answer
+        self.chat = types.SimpleNamespace(completions=types.SimpleNamespace(create=self.create))
+
+    def create(self, **kw):
+        self.calls.append(kw)
+        nxt = self.script.pop(0) if self.script else self.answer(kw["messages"])
+        if isinstance(nxt, BaseException):
+            raise nxt
+        return nxt
+
+
+def _request():
+    return httpx.Request("POST", "http://judge.example/v1/chat/completions")
+
+
+def _status(code):
+    return openai.APIStatusError("injected", response=httpx.Response(code, request=_request()), body=None)
+
+
+def _user(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_complete_many_dedupes_serves_the_cache_and_stores_whole_choices(tmp_path):
+    judge = OpenAIJudge(spec="openai:judge-m", cache_dir=tmp_path, concurrency=1, max_retries=0)
+    usage = {"A": types.SimpleNamespace(prompt_tokens=10, completion_tokens=2, total_tokens=12), "B": None}
+    judge._client = _FakeClient(answer=lambda m: _response("reply " + m[0]["content"], usage[m[0]["content"]]))
+    params = {"temperature": 0, "max_tokens": 9}
+    (tmp_path / "openai").mkdir()
+    (tmp_path / "openai" / f"{judge._key(_user('C'), params)}.json").write_text(json.dumps({"content": "old reply"}))
+
+    out = judge.complete_many([_user("C"), _user("C"), _user("A"), _user("B"), _user("A")], **params)
+    choice_a = {"index": 0, "message": {"role": "assistant", "content": "reply A"}, "total_tokens": 12}
+    choice_b = {"index": 0, "message": {"role": "assistant", "content": "reply B"}, "total_tokens": 0}
+    old_c = {"index": 0, "message": {"role": "assistant", "content": "old reply"}}  # an entry of the older format
+    assert out == [old_c, old_c, choice_a, choice_b, choice_a]
+    assert judge._client.calls == [{"model": "judge-m", "messages": _user("A"), "n": 1, "temperature": 0, "max_tokens": 9},
+                                   {"model": "judge-m", "messages": _user("B"), "n": 1, "temperature": 0, "max_tokens": 9}]
+    assert judge.accounting() == {"calls": 2, "cached": 1, "failures": 0, "retries": 0, "prompt_tokens": 10,
+                                  "completion_tokens": 2, "failure_reasons": {}}
+    saved = json.loads((tmp_path / "openai" / f"{judge._key(_user('A'), params)}.json").read_text())
+    assert saved == {"model": "judge-m", "content": "reply A", "choice": choice_a}
+    assert judge.failure_reason(_user("A"), **params) is None
+
+    again = judge.complete_many([_user("A")], **params)  # the whole choice comes back from the cache
+    assert again == [choice_a] and len(judge._client.calls) == 2 and judge.accounting()["cached"] == 2
+
+
+def test_chat_many_defaults_to_greedy_2048_tokens_and_passes_failures_as_none(monkeypatch):
+    judge = OpenAIJudge(spec="openai:m")
+    seen = []
+
+    def complete_many(requests, **params):
+        seen.append(params)
+        return [{"message": {"content": "yes"}}, None]
+
+    monkeypatch.setattr(judge, "complete_many", complete_many)
+    assert judge.chat_many([_user("a"), _user("b")]) == ["yes", None]
+    assert judge.chat_many([_user("a"), _user("b")], temperature=0.7, max_tokens=3, top_p=0.5) == ["yes", None]
+    assert seen == [{"temperature": 0.0, "max_tokens": 2048}, {"temperature": 0.7, "max_tokens": 3}]
+
+
+def test_retriable_faults_back_off_exponentially_then_succeed(monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(OJ.time, "sleep", sleeps.append)
+    judge = OpenAIJudge(spec="openai:m", max_retries=4, backoff=1.0, concurrency=1)
+    usage = types.SimpleNamespace(prompt_tokens=3, completion_tokens=1, total_tokens=4)
+    judge._client = _FakeClient(script=[
+        _status(503), openai.APITimeoutError(request=_request()), ValueError("not json"),
+        types.SimpleNamespace(choices=[], usage=usage), _response("ok", usage)])
+    assert judge.complete_many([_user("q")]) == [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                                 "total_tokens": 4}]
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]  # backoff * 2**attempt
+    assert judge.accounting() == {"calls": 5, "cached": 0, "failures": 0, "retries": 4, "prompt_tokens": 3,
+                                  "completion_tokens": 1,
+                                  "failure_reasons": {"HTTP 503": 1, "APITimeoutError": 1,
+                                                      "malformed response (ValueError)": 1,
+                                                      "response without a message": 1}}
+
+
+def test_giving_up_records_the_reason_caps_the_sleep_and_clears_on_success(monkeypatch):
+    sleeps, warnings_ = [], []
+    monkeypatch.setattr(OJ.time, "sleep", sleeps.append)
+    monkeypatch.setattr(OJ, "log", types.SimpleNamespace(warning=lambda *a: warnings_.append(a)))
+    judge = OpenAIJudge(spec="openai:m", max_retries=2, backoff=50.0, concurrency=1)
+    judge._client = _FakeClient(script=[_status(500), _status(500), _status(500)])
+    assert judge.complete_many([_user("q")], temperature=0) == [None]
+    assert sleeps == [50.0, 60.0]  # 50 * 2 = 100, capped at 60 s
+    assert len(warnings_) == 1 and warnings_[0][1:] == ("HTTP 500", 3)  # one warning: the reason, the attempts
+    assert judge.failure_reason(_user("q"), temperature=0) == "HTTP 500 after 3 attempt(s)"
+    assert judge.failure_reason(_user("q")) is None  # other params: another request
+    acct = judge.accounting()
+    assert (acct["calls"], acct["retries"], acct["failures"], acct["failure_reasons"]) == (3, 2, 1, {"HTTP 500": 3})
+
+    judge._client.answer = lambda m: _response("fine", None)
+    assert judge.complete_many([_user("q")], temperature=0) == [{"index": 0, "message": {"role": "assistant",
+                                                                                         "content": "fine"},
+                                                                  "total_tokens": 0}]
+    assert judge.failure_reason(_user("q"), temperature=0) is None
+
+
+def test_client_errors_are_not_retried_and_a_rejected_key_stops_the_run(monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(OJ.time, "sleep", sleeps.append)
+    judge = OpenAIJudge(spec="openai:m", max_retries=3, concurrency=1)
+    judge._client = _FakeClient(script=[_status(404), openai.APIConnectionError(request=_request()),
+                                        _status(400)])
+    assert judge.complete_many([_user("a")]) == [None]
+    assert judge.failure_reason(_user("a")) == "HTTP 404 after 1 attempt(s)" and sleeps == []
+    judge.max_retries = 1
+    assert judge.complete_many([_user("b")]) == [None]  # connection error retried once, then 400 ends it
+    assert judge.failure_reason(_user("b")) == "HTTP 400 after 2 attempt(s)" and sleeps == [1.0]
+    assert judge.accounting()["failure_reasons"] == {"HTTP 404": 1, "APIConnectionError": 1, "HTTP 400": 1}
+    for code in (401, 403):
+        judge._client = _FakeClient(script=[_status(code)])
+        with pytest.raises(SuiteError) as err:
+            judge.complete_many([_user(f"k{code}")])
+        assert f"(HTTP {code})" in str(err.value) and "API key" in str(err.value)
+        assert len(judge._client.calls) == 1  # not retried

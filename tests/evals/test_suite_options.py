@@ -1,9 +1,10 @@
-"""Each suite's options model: the documented names, typed values, defaults in one place."""
+"""Each suite's options model: the documented names, typed values, defaults in one place; strict,
+frozen and bounded; and the errors a bad option gives, naming the suite and the option."""
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from selm_bench.evals.base import EvalContext, SuiteError, validated_options
+from selm_bench.evals.base import EvalContext, SuiteError, validated_options, validation_message
 from selm_bench.harness.core import registry
 
 # Written by hand from the defaults the suites used before options were typed.
@@ -84,21 +85,57 @@ def test_rejects_unknown_key_and_wrong_type(suite):
 @pytest.mark.parametrize("suite,raw", [
     ("tiny-world", {"limit": 0}), ("tiny-world", {"split": "../x"}), ("tiny-world", {"limit": True}),
     ("mt-bench", {"source": "gpt"}), ("mt-bench", {"max_new_tokens": 0}),
+    # strict: no coercion of a bool, a numeric string or a float, and no case folding of `source`
+    ("mt-bench", {"limit": True}), ("mt-bench", {"question_limit": "2"}), ("mt-bench", {"max_new_tokens": 8.0}),
+    ("mt-bench", {"source": "Tiny"}),
     ("alpaca-eval", {"limit": 0}), ("alpaca-eval", {"limit": True}), ("alpaca-eval", {"top_p": 1.5}),
-    ("alpaca-eval", {"temperature": -1.0}),
+    ("alpaca-eval", {"temperature": -1.0}), ("alpaca-eval", {"max_new_tokens": 0}), ("alpaca-eval", {"top_p": 0.0}),
+    ("alpaca-eval", {"annotators_config": ""}),
     ("lm-eval", {"include_path": "rel/dir"}), ("lm-eval", {"limit": 0}), ("lm-eval", {"num_fewshot": -1}),
+    ("lm-eval", {"num_fewshot": "3"}),
     ("brainteaser", {"puzzles": "SP,XP"}), ("brainteaser", {"puzzles": []}), ("brainteaser", {"mode": "sample"}),
-    ("brainteaser", {"score": "f1"}), ("brainteaser", {"num_fewshot": -1}),
+    ("brainteaser", {"score": "f1"}), ("brainteaser", {"num_fewshot": -1}), ("brainteaser", {"num_fewshot": "2"}),
+    ("brainteaser", {"split": "../x"}),
 ])
 def test_rejects_bad_values(suite, raw):
     with pytest.raises(ValidationError):
         validated_options(suite, raw)
 
 
+@pytest.mark.parametrize("suite,raw", [
+    ("tiny-world", {"limit": 1, "max_new_tokens": 1, "split": "dev_2-b"}),
+    ("mt-bench", {"question_limit": 1, "limit": 1, "max_new_tokens": 1}),
+    ("alpaca-eval", {"limit": 1, "max_new_tokens": 1, "top_p": 1.0, "temperature": 0.0, "annotators_config": "x"}),
+    ("lm-eval", {"num_fewshot": 0, "batch_size": 1, "limit": 0.5}),
+    ("brainteaser", {"split": "dev_2", "limit": 1, "max_new_tokens": 1, "batch_size": 1, "num_fewshot": 0}),
+])
+def test_accepts_values_at_the_lower_bounds(suite, raw):
+    """Each bound is inclusive where the documentation says "at least": 1 (0 few-shot examples, a
+    0.5 fraction of lm-eval's tasks, top_p 1 and temperature 0), and split names with _ and -."""
+    assert validated_options(suite, raw) == {**EXPECTED_DEFAULTS[suite], **raw}
+
+
+@pytest.mark.parametrize("suite", sorted(EXPECTED_DEFAULTS))
+def test_validated_options_are_frozen(suite):
+    model = registry.suite_options(suite)
+    opts = model()
+    with pytest.raises(ValidationError):
+        opts.limit = 3
+
+
+def test_a_relative_include_path_is_refused_naming_the_option():
+    model = registry.suite_options("lm-eval")
+    with pytest.raises(ValidationError) as err:
+        model.model_validate({"include_path": "rel/dir"})
+    (error,) = err.value.errors()
+    assert error["loc"] == ("include_path",) and "absolute" in error["msg"] and "'rel/dir'" in error["msg"]
+
+
 def test_accepted_spellings():
     assert validated_options("brainteaser", {"puzzles": "sp, wp"})["puzzles"] == ["SP", "WP"]
     assert validated_options("brainteaser", {"puzzles": "WP"})["puzzles"] == ["WP"]
     assert validated_options("brainteaser", {"puzzles": ["sp"]})["puzzles"] == ["SP"]
+    assert validated_options("brainteaser", {"puzzles": "SP, ,wp"})["puzzles"] == ["SP", "WP"]  # empty parts dropped
     assert validated_options("lm-eval", {"tasks": ["arc_easy", "hellaswag"]})["tasks"] == ["arc_easy", "hellaswag"]
     assert validated_options("lm-eval", {"limit": 10})["limit"] == 10
     assert validated_options("alpaca-eval", {"temperature": 0})["temperature"] == 0.0  # an int is a float
@@ -111,16 +148,49 @@ def test_context_option_reads_full_or_partial_dicts(tmp_path):
     full = EvalContext(model="m", name="m", out_dir=tmp_path, suite="tiny-world",
                        options=validated_options("tiny-world", {"split": "dev"}))
     assert full.option("split") == "dev" and full.option("limit") is None
-    with pytest.raises(KeyError):
-        ctx.option("no_such_option")
-    bad = EvalContext(model="m", name="m", out_dir=tmp_path, options={"limit": 0}, suite="tiny-world")
-    with pytest.raises(SuiteError, match=r"tiny-world\.limit: .*greater than or equal to 1"):
-        bad.option("limit")
     anonymous = EvalContext(model="m", name="m", out_dir=tmp_path)
-    with pytest.raises(SuiteError, match="names no suite"):
-        anonymous.option("limit")
     assert anonymous.for_suite("mt-bench").option("max_new_tokens") is None
     assert anonymous.for_suite("tiny-world").suite == "mt-bench"  # a named suite is kept
+
+
+def test_option_errors_name_the_suite_and_the_option(tmp_path):
+    def ctx(**kw):
+        return EvalContext(model="m", name="n", out_dir=tmp_path, **kw)
+
+    with pytest.raises(SuiteError) as err:
+        ctx().option("limit")
+    assert "'limit'" in str(err.value) and "names no suite" in str(err.value)
+    # a bad value anywhere in the options fails any read, naming suite.option
+    with pytest.raises(SuiteError) as err:
+        ctx(suite="tiny-world", options={"limit": 0}).option("split")
+    assert str(err.value).startswith("bad option: tiny-world.limit: ")
+    # a preset suite ("lm-eval:openllm") is named by its base suite
+    with pytest.raises(SuiteError) as err:
+        ctx(suite="lm-eval:openllm", options={"nope": 1}).option("limit")
+    assert str(err.value).startswith("bad option: lm-eval.nope: ")
+    with pytest.raises(KeyError) as err:
+        ctx(suite="tiny-world").option("no_such_option")
+    assert "'tiny-world'" in err.value.args[0] and "'no_such_option'" in err.value.args[0]
+    with pytest.raises(SuiteError) as err:
+        validated_options("no-such-suite", {})
+    assert "'no-such-suite'" in str(err.value)
+
+
+def test_validation_message_joins_each_location_with_its_error():
+    class Err:
+        def errors(self):
+            return [{"loc": ("puzzles", 0), "msg": "bad item"}, {"loc": (), "msg": "whole model"},
+                    {"loc": ("x",)}, {}]
+
+    # "; "-separated "<suite>.<location>: <message>", "invalid" where pydantic gave no message
+    assert validation_message("s", Err()).split("; ") == ["s.puzzles.0: bad item", "s: whole model", "s.x: invalid",
+                                                          "s: invalid"]
+    model = registry.suite_options("tiny-world")
+    with pytest.raises(ValidationError) as err:
+        model.model_validate({"limit": 0, "max_new_tokens": 0})
+    parts = validation_message("tiny-world", err.value).split("; ")
+    assert [p.split(": ")[0] for p in parts] == ["tiny-world.limit", "tiny-world.max_new_tokens"]
+    assert [p.split(": ", 1)[1] for p in parts] == [e["msg"] for e in err.value.errors()]  # pydantic's own words
 
 
 def test_mode_dependent_max_new_tokens(tmp_path):

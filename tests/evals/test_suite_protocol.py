@@ -40,6 +40,27 @@ def test_every_registered_suite_satisfies_the_protocol(name):
     assert not suite.pull_by_default or suite.data_sources  # a default pull of nothing is a mistake
 
 
+# Each suite's module, options model and documented headline metric (the leaderboard's column), by hand.
+SUITES = {"tiny-world": ("tiny_world", "TinyWorldOptions", "accuracy"),
+          "mt-bench": ("mt_bench", "MtBenchOptions", "score"),
+          "alpaca-eval": ("alpaca_eval", "AlpacaEvalOptions", "length_controlled_winrate"),
+          "brainteaser": ("brainteaser", "BrainteaserOptions", "overall"),
+          "lm-eval": ("lm_eval_suite", "LmEvalOptions", "average")}
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_each_suite_registers_its_run_options_headline_and_paired_metric(name):
+    """The registry holds the suite module's own run function, options model and per-item `paired`
+    hook (what compare uses), and the headline the leaderboard shows."""
+    import importlib
+
+    module_name, options, headline = SUITES[name]
+    module = importlib.import_module(f"selm_bench.evals.{module_name}")
+    entry = registry.entry("suite", name)
+    assert (entry.obj, entry.options, entry.paired, entry.headline) == (
+        module.run, getattr(module, options), module.paired, headline)
+
+
 def test_the_suites_come_in_their_order():
     assert [s.name for s in registry.suites()] == ["tiny-world", "mt-bench", "alpaca-eval", "brainteaser", "lm-eval"]
 
@@ -79,8 +100,9 @@ def test_an_unknown_hook_is_refused():
     class Options(BaseModel):
         pass
 
-    with pytest.raises(TypeError, match="suite 'x': unknown hook\\(s\\) drill_down"):
+    with pytest.raises(TypeError, match="drill_down") as err:
         registry.register_suite("x", options=Options, drill_down=lambda items, folder: "")
+    assert str(err.value).startswith("suite 'x'") and "x" not in registry.names("suite")
 
 
 # ---------------------------------------------------------------- a plug-in suite, end to end

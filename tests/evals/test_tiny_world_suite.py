@@ -43,7 +43,7 @@ def test_metrics_by_hand(tmp_path):
     assert paired([]) == {"accuracy": None, "score": None}
     with pytest.raises(SuiteError) as err:
         run(EvalContext(model="m", name="sft", out_dir=tmp_path / "o"))
-    assert str(err.value) == "tiny-world needs the embedded world's data (run it from train-and-eval's default config)"
+    assert str(err.value).startswith("tiny-world") and "train-and-eval" in str(err.value)  # where its data comes from
     default = EvalContext(model="m", name="sft", out_dir=tmp_path / "o", world_dir=tmp_path, options={"split": "dev"})
     default._generator = gen = Scripted(["12", "7", "1 2 3", "x"])
     assert len(run(default).items) == 4 and gen.calls[0][1].max_new_tokens == 24  # no limit; 24 tokens by default
