@@ -1,6 +1,6 @@
 """A suite's run from its spec: the EvalContext a suite gets (`eval_context`, also how a later
 judging rebuilds it: `selm-bench judge` and a rerun's rejudge, from the stage's spec.json), and the
-files it leaves (`metrics.json` with a record of that context, `items.jsonl`)."""
+files it leaves (`metrics.json`, `items.jsonl`; what it ran with is the stage's spec.json beside them)."""
 
 from __future__ import annotations
 
@@ -48,34 +48,13 @@ def judge_hook(suite: str) -> Callable[[EvalContext], SuiteResult] | None:
     return hook or getattr(importlib.import_module(entry.obj.__module__), "judge_saved", None)
 
 
-def context_record(ctx: EvalContext) -> dict[str, Any]:
-    """What the suite ran with, recorded in metrics.json (no secrets: none are in ctx)."""
-    return {"model": ctx.model, "name": ctx.name, "preset": ctx.preset, "options": ctx.options,
-            "data_dir": str(ctx.data_dir) if ctx.data_dir else None,
-            "world_dir": str(ctx.world_dir) if ctx.world_dir else None, "backend": ctx.backend,
-            "backend_options": ctx.backend_options, "judge": ctx.judge, "judge_options": ctx.judge_options,
-            "device": ctx.device, "seed": ctx.seed,
-            "references": {k: str(v) for k, v in ctx.references.items()}}
-
-
-def context_from_record(rec: dict[str, Any], out_dir: Path) -> EvalContext:
-    return EvalContext(
-        model=rec["model"], name=rec["name"], out_dir=out_dir, options=rec.get("options") or {},
-        preset=rec.get("preset"), data_dir=Path(rec["data_dir"]) if rec.get("data_dir") else None,
-        world_dir=Path(rec["world_dir"]) if rec.get("world_dir") else None, backend=rec.get("backend", "hf"),
-        backend_options=rec.get("backend_options") or {}, judge=rec.get("judge"),
-        judge_options=rec.get("judge_options") or {}, device=rec.get("device", "cpu"),
-        seed=rec.get("seed", 0), references={k: Path(v) for k, v in (rec.get("references") or {}).items()},
-    )
-
-
 def write_suite_result(out_dir: Path, suite: str, ctx: EvalContext, result: SuiteResult,
                        method: str | None = None) -> None:
     check_items(suite, result.items)
     payload: dict[str, Any] = {"suite": suite, "checkpoint": ctx.name}
     if method:
         payload["method"] = method
-    payload.update(metrics=result.metrics, info=result.info, context=context_record(ctx))
+    payload.update(metrics=result.metrics, info=result.info)  # what it ran with: the stage's spec.json beside it
     atomic_write_json(out_dir / "metrics.json", payload)
     atomic_write_text(out_dir / "items.jsonl", "".join(json.dumps(i, default=str) + "\n" for i in result.items))
 
@@ -87,11 +66,12 @@ def run_suite(ctx: EvalContext, suite: str, method: str | None = None) -> SuiteR
 
 
 def relocate_task_files(tmp: Path, final: Path, src: Path | None = None) -> None:
-    """Generated files in `tmp` that hold absolute paths (lm-eval task YAMLs, the judge context in
-    metrics.json) point at the folder they were made in (`src`, default `tmp`); point them where
-    the folder will live. Rewritten files get new inodes: hard links to them elsewhere keep theirs."""
+    """lm-eval's task YAMLs that a suite writes into its stage folder name their data files by
+    absolute path (lm-eval reads `data_files` as given, not relative to the YAML), so they point at
+    the folder they were made in (`src`, default `tmp`); point them where the folder will live.
+    Rewritten files get new inodes: hard links to them elsewhere keep theirs."""
     src, dst = str(Path(src or tmp).resolve()), str(Path(final).resolve())
-    for path in [*Path(tmp).rglob("*.yaml"), *Path(tmp).glob("metrics.json")]:
+    for path in Path(tmp).rglob("*.yaml"):
         text = path.read_text()
         if src in text:
             atomic_write_text(path, text.replace(src, dst))

@@ -53,8 +53,8 @@ def test_run_suite_calls_the_registered_suite_and_writes_its_files(tmp_path, mon
     assert [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()] == [{"id": "q", "score": 1.0}]
 
 
-def test_relocation_rewrites_yaml_files_and_the_folders_own_metrics_only(tmp_path):
-    """YAML files anywhere below and the folder's own metrics.json are rewritten; other files are not."""
+def test_relocation_rewrites_task_yaml_files_only(tmp_path):
+    """lm-eval task YAMLs anywhere below point at the final folder; no other file is touched."""
     from selm_bench.harness.run.evaluate import relocate_task_files
 
     tmp, final = tmp_path / "tmp", tmp_path / "final"
@@ -62,14 +62,14 @@ def test_relocation_rewrites_yaml_files_and_the_folders_own_metrics_only(tmp_pat
     write_json(tmp / "task.yaml", f"dataset_path: {src}/data\n")
     write_json(tmp / "sub" / "deep.yaml", f"include: {src}/task.yaml\n")
     write_json(tmp / "metrics.json", f'{{"context": "{src}/x"}}')
-    write_json(tmp / "sub" / "metrics.json", f'{{"context": "{src}/x"}}')  # not the folder's own: kept
-    write_json(tmp / "notes.txt", f"{src}\n")  # neither YAML nor metrics.json: kept
+    write_json(tmp / "sub" / "metrics.json", f'{{"context": "{src}/x"}}')  
+    write_json(tmp / "notes.txt", f"{src}\n")  # not YAML: kept
     write_json(tmp / "plain.yaml", "no path here\n")
     relocate_task_files(tmp, final)
     dst = str(final.resolve())
     assert (tmp / "task.yaml").read_text() == f"dataset_path: {dst}/data\n"
     assert (tmp / "sub" / "deep.yaml").read_text() == f"include: {dst}/task.yaml\n"
-    assert (tmp / "metrics.json").read_text() == f'{{"context": "{dst}/x"}}'
+    assert (tmp / "metrics.json").read_text() == f'{{"context": "{src}/x"}}'
     assert (tmp / "sub" / "metrics.json").read_text() == f'{{"context": "{src}/x"}}'
     assert (tmp / "notes.txt").read_text() == f"{src}\n"
     assert (tmp / "plain.yaml").read_text() == "no path here\n"

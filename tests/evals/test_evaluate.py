@@ -1,5 +1,5 @@
-"""What a suite leaves behind: metrics.json and items.jsonl read back as written, the context
-record `selm-bench judge` rebuilds from, and the item contract compare relies on."""
+"""What a suite leaves behind: metrics.json and items.jsonl read back as written (no
+absolute path of the machine that ran it), and the item contract compare relies on."""
 
 import json
 import math
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, check_items, mean_and_stderr
-from selm_bench.harness.run.evaluate import context_from_record, context_record, write_suite_result
+from selm_bench.harness.run.evaluate import write_suite_result
 
 
 def _ctx(tmp_path: Path) -> EvalContext:
@@ -18,18 +18,12 @@ def _ctx(tmp_path: Path) -> EvalContext:
                        references={"sft": Path("/m/ref")})
 
 
-RECORD = {"model": "/m/sft", "name": "sft", "preset": "openllm", "options": {"limit": 3}, "data_dir": "/data",
-          "world_dir": None, "backend": "vllm", "backend_options": {"dtype": "bfloat16"}, "judge": "openai:gpt-4",
-          "judge_options": {"concurrency": 4}, "device": "cuda", "seed": 7, "references": {"sft": "/m/ref"}}
-
-
 def test_suite_result_files_read_back(tmp_path):
     items = [{"id": "q1", "score": 1.0, "where": Path("/x/y")}, {"id": "q2", "score": None, "text": "a\nb"}]
     result = SuiteResult(metrics={"accuracy": 0.5}, items=items, info={"n": 2})
     write_suite_result(tmp_path, "tiny-world", _ctx(tmp_path), result, method="sft")
     assert json.loads((tmp_path / "metrics.json").read_text()) == {
-        "suite": "tiny-world", "checkpoint": "sft", "method": "sft", "metrics": {"accuracy": 0.5}, "info": {"n": 2},
-        "context": RECORD}
+        "suite": "tiny-world", "checkpoint": "sft", "method": "sft", "metrics": {"accuracy": 0.5}, "info": {"n": 2}}
     lines = (tmp_path / "items.jsonl").read_text().split("\n")
     assert lines[2] == "" and len(lines) == 3  # one record a line, each ending in a newline
     assert [json.loads(line) for line in lines[:2]] == [{"id": "q1", "score": 1.0, "where": "/x/y"},
@@ -37,20 +31,6 @@ def test_suite_result_files_read_back(tmp_path):
     write_suite_result(tmp_path, "tiny-world", _ctx(tmp_path), SuiteResult(metrics={}))
     assert "method" not in json.loads((tmp_path / "metrics.json").read_text())
     assert (tmp_path / "items.jsonl").read_text() == ""
-
-
-def test_context_record_round_trip(tmp_path):
-    assert context_record(_ctx(tmp_path)) == RECORD
-    back = context_from_record(RECORD, tmp_path / "elsewhere")
-    assert back.out_dir == tmp_path / "elsewhere" and back.references == {"sft": Path("/m/ref")}
-    assert (back.model, back.name, back.preset, back.options, back.data_dir, back.world_dir, back.backend,
-            back.backend_options, back.judge, back.judge_options, back.device, back.seed) == (
-        "/m/sft", "sft", "openllm", {"limit": 3}, Path("/data"), None, "vllm", {"dtype": "bfloat16"}, "openai:gpt-4",
-        {"concurrency": 4}, "cuda", 7)
-    bare = context_from_record({"model": "m", "name": "n", "world_dir": "/w"}, tmp_path)
-    assert (bare.options, bare.preset, bare.data_dir, bare.world_dir, bare.backend, bare.backend_options, bare.judge,
-            bare.judge_options, bare.device, bare.seed, bare.references) == (
-        {}, None, None, Path("/w"), "hf", {}, None, {}, "cpu", 0, {})
 
 
 def test_item_contract_errors():
