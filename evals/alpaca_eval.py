@@ -46,14 +46,13 @@ import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict
-from html import escape
 from pathlib import Path
 from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selm_bench.evals.base import (
-    EvalContext, SuiteError, SuiteResult, fmt, judged_plan, not_canonical, number, table, text,
+    EvalContext, SuiteError, SuiteResult, judged_plan, not_canonical, number, render,
 )
 from selm_bench.harness.core.registry import Artefact, InputError, register_suite
 from selm_bench.harness.core.store import atomic_write_json, atomic_write_text
@@ -320,22 +319,13 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
     wins = sum(p is not None and p > 1.5 for p, _ in prefs)
     ties = sum(p == 1.5 for p, _ in prefs)
     unjudged = sum(p is None for p, _ in prefs)
-    out = (f"<p>{wins} wins, {len(losses)} losses, {ties} ties, {unjudged} not annotated "
-           f"(of {len(items)}; preference 1 = reference preferred, 2 = model preferred).</p>")
     errors = [str(i["judge_error"]) for i in items if i.get("judge_error")]
-    if errors:
-        out += f"<p>{len(errors)} failed judgments; the first one's reason:</p>" + text(errors[0], 500)
-    cats = defaultdict(int)
+    cats: dict[str, int] = defaultdict(int)
     for _, i in losses:
         if "category" in i:
             cats[str(i["category"])] += 1
-    if cats:
-        out += table(["category", "losses"], [[escape(c), str(n)] for c, n in sorted(cats.items())])
-    rows = [[text(i.get("instruction")), text(i.get("output")), text(i.get("reference_output")), fmt(p)]
-            for p, i in losses[:k]]
-    if rows:
-        out += f"<p>The {len(rows)} clearest losses:</p>"
-    return out + table(["instruction", "model output", "reference output", "preference"], rows)
+    return render("drilldown/alpaca-eval.html", wins=wins, n_losses=len(losses), ties=ties, unjudged=unjudged,
+                  n=len(items), errors=errors, categories=sorted(cats.items()), losses=losses[:k])
 
 
 def run(ctx: EvalContext) -> SuiteResult:

@@ -9,15 +9,15 @@ Suites read `ctx.option(key)`, never with a default of their own.
 
 The rest of what a suite owns (harness/core/registry.py `Suite`) it registers with its function;
 helpers for those hooks live here: `judged_plan` (a judged suite's `plan` estimate) and the
-HTML helpers a `drilldown` renders with (`table`, `text`, `fmt`, `number`, `read_items`).
+HTML helpers a `drilldown` renders with (`render`, `table`, `text`, `fmt`, `number`, `read_items`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any, Callable
 
@@ -186,8 +186,35 @@ def judged_plan(spec: Any, *, tiny: tuple[int, int], real: tuple[int, int], judg
 
 
 # ---------------------------------------------------------------- a drill-down's HTML
-# What a suite's `drilldown` (the report's section of it) renders with; the report's too.
+# What a suite's `drilldown` (the report's section of it) renders with; the report's too: jinja2
+# templates in harness/reports/templates with autoescape on, so every value is escaped unless it is
+# HTML made by a template (`render`, `text`, `table`: markupsafe's Markup). jinja2 is imported on
+# first use: the commands that only read results (leaderboard, plan, list) import this module.
 MAX_TEXT = 1500  # characters of a shown answer or judgment
+
+
+@functools.cache
+def templates() -> Any:
+    """The jinja2 environment of harness/reports/templates (autoescaped; `fmt` as a filter, `text` global)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("selm_bench.harness.reports", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["fmt"] = fmt
+    env.globals["text"] = text
+    return env
+
+
+def render(template: str, **context: Any) -> Any:
+    """HTML (Markup) of one template of harness/reports/templates (e.g. `drilldown/tiny-world.html`)."""
+    from markupsafe import Markup
+
+    return Markup(templates().get_template(template).render(**context))
+
+
+def _macros() -> Any:
+    return templates().get_template("macros.html").module
 
 
 def number(v: Any) -> float | None:
@@ -220,22 +247,18 @@ def read_items(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     return items, note
 
 
-def text(v: Any, limit: int = MAX_TEXT) -> str:
-    """Escaped text in a pre-wrapped block, cut at `limit` characters (the cut is marked)."""
+def text(v: Any, limit: int = MAX_TEXT) -> Any:
+    """A value (JSON unless text) in a pre-wrapped block, cut at `limit` characters (the cut is marked)."""
     s = "" if v is None else (v if isinstance(v, str) else json.dumps(v))
-    cut = len(s) > limit
-    return f'<div class="txt">{escape(s[:limit])}{" […cut]" if cut else ""}</div>'
+    return _macros().text_block(s[:limit], len(s) > limit)
 
 
 def fmt(v: Any) -> str:
+    """A number to 4 significant digits; anything else as its text, None as nothing."""
     x = number(v)
-    return escape(str(v if v is not None else "")) if x is None else f"{x:.4g}"
+    return str(v if v is not None else "") if x is None else f"{x:.4g}"
 
 
-def table(header: list[str], rows: list[list[str]], cls: str = "items") -> str:
-    """A table of already-escaped cells."""
-    if not rows:
-        return ""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+def table(header: list[str], rows: list[list[Any]], cls: str = "items") -> Any:
+    """A table (nothing without rows): each cell escaped unless it is HTML (Markup, e.g. `text`'s)."""
+    return _macros().table(header, rows, cls)

@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, read_items, table, text
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, read_items, render
 from selm_bench.evals.lm_eval_suite import estimate, run_local_task, write_task_yaml
 from selm_bench.harness.core.registry import Artefact, register_suite
 from selm_bench.harness.core.store import atomic_write_text
@@ -346,7 +345,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
     """Per puzzle type: groups (original, semantic and context reconstructions) all right / the
     first `k` groups with a miss, with the original question from the suite's task data."""
     if not any("correct" in i for i in items):
-        return "<p>No labels (test split): predictions only, no accuracy.</p>"
+        return render("drilldown/brainteaser.html", labelled=False)
     questions = {}
     for f in sorted((folder / "tasks").glob("*.jsonl")) if (folder / "tasks").is_dir() else []:
         for rec in read_items(f)[0]:
@@ -358,20 +357,17 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
     for puzzle in sorted({p for p, _ in groups}):
         gs = {g: m for (p, g), m in groups.items() if p == puzzle}
         full = [m for m in gs.values() if all(kd in m for kd in KINDS)]
-        summary.append([escape(puzzle), str(len(gs)), str(sum(all(m[kd].get("correct") for kd in KINDS) for m in full)),
-                        str(len(full))])
+        summary.append([puzzle, len(gs), sum(all(m[kd].get("correct") for kd in KINDS) for m in full), len(full)])
         for g, m in gs.items():
             if not all(x.get("correct") for x in m.values()) and len(missed) < k:
                 q = questions.get(g, {})
                 choices = q.get("choice_list") or []
                 orig = m.get("original", {})
-                pick = lambda n: escape(str(choices[n])) if isinstance(n, int) and 0 <= n < len(choices) else fmt(n)
+                pick = lambda n: str(choices[n]) if isinstance(n, int) and 0 <= n < len(choices) else fmt(n)
                 marks = " ".join(f"{kd}: {'✓' if m[kd].get('correct') else '✗'}" for kd in KINDS if kd in m)
-                missed.append([escape(puzzle), escape(g), escape(marks), text(q.get("question", "")),
-                               pick(orig.get("pred")), pick(orig.get("label"))])
-    return (table(["puzzle", "groups", "all three right", "complete groups"], summary)
-            + (f"<p>Groups with a miss (first {k}; predicted and gold answers of the original):</p>" if missed else "")
-            + table(["puzzle", "group", "members", "original question", "predicted", "gold"], missed))
+                missed.append({"puzzle": puzzle, "group": g, "members": marks, "question": q.get("question", ""),
+                               "predicted": pick(orig.get("pred")), "gold": pick(orig.get("label"))})
+    return render("drilldown/brainteaser.html", labelled=True, summary=summary, missed=missed, k=k)
 
 
 def run(ctx: EvalContext) -> SuiteResult:

@@ -41,14 +41,13 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, mean, not_canonical, number, table
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, mean, not_canonical, number, render
 from selm_bench.harness.core.registry import register_suite
 from selm_bench.harness.core.store import atomic_write_text
 
@@ -536,8 +535,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path) -> str:
     by_task: dict[str, list[float]] = defaultdict(list)
     for i in items:
         by_task[str(i.get("task", "?"))].append(number(i.get("score", i.get("acc"))) or 0.0)
-    return table(["task", "samples", "mean per-sample score"],
-                 [[escape(t), str(len(v)), fmt(mean(v))] for t, v in sorted(by_task.items())])
+    return render("drilldown/lm-eval.html", rows=[[t, len(v), fmt(mean(v))] for t, v in sorted(by_task.items())])
 
 
 def run(ctx: EvalContext) -> SuiteResult:

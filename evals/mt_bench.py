@@ -25,14 +25,13 @@ import ast
 import re
 import time
 from collections import defaultdict
-from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selm_bench.evals.base import (
-    EvalContext, SuiteError, SuiteResult, fmt, judged_plan, mean, not_canonical, number, table, text,
+    EvalContext, SuiteError, SuiteResult, fmt, judged_plan, mean, not_canonical, number, render,
 )
 from selm_bench.evals.judges import Judge, make_judge
 from selm_bench.harness.core.registry import Artefact, InputError, register_suite
@@ -121,17 +120,12 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 2) -> str:
     summary, lowest = [], []
     for cat, its in sorted(by_cat.items()):
         rated = [i for i in its if number(i.get("score")) is not None and number(i.get("score")) >= 0]
-        summary.append([escape(cat), str(len(rated)), fmt(mean([number(i["score"]) for i in rated])),
-                        str(len(its) - len(rated))])
+        summary.append([cat, len(rated), fmt(mean([number(i["score"]) for i in rated])), len(its) - len(rated)])
         for i in sorted(rated, key=lambda i: number(i["score"]))[:k]:
-            q = text(i.get("question"))
-            if i.get("turn", 1) != 1 and turn1.get(qid(i)):
-                q = f'<div class="muted">turn 1: {escape(str(turn1[qid(i)]))}</div>' + q
-            lowest.append([escape(cat), f"{escape(str(qid(i)))} / {escape(str(i.get('turn', '')))}", q,
-                           text(i.get("answer")), fmt(i.get("score")), text(i.get("judgment"))])
-    return (table(["category", "ratings", "mean rating", "failed or missing judgments"], summary)
-            + (f"<p>Lowest-rated answers (up to {k} per category) and the judge's explanation:</p>" if lowest else "")
-            + table(["category", "question / turn", "question", "answer", "rating", "judgment"], lowest))
+            lowest.append({"category": cat, "question_id": qid(i), "turn": i.get("turn", ""),
+                           "turn1": turn1.get(qid(i)) if i.get("turn", 1) != 1 else None, "question": i.get("question"),
+                           "answer": i.get("answer"), "score": i.get("score"), "judgment": i.get("judgment")})
+    return render("drilldown/mt-bench.html", summary=summary, lowest=lowest, k=k)
 
 
 def run(ctx: EvalContext) -> SuiteResult:

@@ -6,14 +6,13 @@ Options (TinyWorldOptions): split, limit, max_new_tokens.
 from __future__ import annotations
 
 from collections import defaultdict
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selm_bench.evals.base import (
-    EvalContext, SuiteError, SuiteResult, fmt, mean, mean_and_stderr, number, table, text,
+    EvalContext, SuiteError, SuiteResult, fmt, mean, mean_and_stderr, number, render, text,
 )
 from selm_bench.harness.core.registry import register_suite
 from selm_bench.harness.world import read_jsonl, verify
@@ -54,14 +53,12 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 3) -> str:
     summary, examples = [], []
     for cat, its in sorted(by_cat.items()):
         wrong = [i for i in its if not i.get("correct", number(i.get("score")) == 1.0)]
-        summary.append([escape(cat), str(len(its)), fmt(1 - len(wrong) / len(its)),
-                        fmt(mean([number(i.get("score")) or 0.0 for i in its])), str(len(wrong))])
+        summary.append([cat, len(its), fmt(1 - len(wrong) / len(its)),
+                        fmt(mean([number(i.get("score")) or 0.0 for i in its])), len(wrong)])
         for i in sorted(wrong, key=lambda i: number(i.get("score")) or 0.0)[:k]:
-            examples.append([escape(cat), text(i.get("prompt")), text(i.get("answer")), text(i.get("response")),
+            examples.append([cat, text(i.get("prompt")), text(i.get("answer")), text(i.get("response")),
                              fmt(i.get("score"))])
-    return (table(["category", "n", "accuracy", "mean score", "failures"], summary)
-            + (f"<p>Lowest-scored failures (up to {k} per category):</p>" if examples else "")
-            + table(["category", "prompt", "gold answer", "response", "score"], examples))
+    return render("drilldown/tiny-world.html", summary=summary, examples=examples, k=k)
 
 
 def run(ctx: EvalContext) -> SuiteResult:

@@ -2,18 +2,17 @@
 
 Each suite renders its own section (its registered `drilldown`, in its module under evals/:
 tiny-world failures per category, MT-Bench per category with the lowest-rated answers and the
-judge's explanation, AlpacaEval losses, BrainTeaser groups, lm-eval per task) with the HTML
-helpers of evals/base.py; a suite without one gets `generic`. Sections come in the suites'
-registered `order`."""
+judge's explanation, AlpacaEval losses, BrainTeaser groups, lm-eval per task) from its template in
+harness/reports/templates/drilldown/ with the HTML helpers of evals/base.py (jinja2, autoescaped);
+a suite without one gets `generic`. Sections come in the suites' registered `order`."""
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 from typing import Any
 
 # the HTML helpers a drill-down renders with (the suites' own and `generic`), the report's too
-from selm_bench.evals.base import MAX_TEXT, fmt, mean, number, read_items, table, text  # noqa: F401
+from selm_bench.evals.base import MAX_TEXT, fmt, mean, number, read_items, render, table, templates, text  # noqa: F401
 from selm_bench.harness.core import registry
 
 Item = dict[str, Any]
@@ -22,7 +21,7 @@ Item = dict[str, Any]
 # ---------------------------------------------------------------- suites
 def generic(items: list[Item], folder: Path) -> str:
     scores = [number(i.get("score")) for i in items if number(i.get("score")) is not None]
-    return f"<p>{len(items)} items" + (f", mean score {fmt(mean(scores))}" if scores else "") + ".</p>"
+    return render("drilldown/generic.html", n=len(items), mean=mean(scores))
 
 
 def renderer(suite: str) -> Any:
@@ -32,18 +31,18 @@ def renderer(suite: str) -> Any:
 
 
 def suite_section(suite: str, results: list[tuple[str, Path]], open_last: bool = True) -> str:
-    """One suite's drill-down: a collapsible block per checkpoint (the last one open)."""
-    base = suite.split(":", 1)[0]
-    render = renderer(suite)
+    """One suite's drill-down: a collapsible block per checkpoint (the last one open). A suite's
+    `drilldown` returns HTML (a plug-in's may be a plain str): it goes in as it is."""
+    from markupsafe import Markup
+
+    draw = renderer(suite)
     blocks = []
     for n, (checkpoint, folder) in enumerate(results):
         items, note = read_items(folder / "items.jsonl")
-        body = render(items, folder) if items else "<p>No per-item records.</p>"
-        if note and items:
-            body = f'<p class="muted">{escape(note)}</p>' + body
-        is_open = " open" if open_last and n == len(results) - 1 else ""
-        blocks.append(f"<details{is_open}><summary>{escape(checkpoint)} · {len(items)} items</summary>{body}</details>")
-    return f'<h3 id="suite-{escape(base)}">{escape(suite)}</h3>' + "".join(blocks)
+        blocks.append({"checkpoint": checkpoint, "n": len(items), "open": open_last and n == len(results) - 1,
+                       "note": note if items else None,
+                       "body": Markup(draw(items, folder)) if items else None})
+    return render("drilldown/section.html", suite=suite, base=suite.split(":", 1)[0], blocks=blocks)
 
 
 def suite_order(suite: str) -> tuple:

@@ -23,6 +23,7 @@ from selm_bench.harness.core.store import atomic_write_json, atomic_write_text
 METHOD_ORDER = ["sft", "dpo", "iterative-dpo", "selm"]
 ID_COLUMNS = ["run", "checkpoint", "method", "iteration"]
 INFO_COLUMNS = ["provenance", "label"]
+MARK = "†"  # beside a number that is not the canonical benchmark's (its row's label says why)
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 
 
@@ -166,10 +167,18 @@ def columns(rows: list[dict[str, Any]], lead: list[str] | None = None, files: bo
     return lead + ids + metrics + info
 
 
+def flagged(row: dict[str, Any], metric: str) -> bool:
+    """Whether the row's `metric` is a number its label names the suite of (not the canonical benchmark's)."""
+    return row.get(metric) is not None and metric.split("/", 1)[0] in re.findall(r"[\w-]+", row.get("label") or "")
+
+
 def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
+# The files and the markdown are written with the standard library, not pandas: `leaderboard` answers
+# in well under a second and pandas' import alone takes about half of one (DataFrame.to_csv gives the
+# same CSV bytes; its JSON and markdown writers do not give these files' format).
 def to_json(rows: list[dict[str, Any]]) -> str:
     cols = columns(rows, files=True)
     return json.dumps([{c: _clean(r.get(c)) for c in cols} for r in rows], indent=2)
@@ -324,11 +333,10 @@ def print_table(rows: list[dict[str, Any]], title: str = "leaderboard", metric_c
             text = _fmt(v) + f" ±{sd:.2g} sd"
         else:
             text = _fmt(v) + (f" ±{1.96 * se:.2g}" if isinstance(se, float) and v is not None and se > 0 else "")
-        flagged = v is not None and f"{m.split('/', 1)[0]}" in re.findall(r"[\w-]+", r.get("label") or "")
-        return text + (" †" if flagged else "")
+        return text + (f" {MARK}" if flagged(r, m) else "")
 
     table = Table(title=escape(title), caption="±: 95% interval (1.96 × the suite's standard error); ± sd: std across seeds   "
-                                       "†: not the canonical benchmark (see 'not canonical')")
+                                       f"{MARK}: not the canonical benchmark (see 'not canonical')")
     table.add_column("checkpoint", no_wrap=True)
     for m in metric_cols:
         table.add_column(m, justify="right")

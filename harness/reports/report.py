@@ -8,34 +8,21 @@ from __future__ import annotations
 import base64
 import json
 import os
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from selm_bench.harness.reports import drilldown, plots
-from selm_bench.harness.reports.leaderboard import ID_COLUMNS, collect_rows, columns
+from selm_bench.harness.reports.drilldown import fmt, render
+from selm_bench.harness.reports.leaderboard import ID_COLUMNS, MARK, collect_rows, columns, flagged
 from selm_bench.harness.core.store import atomic_write_text
 
-LEAD_TEXT = ["label", "seeds"]  # shown beside the ids
-TEXT_COLUMNS = LEAD_TEXT + ["provenance"]  # the provenance last
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:24px;color:#222;
- max-width:1400px}
-h1{font-size:1.5em}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:2em}h3{margin-top:1.4em}
-nav a{margin-right:1em}.muted{color:#777;font-size:.9em}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:3px 7px;vertical-align:top}th{background:#f3f3f3}
-caption{caption-side:bottom;text-align:left;color:#777;font-size:.9em;padding-top:3px}
-table.leaderboard td,table.leaderboard th{white-space:nowrap}
-table.leaderboard td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.leaderboard tbody tr:nth-child(even){background:#fafafa}
-table.items td{max-width:420px}.txt{white-space:pre-wrap;word-break:break-word;font-family:monospace;font-size:.95em}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9em}
-details{margin:.4em 0 .4em 1em}summary{cursor:pointer;font-weight:600}
-pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}
-"""
+# The page's HTML comes from the jinja2 templates in harness/reports/templates (autoescaped: text
+# from result files is escaped wherever it lands); its CSS is templates/report.css, inlined.
+LEAD_TEXT = ["seeds"]  # shown beside the ids
+TAIL_TEXT = ["provenance"]  # last
+TEXT_COLUMNS = LEAD_TEXT + TAIL_TEXT + ["label"]  # the label: a mark on the cells it applies to
 
 
 # ---------------------------------------------------------------- entry point
@@ -69,56 +56,52 @@ def _error_columns(cols: list[str]) -> dict[str, str]:
 
 def leaderboard_html(rows: list[dict[str, Any]]) -> str:
     """Leaderboard rows as a `<table class="leaderboard">`: id columns, one column per metric
-    grouped under its suite (value ± its interval where the row has one), then label and provenance."""
+    grouped under its suite (value ± its interval where the row has one), then provenance. What is
+    not canonical (a row's label, often long and the same on many rows) is no column: the cells it
+    applies to (the suites it names, as in the terminal's table; else the checkpoint) carry a mark
+    (†, or †1, †2... for several labels) and each distinct label is written once under the table."""
     if not rows:
-        return '<table class="leaderboard"><tbody><tr><td>no results yet</td></tr></tbody></table>'
+        return render("leaderboard.html", rows=[])
     cols = columns(rows)
     ids = [c for c in cols if c in ID_COLUMNS]
-    texts = [c for c in TEXT_COLUMNS if any(c in r for r in rows)]
+    lead, tail = ([c for c in cs if any(c in r for r in rows)] for cs in (LEAD_TEXT, TAIL_TEXT))
     errs = _error_columns(cols)
-    metrics = [c for c in cols if c not in ids and c not in texts and c not in set(errs.values())]
+    metrics = [c for c in cols if c not in ids and c not in TEXT_COLUMNS and c not in set(errs.values())]
     suites: list[tuple[str, list[str]]] = []
     for m in metrics:
         suite = m.split("/", 1)[0] if "/" in m else ""
         if suites and suites[-1][0] == suite:
-            suites[-1][1].append(m)
+            suites[-1][1].append(m.split("/", 1)[1] if "/" in m else m)
         else:
-            suites.append((suite, [m]))
-    lead, tail = [c for c in texts if c in LEAD_TEXT], [c for c in texts if c not in LEAD_TEXT]
-    top = "".join(f'<th rowspan="2">{escape(c)}</th>' for c in ids + lead)
-    top += "".join(f'<th colspan="{len(ms)}">{escape(s)}</th>' for s, ms in suites)
-    top += "".join(f'<th rowspan="2">{escape(c)}</th>' for c in tail)
-    sub = "".join(f"<th>{escape(m.split('/', 1)[1] if '/' in m else m)}</th>" for _, ms in suites for m in ms)
+            suites.append((suite, [m.split("/", 1)[1] if "/" in m else m]))
+    labels = list(dict.fromkeys(str(r["label"]) for r in rows if r.get("label")))
+    marks = {t: MARK if len(labels) == 1 else f"{MARK}{k}" for k, t in enumerate(labels, 1)}
 
-    def cell(r: dict[str, Any], c: str) -> str:
+    def cell(r: dict[str, Any], c: str, mark: str) -> dict[str, Any]:
         v, e = plots.number(r.get(c)), plots.number(r.get(errs.get(c, "")))
         if v is None:
             raw = r.get(c)
-            return f"<td>{escape('' if raw is None or isinstance(raw, float) else str(raw))}</td>"
-        return f'<td class="num">{v:.4g}' + (f" ± {e:.2g}" if e is not None else "") + "</td>"
+            return {"text": "" if raw is None or isinstance(raw, float) else str(raw), "num": False,
+                    "mark": mark if mark and flagged(r, c) else ""}
+        return {"text": f"{v:.4g}" + (f" ± {e:.2g}" if e is not None else ""), "num": True,
+                "mark": mark if mark and flagged(r, c) else ""}
 
-    # A label (what is not canonical) is often long and the same on many rows: its cells carry a
-    # mark, and each distinct label is written once under the table.
-    marks = {t: f"†{k}" for k, t in enumerate(dict.fromkeys(str(r["label"]) for r in rows if r.get("label")), 1)}
-
-    def text_cell(r: dict[str, Any], c: str) -> str:
-        v = "" if r.get(c) is None else str(r[c])
-        return f"<td>{escape(marks.get(v, v) if c == 'label' else v)}</td>"
-
-    body = ""
+    body = []
     for r in rows:
-        body += "<tr>" + "".join(text_cell(r, c) for c in ids + lead)
-        body += "".join(cell(r, m) for m in metrics)
-        body += "".join(f"<td>{escape(str(r.get(c, '')))}</td>" for c in tail) + "</tr>"
-    note = "± std across seeds" if any(e.endswith("_std") for e in errs.values()) else "± standard error"
-    legend = "".join(f"<br><span>{m}</span> <span>{escape(t)}</span>" for t, m in marks.items())
-    return (f'<table class="leaderboard"><caption>{note} where there is one{legend}</caption>'
-            f"<thead><tr>{top}</tr><tr>{sub}</tr></thead><tbody>{body}</tbody></table>")
+        mark = marks.get(str(r.get("label") or ""), "")
+        values = [cell(r, m, mark) for m in metrics]
+        first = [{"text": "" if r.get(c) is None else str(r[c]), "num": False, "mark": ""} for c in ids + lead]
+        if mark and not any(v["mark"] for v in values):  # the label names no shown suite: the row is marked
+            first[ids.index("checkpoint") if "checkpoint" in ids else 0]["mark"] = mark
+        body.append(first + values + [{"text": str(r.get(c, "")), "num": False, "mark": ""} for c in tail])
+    interval = "± std across seeds" if any(e.endswith("_std") for e in errs.values()) else "± standard error"
+    return render("leaderboard.html", ids=ids, lead=lead, tail=tail, suites=suites, rows=body,
+                  interval=interval, notes=[(m, t) for t, m in marks.items()])
 
 
 def leaderboard_page(rows: list[dict[str, Any]], title: str = "selm-bench leaderboard") -> str:
     """A whole self-contained HTML document holding `leaderboard_html(rows)` (for a file of its own)."""
-    return _page(title, [("leaderboard", "Leaderboard", f'<div class="scroll">{leaderboard_html(rows)}</div>')])
+    return _page(title, [("leaderboard", "Leaderboard", render("headline.html", compact=leaderboard_html(rows), full=None))])
 
 
 def headline_tables(rows: list[dict[str, Any]]) -> str:
@@ -127,30 +110,26 @@ def headline_tables(rows: list[dict[str, Any]]) -> str:
     keep = (set(ID_COLUMNS) | set(TEXT_COLUMNS) | set(heads)
             | {e for h in heads for e in (f"{h}_std", *plots.stderr_columns(h))})
     compact = [{k: v for k, v in r.items() if k in keep} for r in rows]
-    return (f'<div class="scroll">{leaderboard_html(compact)}</div>'
-            f'<details><summary>All metrics</summary><div class="scroll">{leaderboard_html(rows)}</div></details>')
+    return render("headline.html", compact=leaderboard_html(compact), full=leaderboard_html(rows))
 
 
 # ---------------------------------------------------------------- pieces
 def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
-    nav = " ".join(f'<a href="#{sid}">{escape(name)}</a>' for sid, name, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{escape(name)}</h2>{html}</section>' for sid, name, html in sections)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
-            f"<body><h1>{escape(title)}</h1><nav>{nav}</nav>{body}</body></html>\n")
+    """The document: `sections` are (id, name, HTML)."""
+    return render("page.html", title=title, sections=sections)
 
 
-def _figure(png: bytes | None, caption: str) -> str:
-    if png is None:
-        return ""
-    data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+def _macros() -> Any:
+    return drilldown.templates().get_template("macros.html").module
+
+
+def _figures(figures: list[tuple[bytes | None, str]]) -> str:
+    """The plots that have something to draw (PNG, caption), else a line saying there are none."""
+    return render("figures.html", figures=[(base64.b64encode(png).decode("ascii"), c) for png, c in figures if png])
 
 
 def _kv(pairs: list[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape('' if v is None else str(v))}</td></tr>" for k, v in pairs)
-    return f'<table class="kv"><tbody>{body}</tbody></table>'
+    return _macros().kv(pairs)
 
 
 def _read_json(path: Path) -> Any:
@@ -191,27 +170,26 @@ def run_page(run_dir: Path) -> str:
     config, config_text = _config(run_dir)
     rows = collect_rows(run_dir)
     start = (config.get("online") or {}).get("start", "dpo")
-    figs = [
-        _figure(plots.metric_vs_iteration_plot(rows, start), f"Headline metric per suite vs online iteration "
-                f"(iteration 0 = the {start} checkpoint the online methods start from; dashed: checkpoints "
-                "without iterations; bars: ± standard error where the suite gives one)"),
-        _figure(plots.win_rate_plot(rows), "AlpacaEval win rate per checkpoint ± standard error"),
-        _figure(plots.mt_bench_category_plot(rows), "MT-Bench mean rating per category"),
-        _figure(plots.training_curves_plot(run_dir), "Training curves from the trainer logs (train_log.json)"),
-    ]
-    figs_html = "".join(figs) or "<p>No plottable results yet.</p>"
+    figs = _figures([
+        (plots.metric_vs_iteration_plot(rows, start), f"Headline metric per suite vs online iteration "
+         f"(iteration 0 = the {start} checkpoint the online methods start from; dashed: checkpoints "
+         "without iterations; bars: ± standard error where the suite gives one)"),
+        (plots.win_rate_plot(rows), "AlpacaEval win rate per checkpoint ± standard error"),
+        (plots.mt_bench_category_plot(rows), "MT-Bench mean rating per category"),
+        (plots.training_curves_plot(run_dir), "Training curves from the trainer logs (train_log.json)"),
+    ])
     results = _results(run_dir)
-    drill = "".join(drilldown.suite_section(s, results[s]) for s in sorted(results, key=drilldown.suite_order))
+    drill = [drilldown.suite_section(s, results[s]) for s in sorted(results, key=drilldown.suite_order)]
     stages = manifest.get("stages") or {}
-    done = sum(1 for s in stages.values() if s.get("status") == "done")
-    status = "finished" if manifest.get("finished") else "not finished (in progress or interrupted)"
-    summary = (f'<p class="muted">{escape(str(run_dir.resolve()))} · {status} · {done}/{len(stages)} stages done'
-               f" · commit {escape(str(manifest.get('git_commit') or '?'))[:12]}</p>")
+    summary = render("run.html", folder=run_dir.resolve(), done=sum(s.get("status") == "done" for s in stages.values()),
+                     total=len(stages), commit=str(manifest.get("git_commit") or "?")[:12],
+                     status="finished" if manifest.get("finished") else "not finished (in progress or interrupted)",
+                     tables=headline_tables(rows))
     title = f"selm-bench report: {config.get('name', run_dir.name)}"
     return _page(title, [
-        ("leaderboard", "Leaderboard", summary + headline_tables(rows)),
-        ("plots", "Plots", figs_html),
-        ("drilldown", "Per-suite drill-down", drill or "<p>No suite results yet.</p>"),
+        ("leaderboard", "Leaderboard", summary),
+        ("plots", "Plots", figs),
+        ("drilldown", "Per-suite drill-down", render("sections.html", sections=drill, empty="No suite results yet.")),
         ("provenance", "Provenance", provenance_html(run_dir, manifest, config_text)),
     ])
 
@@ -226,24 +204,17 @@ def provenance_html(run_dir: Path, manifest: dict[str, Any], config_text: str) -
              ("finished", manifest.get("finished"))]
     if manifest.get("kept_stale"):
         facts.append(("kept stale", ", ".join(map(str, manifest["kept_stale"]))))
-    packages = [[escape(str(k)), escape(str(v))] for k, v in (manifest.get("packages") or {}).items()]
-    stages = [[escape(n), escape(str(s.get("status", ""))), drilldown.fmt(s.get("duration_s")),
-               escape(str(s.get("key", ""))), escape(str(s.get("git_commit") or "")[:12]), escape(str(s.get("ended", "")))]
-              for n, s in (manifest.get("stages") or {}).items()]
+    packages = [[k, v] for k, v in (manifest.get("packages") or {}).items()]
+    stages = [[n, s.get("status", ""), fmt(s.get("duration_s")), s.get("key", ""), str(s.get("git_commit") or "")[:12],
+               s.get("ended", "")] for n, s in (manifest.get("stages") or {}).items()]
     infos = []
     for f in sorted((run_dir / "checkpoints").glob("**/train_info.json")):
         if any(p.startswith(".") for p in f.relative_to(run_dir).parts):
             continue
         i = _read_json(f) or {}
-        infos.append([escape(str(f.parent.relative_to(run_dir))), escape(str(i.get("device", ""))),
-                      escape(str(i.get("mixed_precision", ""))), escape(str(i.get("num_processes", ""))),
-                      escape(str(i.get("global_batch", ""))), drilldown.fmt(i.get("learning_rate"))])
-    return (_kv(facts) + "<h3>Package versions</h3>" + drilldown.table(["package", "version"], packages)
-            + "<h3>Stages</h3>" + drilldown.table(["stage", "status", "seconds", "key", "commit", "ended"], stages)
-            + ("<h3>Training setup</h3>" + drilldown.table(
-                ["checkpoint", "device", "mixed precision", "processes", "global batch", "learning rate"], infos)
-               if infos else "")
-            + "<h3>config.yaml</h3>" + (f"<pre>{escape(config_text)}</pre>" if config_text else "<p>none</p>"))
+        infos.append([f.parent.relative_to(run_dir), i.get("device", ""), i.get("mixed_precision", ""),
+                      i.get("num_processes", ""), i.get("global_batch", ""), fmt(i.get("learning_rate"))])
+    return render("provenance.html", facts=facts, packages=packages, stages=stages, infos=infos, config_text=config_text)
 
 
 # ---------------------------------------------------------------- sweep
@@ -300,28 +271,24 @@ def sweep_page(sweep_dir: Path, out: Path) -> str:
     grid = sweep.get("grid") or {}
     seeds = sweep.get("seeds") or sorted({c["seed"] for c in cells if c["seed"] is not None})
     heads = plots.headline_columns(rows)
-    figs = "".join(_figure(plots.sweep_plot(cells, p, heads),
-                           f"Headline metrics vs {p} (each method's last checkpoint; mean over seeds ± std across "
-                           "seeds; with one seed ± the metric's standard error where it has one)") for p in grid)
+    figs = _figures([(plots.sweep_plot(cells, p, heads),
+                      f"Headline metrics vs {p} (each method's last checkpoint; mean over seeds ± std across "
+                      "seeds; with one seed ± the metric's standard error where it has one)") for p in grid])
     intro = _kv([("config", sweep.get("config")), ("grid", json.dumps(grid)), ("seeds", ", ".join(map(str, seeds))),
                  ("cells", f"{len(cells)} ({sum(c['status'] == 'finished' for c in cells)} finished, "
                            f"{sum(c['status'] == 'not run' for c in cells)} not run)"),
                  ("folder", str(sweep_dir.resolve()))])
-    table = headline_tables(rows)
-    if len(seeds) > 1:
-        table = (f"<h3>Mean ± std across seeds</h3>{headline_tables(seed_means([c for c in cells if c['rows']]))}"
-                 f"<h3>Every cell</h3>{table}")
+    means = headline_tables(seed_means([c for c in cells if c["rows"]])) if len(seeds) > 1 else None
+    table = render("sweep_table.html", means=means, cells=headline_tables(rows))
     cell_rows = []
     for c in cells:
         report = c["dir"] / "report.html"
-        link = (f'<a href="{escape(Path(os.path.relpath(report.resolve(), out.resolve().parent)).as_posix())}">report</a>'
-                if report.is_file() else "")
-        cell_rows.append([escape(c["name"]), escape(json.dumps(c["params"])), escape(str(c["seed"])),
-                          escape(c["status"]), escape(str(c["commit"] or "")[:12]), link])
-    cells_html = drilldown.table(["cell", "params", "seed", "status", "commit", "cell report"], cell_rows)
+        link = Path(os.path.relpath(report.resolve(), out.resolve().parent)).as_posix() if report.is_file() else None
+        cell_rows.append({"name": c["name"], "params": json.dumps(c["params"]), "seed": c["seed"], "status": c["status"],
+                          "commit": str(c["commit"] or "")[:12], "link": link})
     return _page(f"selm-bench sweep report: {sweep_dir.name}", [
         ("sweep", "Sweep", intro),
         ("leaderboard", "Sweep table", table),
-        ("plots", "Plots", figs or "<p>No plottable results yet.</p>"),
-        ("cells", "Cells", cells_html),
+        ("plots", "Plots", figs),
+        ("cells", "Cells", render("sweep_cells.html", cells=cell_rows)),
     ])

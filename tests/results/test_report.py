@@ -1,5 +1,6 @@
 """Plots and the HTML report: the plotted numbers (hand-computed), a hand-made run folder and
-sweep folder rendered into one self-contained file, and that file opened in headless Chromium."""
+sweep folder rendered into one self-contained file, read back as data (sections, tables, cells:
+test_drilldown.py's HTML reader), and that file opened in headless Chromium."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import os
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from selm_bench.harness.reports import plots
 from selm_bench.harness.reports.report import leaderboard_html, leaderboard_page, write_report
+from test_drilldown import Node, counts, members, parse, table_data
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -39,6 +40,13 @@ TINY = {  # checkpoint -> (tiny-world accuracy, its stderr, alpaca win rate, its
 }
 
 
+# texts of the run's items that the drill-down shows as they are
+TURN_1 = "hal has 5 books and gets 7 more . How many books ?"
+JUDGMENT = "verifier score 0.2500 against the gold answer; Rating: [[3.2500]]"
+LOSS = "ann has 3 cups and gets 2 more . How many cups ?"
+RIDDLE = "What has keys but opens no locks?"
+
+
 def make_run(root: Path, shift: float = 0.0, seed: int = 0) -> Path:
     """A finished run with the shapes of a real `train-and-eval` folder (values shifted by `shift`)."""
     results = []
@@ -54,17 +62,17 @@ def make_run(root: Path, shift: float = 0.0, seed: int = 0) -> Path:
         _write(d / "mt-bench/metrics.json", {"suite": "mt-bench", "checkpoint": ckpt, "metrics": {
             "score": mt, "turn-1": mt + 0.5, "category/add": 8.0, "category/sort": 3.0, "errors": 0}})
         _jsonl(d / "mt-bench/items.jsonl", [
-            {"id": "mt-0", "turn": 1, "category": "add", "question": "hal has 5 books and gets 7 more . How many books ?",
+            {"id": "mt-0", "turn": 1, "category": "add", "question": TURN_1,
              "answer": "12", "score": 10.0, "judgment": "verifier score 1.0000 against the gold answer; Rating: [[10.0000]]"},
             {"id": "mt-0/turn-2", "question_id": "mt-0", "turn": 2, "category": "add", "question": "Add 3 to that .",
              "answer": "16", "score": 3.25,
-             "judgment": "verifier score 0.2500 against the gold answer; Rating: [[3.2500]]"},
+             "judgment": JUDGMENT},
             {"id": "mt-1", "turn": 1, "category": "sort", "question": "Sort : 9 2 5", "answer": "2 9 5", "score": -1,
              "judgment": "$ERROR$"}])
         _write(d / "alpaca-eval/metrics.json", {"suite": "alpaca-eval", "checkpoint": ckpt, "metrics": {
             "win_rate": wr, "standard_error": wse, "n_total": 2, "length_controlled_winrate": None}})
         _jsonl(d / "alpaca-eval/items.jsonl", [
-            {"index": 0, "id": "eval-5", "category": "add", "instruction": "ann has 3 cups and gets 2 more . How many cups ?",
+            {"index": 0, "id": "eval-5", "category": "add", "instruction": LOSS,
              "output": "4", "reference_output": "5", "ref_score": 1.0, "score": 0.0, "preference": 1.0},
             {"index": 1, "id": "eval-6", "category": "add", "instruction": "Reverse : b e c", "output": "c e b",
              "reference_output": "c e b", "ref_score": 1.0, "score": 1.0, "preference": 1.5},
@@ -78,7 +86,7 @@ def make_run(root: Path, shift: float = 0.0, seed: int = 0) -> Path:
         {"id": "SP-7_SR", "puzzle": "SP", "pred": 0, "label": 0, "correct": True, "kind": "semantic"},
         {"id": "SP-7_CR", "puzzle": "SP", "pred": 2, "label": 2, "correct": True, "kind": "context"},
         {"id": "SP-8", "puzzle": "SP", "pred": 3, "label": 3, "correct": True, "kind": "original"}])
-    _jsonl(bt / "tasks/brainteaser_sp.jsonl", [{"id": "SP-7", "question": "What has keys but opens no locks?",
+    _jsonl(bt / "tasks/brainteaser_sp.jsonl", [{"id": "SP-7", "question": RIDDLE,
                                                "choice_list": ["A piano", "A door", "A map", "None of above"], "label": 0}])
     results.append("evals/selm/iter-2/brainteaser")
     for name, alpha in (("dpo/model", None), ("selm/iter-1/model", 0.001), ("selm/iter-2/model", 0.001)):
@@ -106,25 +114,36 @@ def run_report(tmp_path_factory) -> tuple[Path, str]:
     return out, out.read_text()
 
 
-class Tags(HTMLParser):
-    """Every start tag with its attributes, and the text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
+def section(html: str, sid: str) -> Node:
+    (s,) = [n for n in parse(html).find("section") if n.attrs.get("id") == sid]
+    return s
 
 
-def parse(html: str) -> Tags:
-    t = Tags()
-    t.feed(html)
-    return t
+def kv(table: Node) -> dict[str, str]:
+    """A key-value table (a <th> and a <td> per row) as a dict."""
+    return {tr.find("th")[0].text(): tr.find("td")[0].text() for tr in table.find("tr")}
+
+
+def header(table: Node) -> list[list[tuple[str, str | None, str | None]]]:
+    """A leaderboard's two header rows: (text, rowspan, colspan) per cell."""
+    return [[(c.text(), c.attrs.get("rowspan"), c.attrs.get("colspan")) for c in tr.elements()]
+            for tr in table.find("thead")[0].find("tr")]
+
+
+def body(table: Node) -> list[list[str]]:
+    return [[c.text() for c in tr.elements()] for tr in table.find("tbody")[0].find("tr")]
+
+
+def drill_block(html: str, suite: str, checkpoint: str) -> Node:
+    """One suite's drill-down block (<details>) for one checkpoint."""
+    kids = section(html, "drilldown").elements()
+    start = next(i for i, k in enumerate(kids) if k.attrs.get("id") == f"suite-{suite}")
+    return next(k for k in kids[start + 1:] if k.tag == "details" and k.find("summary")[0].text().startswith(f"{checkpoint} "))
+
+
+def drill_table(html: str, suite: str, checkpoint: str, n: int = 0) -> tuple[list[str], list[list[str]]]:
+    """The n-th table of one suite's drill-down block for one checkpoint."""
+    return table_data(drill_block(html, suite, checkpoint).find("table")[n])
 
 
 # ---------------------------------------------------------------- the plotted numbers
@@ -202,56 +221,134 @@ def test_plots_are_png_or_none(tmp_path):
 
 
 # ---------------------------------------------------------------- leaderboard_html
-def test_leaderboard_html_cells_intervals_and_labels():
-    rows = [dict(ROWS[2], **{"run": "r1", "mt-bench/score": 5.25, "label": "tiny world, oracle judge: not canonical",
-                             "provenance": "run r1, config 3f2a"}),
-            dict(ROWS[3], run="r1"),
-            {"run": "published", "checkpoint": "zephyr-7b-beta", "method": "base", "alpaca-eval/win_rate": 10.99,
-             "alpaca-eval/win_rate_stderr": 0.96, "provenance": "alpaca_eval leaderboard"}]
-    html = leaderboard_html(rows)
-    t = parse(html)
-    cells = [s.strip() for s in t.text if s.strip()]
-    assert cells[:6] == ["± standard error where there is one", "†1", "tiny world, oracle judge: not canonical",
-                         "run", "checkpoint", "method"]  # the caption: the interval, then each label once
-    assert "0.52 ± 0.016" in cells and "0.55" in cells and "5.25" in cells and "10.99 ± 0.96" in cells
-    assert "tiny world, oracle judge: not canonical" in cells and "run r1, config 3f2a" in cells
-    assert cells.count("tiny world, oracle judge: not canonical") == 1 and cells.count("†1") == 2  # once, marked
-    assert "accuracy_stderr" not in cells  # shown beside its metric, not as a column
-    # alpaca-eval, mt-bench, tiny-world
-    assert [a.get("colspan") for tag, a in t.tags if tag == "th" and a.get("colspan")] == ["1", "1", "1"]
-    assert html.count("<tr>") == 2 + 3  # two header rows, three rows
-    assert "<script" not in leaderboard_html([{"checkpoint": "<script>x</script>", "method": "m"}])
-    page = leaderboard_page(rows)
-    assert page.startswith("<!DOCTYPE html>") and html in page and external_refs(page) == []
+LB_ROWS = [{"run": "r1", "checkpoint": "sft", "method": "sft", "tiny-world/accuracy": 0.5,
+            "tiny-world/accuracy_stderr": 0.0123, "mt-bench/score": 7.25, "provenance": "p1"},
+           {"run": "r1", "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1, "tiny-world/accuracy": 0.61234,
+            "mt-bench/score": float("nan"), "provenance": "p2"}]
+
+
+def test_leaderboard_table_groups_metrics_under_their_suite_with_intervals():
+    (t,) = parse(leaderboard_html(LB_ROWS)).find("table")
+    assert t.attrs == {"class": "leaderboard"} and t.find("caption")[0].text().startswith("± standard error")
+    assert header(t) == [[("run", "2", None), ("checkpoint", "2", None), ("method", "2", None), ("iteration", "2", None),
+                          ("mt-bench", None, "1"), ("tiny-world", None, "1"), ("provenance", "2", None)],
+                         [("score", None, None), ("accuracy", None, None)]]
+    assert body(t) == [["r1", "sft", "sft", "", "7.25", "0.5 ± 0.012", "p1"],  # the stderr beside its metric, 2 digits
+                       ["r1", "selm/iter-1", "selm", "1", "", "0.6123", "p2"]]  # NaN: blank; 4 significant digits
+    assert [[c.attrs.get("class") for c in tr.elements()] for tr in t.find("tbody")[0].find("tr")][0] == [
+        None, None, None, None, "num", "num", None]  # numbers right-aligned
+    assert not t.find("ul") and not parse(leaderboard_html(LB_ROWS)).find("ul")  # no labels: no notes
+
+
+def test_a_seed_spread_is_shown_before_a_standard_error():
+    # two metrics of one suite share its heading; a seed spread (_std) is preferred to a standard error
+    (t,) = parse(leaderboard_html([{"checkpoint": "dpo", "x/a": 1, "x/b": "text", "x/a_std": 0.25, "x/a_stderr": 0.5,
+                                    "seeds": "2"}])).find("table")
+    assert t.find("caption")[0].text().startswith("± std across seeds")
+    assert header(t) == [[("checkpoint", "2", None), ("seeds", "2", None), ("x", None, "3")],
+                         [("a", None, None), ("a_stderr", None, None), ("b", None, None)]]
+    assert body(t) == [["dpo", "2", "1 ± 0.25", "0.5", "text"]]
+
+
+LONG = "tiny world (mt-bench, tiny-world); oracle judge (mt-bench)"
+
+
+def test_a_label_is_a_mark_on_the_cells_it_names_and_a_note_under_the_table():
+    rows = [{"checkpoint": "sft", "tiny-world/accuracy": 0.4, "mt-bench/score": 5.0, "alpaca-eval/win_rate": 50.0,
+             "label": LONG},
+            {"checkpoint": "dpo", "tiny-world/accuracy": 0.5, "mt-bench/score": 6.0, "alpaca-eval/win_rate": 51.0,
+             "label": LONG},
+            {"checkpoint": "selm", "tiny-world/accuracy": 0.6, "alpaca-eval/win_rate": 52.0, "label": "subset"},
+            {"checkpoint": "zephyr", "alpaca-eval/win_rate": 10.99, "provenance": "published"}]
+    doc = parse(leaderboard_html(rows))
+    (t,) = doc.find("table")
+    assert [h for h, _, _ in header(t)[0]] == ["checkpoint", "alpaca-eval", "mt-bench", "tiny-world", "provenance"]
+    assert body(t) == [["sft", "50", "5 †1", "0.4 †1", ""],  # the suites the label names carry its mark
+                       ["dpo", "51", "6 †1", "0.5 †1", ""],
+                       ["selm †2", "52", "", "0.6", ""],  # a label naming no suite: the checkpoint carries it
+                       ["zephyr", "10.99", "", "", "published"]]  # canonical: no mark
+    assert max(len(c) for r in body(t) for c in r) < 12  # no long label cell pushes the metrics aside
+    (notes,) = doc.find("ul", "notes")
+    items = [li.text() for li in notes.find("li")]
+    assert [i.split(" ", 1)[0] for i in items] == ["†1", "†2"]
+    for label in (LONG, "subset"):  # each distinct label once, under the table and nowhere in it
+        assert sum(i.endswith(label) for i in items) == 1 and label not in t.text()
+    one = parse(leaderboard_html(rows[:2]))  # one label: a plain dagger, as in the terminal
+    assert body(one.find("table")[0])[0][2:] == ["5 †", "0.4 †"] and one.find("li")[0].text().startswith("† ")
+
+
+def test_leaderboard_text_is_escaped_and_its_page_self_contained():
+    evil = "<script>x</script>"
+    doc = parse(leaderboard_html([{"checkpoint": evil, "method": "m", "provenance": evil, "label": evil, "t/a": 1.0}]))
+    assert not doc.find("script") and [r[0] for r in body(doc.find("table")[0])] == [evil + " †"]
+    assert doc.find("li")[0].text().endswith(evil)
+    page = leaderboard_page(LB_ROWS, title="board <1>")
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n") and external_refs(page) == []
+    assert parse(page).find("title")[0].text() == "board <1>"
+    assert body(parse(page).find("table", "leaderboard")[0]) == body(parse(leaderboard_html(LB_ROWS)).find("table")[0])
+    assert body(parse(leaderboard_html([])).find("table")[0]) == [["no results yet"]]
 
 
 # ---------------------------------------------------------------- the run report
 def test_run_report_content(run_report):
     out, html = run_report
     assert out.name == "report.html"
-    t = parse(html)
-    imgs = [a["src"] for tag, a in t.tags if tag == "img"]
+    doc = parse(html)
+    imgs = [n.attrs["src"] for n in doc.find("img")]
     assert len(imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in imgs)
-    for must in ("e17a4e5a969ce15289e9cd1a710be3523a02d550", "2.13.0+cpu", "alpha: 0.001",  # provenance
-                 "Sort : 4 12 14", "4 12 15",  # tiny-world failure
-                 "verifier score 0.2500 against the gold answer; Rating: [[3.2500]]", "turn 1: hal has 5 books",  # MT-Bench
-                 "ann has 3 cups and gets 2 more . How many cups ?",  # AlpacaEval loss
-                 "SP-7", "What has keys but opens no locks?", "A door", "A piano"):  # BrainTeaser group, question, pred, gold
-        assert must in html, must
-    assert "0 wins, 1 losses, 1 ties, 1 not annotated" in html
-    sections = re.findall(r'<section id="(\w+)"><h2>([^<]*)</h2>', html)
-    assert sections == [("leaderboard", "Leaderboard"), ("plots", "Plots"), ("drilldown", "Per-suite drill-down"),
-                        ("provenance", "Provenance")]
-    compact = html[html.index('<table class="leaderboard">'):html.index("</table>")]
-    assert ">accuracy<" in compact and "accuracy/add" not in compact and "accuracy/add" in html  # headline first and "HTTP 500 after 5 retries" in html
-    assert re.search(r"<td>sort</td><td>0</td><td></td><td>1</td>", html)  # MT-Bench: only a failed judgment
+    assert [(s.attrs["id"], s.find("h2")[0].text()) for s in doc.find("section")] == [
+        ("leaderboard", "Leaderboard"), ("plots", "Plots"), ("drilldown", "Per-suite drill-down"),
+        ("provenance", "Provenance")]
+    assert [a.attrs["href"] for a in doc.find("nav")[0].find("a")] == [
+        "#leaderboard", "#plots", "#drilldown", "#provenance"]
+    # the leaderboard: each suite's headline first, every metric collapsed under it
+    board = section(html, "leaderboard")
+    compact, full = board.find("table", "leaderboard")
+    assert header(compact)[1] == [("win_rate", None, None), ("overall", None, None), ("score", None, None),
+                                  ("accuracy", None, None)]
+    assert ("accuracy/add", None, None) in header(full)[1] and board.find("details")[0].find("table") == [full]
+    assert [r[:2] + r[3:7] for r in body(compact)][-1] == ["selm/iter-2", "selm", "55 ± 0.7", "0.5", "5.9", "0.55 ± 0.016 †"]
+    # provenance: the run's facts, package versions, config.yaml
+    prov = section(html, "provenance")
+    assert kv(prov.find("table", "kv")[0])["git commit"] == "e17a4e5a969ce15289e9cd1a710be3523a02d550"
+    assert table_data(prov.find("table", "items")[0])[1] == [["torch", "2.13.0+cpu"], ["trl", "1.16.0"]]
+    assert "alpha: 0.001" in prov.find("pre")[0].text()
+    # drill-down: the tiny-world failure, MT-Bench's lowest rating with its turn 1 and the judge's words,
+    # MT-Bench's failed judgment, the AlpacaEval loss, the BrainTeaser group with its question
+    assert drill_table(html, "tiny-world", "sft", 1)[1] == [["sort", "Sort : 4 12 14", "4 12 14", "4 12 15", "0.3333"]]
+    mt_summary, mt_lowest = drill_table(html, "mt-bench", "sft", 0)[1], drill_table(html, "mt-bench", "sft", 1)[1]
+    assert mt_summary == [["add", "2", "6.625", "0"], ["sort", "0", "", "1"]]  # sort: only a failed judgment
+    assert mt_lowest[0][1:] == ["mt-0 / 2", f"turn 1: {TURN_1} Add 3 to that .", "16", "3.25", JUDGMENT]
+    assert drill_table(html, "alpaca-eval", "sft", 1)[1] == [[LOSS, "4", "5", "1"]]
+    ((puzzle, group, marks, *rest),) = drill_table(html, "brainteaser", "selm/iter-2", 1)[1]
+    assert (puzzle, group, members(marks), rest) == (
+        "SP", "SP-7", {"original": "✗", "semantic": "✓", "context": "✓"}, [RIDDLE, "A door", "A piano"])
+    alpaca = drill_block(html, "alpaca-eval", "sft")
+    assert counts(alpaca.find("p")[0].text()) == {"wins": 0, "losses": 1, "ties": 1, "not annotated": 1, "of": 3}
+    assert alpaca.find("div", "txt")[0].text() == "HTTP 500 after 5 retries"  # the failed judgment's reason
+
+
+def test_text_from_result_files_is_escaped_in_the_report(tmp_path):
+    evil = "<script>alert(1)</script>"
+    run = make_run(tmp_path / "run")
+    d = run / "evals" / "sft"
+    _jsonl(d / "alpaca-eval/items.jsonl", [{"instruction": evil, "output": evil, "reference_output": "5", "preference": 1.0}])
+    _jsonl(d / "mt-bench/items.jsonl", [{"id": "q", "turn": 1, "category": evil, "question": "q", "answer": evil,
+                                          "score": 1.0, "judgment": evil}])
+    _write(run / "config.yaml", f"name: {evil}\n")
+    html = write_report(run).read_text()
+    doc = parse(html)
+    assert not doc.find("script") and external_refs(html) == []
+    assert drill_table(html, "alpaca-eval", "sft", 0)[1] == [[evil, evil, "5", "1"]]
+    assert drill_table(html, "mt-bench", "sft", 1)[1] == [[evil, "q / 1", "q", evil, "1", evil]]
+    assert doc.find("title")[0].text() == f"selm-bench report: {evil}" and evil in doc.find("pre")[0].text()
 
 
 def external_refs(html: str) -> list[str]:
-    t = parse(html)
-    refs = [v for _, a in t.tags for k, v in a.items() if k in ("src", "href", "srcset", "action", "poster") and v]
+    doc = parse(html)
+    refs = [v for n in doc.find() for k, v in n.attrs.items() if k in ("src", "href", "srcset", "action", "poster") and v]
     bad = [r for r in refs if re.match(r"\s*(https?:)?//", r, re.I)]
-    return bad + (["@import"] if "@import" in html else []) + [f"{tag}" for tag, a in t.tags if tag in ("link", "script")]
+    return bad + (["@import"] if "@import" in html else []) + [n.tag for n in doc.find() if n.tag in ("link", "script")]
 
 
 def test_report_is_self_contained(run_report):
@@ -275,22 +372,27 @@ def test_sweep_report(tmp_path):
     out = write_report(sweep, tmp_path / "elsewhere" / "sweep.html")
     html = out.read_text()
     assert external_refs(html) == []
-    t = parse(html)
-    assert len([a for tag, a in t.tags if tag == "img"]) == 1
-    text = " ".join(t.text)
-    for c in cells:
-        assert c["name"] in text
-    assert "not run" in text and "5 (4 finished, 1 not run)" in text
-    # seed means of selm/iter-2 accuracy at alpha 0.1: 0.55 + 0.05 + {0, 0.01}
-    assert "0.605 ± 0.0071" in html
-    assert '<section id="leaderboard"><h2>Sweep table</h2><h3>Mean ± std across seeds</h3>' in html
-    assert html.index("<h3>Every cell</h3>") > html.index("<h3>Mean ± std across seeds</h3>")
-    assert '</details><h3>Every cell</h3><div class="scroll">' in html and "</details></section>" in html
-    links = [a["href"] for tag, a in t.tags if tag == "a" and not a["href"].startswith("#")]
+    doc = parse(html)
+    assert len(doc.find("img")) == 1
+    assert [(s.attrs["id"], s.find("h2")[0].text()) for s in doc.find("section")] == [
+        ("sweep", "Sweep"), ("leaderboard", "Sweep table"), ("plots", "Plots"), ("cells", "Cells")]
+    intro = kv(section(html, "sweep").find("table", "kv")[0])
+    assert (intro["seeds"], json.loads(intro["grid"])) == ("0, 1", {"online.alpha": ["0", "0.1", "1"]})
+    assert [int(n) for n in re.findall(r"\d+", intro["cells"])] == [5, 4, 1]  # 5 cells, 4 finished, 1 not run
+    # several seeds: the mean ± std across seeds first, then every cell (each with its compact and full table)
+    table = section(html, "leaderboard")
+    assert [h.text() for h in table.find("h3")] == ["Mean ± std across seeds", "Every cell"]
+    means, _, every, _ = table.find("table", "leaderboard")
+    assert [e.tag for e in table.elements()][1:4] == ["h3", "div", "details"]
+    # seed means of selm/iter-2 accuracy at alpha 0.1: 0.55 + 0.05 + {0, 0.01} -> 0.605 ± std 0.0071
+    row = next(r for r in body(means) if r[:2] == ["online.alpha=0.1", "selm/iter-2"])
+    assert row[[h for h, _, _ in header(means)[0]].index("seeds")] == "2" and "0.605 ± 0.0071 †" in row
+    assert len(body(every)) == 4 * len(TINY)
+    status = table_data(section(html, "cells").find("table")[0])
+    assert status[0] == ["cell", "params", "seed", "status", "commit", "cell report"]
+    assert [(r[0], r[3]) for r in status[1]] == [(c["name"], s) for c, s in zip(cells, ["finished"] * 4 + ["not run"])]
+    links = [n.attrs["href"] for n in section(html, "cells").find("a")]
     assert links == ["../sweep/cells/online.alpha=0.1,seed=0/report.html"]
-    sections = re.findall(r'<section id="(\w+)"><h2>([^<]*)</h2>', html)
-    assert sections == [("sweep", "Sweep"), ("leaderboard", "Sweep table"), ("plots", "Plots"), ("cells", "Cells")]
-    assert "<tr><th>seeds</th><td>0, 1</td></tr>" in html
 
 
 def test_sweep_report_without_recorded_seeds_lists_the_cells_seeds(tmp_path):
@@ -299,7 +401,7 @@ def test_sweep_report_without_recorded_seeds_lists_the_cells_seeds(tmp_path):
              {"name": "c", "dir": "cells/c", "params": {}, "seed": None}, {"name": "d", "dir": "cells/d", "params": {}, "seed": 3}]
     _write(sweep / "sweep.json", {"config": "c.yaml", "grid": {}, "cells": cells})  # no "seeds": sorted, distinct, no None
     html = write_report(sweep).read_text()
-    assert "<tr><th>seeds</th><td>1, 3</td></tr>" in html
+    assert kv(section(html, "sweep").find("table", "kv")[0])["seeds"] == "1, 3"
 
 
 def test_sweep_cell_status_not_run_not_finished_finished(tmp_path):
@@ -315,9 +417,8 @@ def test_sweep_cell_status_not_run_not_finished_finished(tmp_path):
 def test_key_value_table_leaves_missing_values_blank():
     from selm_bench.harness.reports.report import _kv
 
-    assert _kv([("seed", 0), ("commit", None), ("a<b", "x&y")]) == (
-        '<table class="kv"><tbody><tr><th>seed</th><td>0</td></tr><tr><th>commit</th><td></td></tr>'
-        "<tr><th>a&lt;b</th><td>x&amp;y</td></tr></tbody></table>")
+    (t,) = parse(_kv([("seed", 0), ("commit", None), ("a<b", "x&y")])).find("table")
+    assert t.attrs == {"class": "kv"} and kv(t) == {"seed": "0", "commit": "", "a<b": "x&y"}
 
 
 def test_sweep_cells_are_named_by_their_name_else_their_folder(tmp_path):
@@ -343,7 +444,10 @@ def test_bad_targets(tmp_path):
 def test_report_without_results(tmp_path):
     _write(tmp_path / "manifest.json", {"stages": {}, "results": []})
     html = write_report(tmp_path).read_text()
-    assert "no results yet" in html and "No suite results yet." in html and "<img" not in html
+    assert body(section(html, "leaderboard").find("table")[0]) == [["no results yet"]]
+    assert [p.text() for p in section(html, "drilldown").find("p")] == ["No suite results yet."]
+    assert [p.text() for p in section(html, "plots").find("p")] == ["No plottable results yet."]
+    assert not parse(html).find("img")
 
 
 # ---------------------------------------------------------------- in a browser
@@ -351,10 +455,10 @@ CHECK = """<script>
 window.addEventListener("load", () => {
   const imgs = Array.from(document.images);
   const t = document.querySelector("table.leaderboard");
-  const box = t ? t.getBoundingClientRect() : {width: 0, height: 0};
+  const box = t ? t.getBoundingClientRect() : {width: 0, height: 0, right: 0};
   document.body.setAttribute("data-check", JSON.stringify({
     images: imgs.length, rendered: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
-    rows: t ? t.tBodies[0].rows.length : 0, width: box.width, height: box.height}));
+    rows: t ? t.tBodies[0].rows.length : 0, width: box.width, height: box.height, right: box.right}));
 });
 </script>"""
 
@@ -387,6 +491,7 @@ def test_report_renders_in_chromium(run_report, tmp_path):
     check = json.loads(m.group(1).replace("&quot;", '"'))
     assert check["images"] == 4 and check["rendered"] == 4
     assert check["rows"] == len(TINY) and check["width"] > 0 and check["height"] > 0
+    assert check["right"] <= 1280  # the leaderboard's metrics fit a 1280-pixel window (no label column)
 
     shot = tmp_path / "report.png"
     res = browse(exe, tmp_path / "profile2", f"--screenshot={shot}", out.as_uri())
@@ -395,45 +500,28 @@ def test_report_renders_in_chromium(run_report, tmp_path):
     assert data.startswith(PNG) and len(data) > 10_000
 
 
-# ---------------------------------------------------------------- exact HTML of the pieces, written by hand
-def test_leaderboard_html_exactly():
-    rows = [{"run": "r1", "checkpoint": "sft", "method": "sft", "tiny-world/accuracy": 0.5,
-             "tiny-world/accuracy_stderr": 0.0123, "mt-bench/score": 7.25, "label": "a<b", "provenance": "p1"},
-            {"run": "r1", "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1, "tiny-world/accuracy": 0.61234,
-             "mt-bench/score": float("nan"), "provenance": "p2"}]
-    top = ('<th rowspan="2">run</th><th rowspan="2">checkpoint</th><th rowspan="2">method</th>'
-           '<th rowspan="2">iteration</th><th rowspan="2">label</th><th colspan="1">mt-bench</th>'
-           '<th colspan="1">tiny-world</th><th rowspan="2">provenance</th>')
-    body = ('<tr><td>r1</td><td>sft</td><td>sft</td><td></td><td>†1</td><td class="num">7.25</td>'
-            '<td class="num">0.5 ± 0.012</td><td>p1</td></tr>'
-            '<tr><td>r1</td><td>selm/iter-1</td><td>selm</td><td>1</td><td></td><td></td>'
-            '<td class="num">0.6123</td><td>p2</td></tr>')
-    assert leaderboard_html(rows) == (
-        '<table class="leaderboard"><caption>± standard error where there is one'
-        '<br><span>†1</span> <span>a&lt;b</span></caption>'  # the label once, under the table; its cells carry the mark
-        f"<thead><tr>{top}</tr><tr><th>score</th><th>accuracy</th></tr></thead><tbody>{body}</tbody></table>")
-    # two metrics of one suite share its heading; a seed spread (_std) is preferred to a standard error
-    two = leaderboard_html([{"checkpoint": "dpo", "x/a": 1, "x/b": "text", "x/a_std": 0.25, "x/a_stderr": 0.5, "seeds": "2"}])
-    assert two == ('<table class="leaderboard"><caption>± std across seeds where there is one</caption><thead><tr>'
-                   '<th rowspan="2">checkpoint</th><th rowspan="2">seeds</th><th colspan="3">x</th></tr><tr><th>a</th>'
-                   '<th>a_stderr</th><th>b</th></tr></thead><tbody><tr><td>dpo</td><td>2</td><td class="num">1 ± 0.25</td>'
-                   '<td class="num">0.5</td><td>text</td></tr></tbody></table>')
+# ---------------------------------------------------------------- the pieces
+def test_page_has_the_title_a_nav_link_per_section_and_inline_css():
+    from markupsafe import Markup
+
+    from selm_bench.harness.reports.report import _figures, _page
+
+    page = _page("T&1", [("s1", "One", Markup("<p>1</p>")), ("s2", "Two<", "<p>2</p>")])
+    doc = parse(page)
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
+    assert doc.find("title")[0].text() == "T&1" and doc.find("h1")[0].text() == "T&1"
+    assert [(a.attrs["href"], a.text()) for a in doc.find("nav")[0].find("a")] == [("#s1", "One"), ("#s2", "Two<")]
+    assert [(s.attrs["id"], [e.tag for e in s.elements()]) for s in doc.find("section")] == [
+        ("s1", ["h2", "p"]), ("s2", ["h2"])]  # HTML (Markup) goes in as HTML, a plain str as text
+    assert doc.find("section")[1].text() == "Two< <p>2</p>"
+    assert "table.leaderboard" in doc.find("style")[0].text() and not doc.find("link")
+    (fig,) = parse(_figures([(None, "nothing to draw"), (b"\x89PNG", "a<b")])).find("figure")
+    assert fig.find("img")[0].attrs == {"src": "data:image/png;base64,iVBORw==", "alt": "a<b"}
+    assert fig.find("figcaption")[0].text() == "a<b"
+    assert [p.text() for p in parse(_figures([(None, "x")])).find("p")] == ["No plottable results yet."]
 
 
-def test_page_and_figure_exactly():
-    from selm_bench.harness.reports.report import CSS, _figure, _page
-
-    assert _figure(None, "x") == ""
-    assert _figure(b"\x89PNG", "a<b") == ('<figure><img src="data:image/png;base64,iVBORw==" alt="a&lt;b">'
-                                         "<figcaption>a&lt;b</figcaption></figure>")
-    assert _page("T&1", [("s1", "One", "<p>1</p>"), ("s2", "Two<", "")]) == (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>T&amp;1</title>'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
-        '<body><h1>T&amp;1</h1><nav><a href="#s1">One</a> <a href="#s2">Two&lt;</a></nav>'
-        '<section id="s1"><h2>One</h2><p>1</p></section><section id="s2"><h2>Two&lt;</h2></section></body></html>\n')
-
-
-def test_provenance_html_exactly(tmp_path):
+def test_provenance_lists_facts_packages_stages_training_setup_and_config(tmp_path):
     from selm_bench.harness.reports.report import provenance_html
 
     manifest = {"git_commit": "abcdef1234567890", "git_dirty": True, "seed": 3, "python": "3.12",
@@ -444,39 +532,41 @@ def test_provenance_html_exactly(tmp_path):
     _write(tmp_path / "checkpoints/sft/model/train_info.json",
            {"device": "cpu", "mixed_precision": "no", "num_processes": 2, "global_batch": 64, "learning_rate": 0.003})
     _write(tmp_path / "checkpoints/.tmp-dpo/model/train_info.json", {"device": "half-written"})  # a temp folder: skipped
-    kv = ("<tr><th>git commit</th><td>abcdef1234567890 (uncommitted changes)</td></tr><tr><th>seed</th><td>3</td></tr>"
-          "<tr><th>python</th><td>3.12</td></tr><tr><th>command</th><td>selm-bench train-and-eval</td></tr>"
-          "<tr><th>created</th><td>c0</td></tr><tr><th>started</th><td>s0</td></tr><tr><th>finished</th><td></td></tr>"
-          "<tr><th>kept stale</th><td>sft, dpo</td></tr>")
-    assert provenance_html(tmp_path, manifest, "name: x<y\n") == (
-        f'<table class="kv"><tbody>{kv}</tbody></table>'
-        '<h3>Package versions</h3><table class="items"><thead><tr><th>package</th><th>version</th></tr></thead>'
-        "<tbody><tr><td>torch</td><td>2.13.0</td></tr></tbody></table>"
-        '<h3>Stages</h3><table class="items"><thead><tr><th>stage</th><th>status</th><th>seconds</th><th>key</th>'
-        "<th>commit</th><th>ended</th></tr></thead><tbody><tr><td>sft</td><td>done</td><td>12.5</td><td>k1</td>"
-        "<td>0123456789ab</td><td>e0</td></tr></tbody></table>"
-        '<h3>Training setup</h3><table class="items"><thead><tr><th>checkpoint</th><th>device</th>'
-        "<th>mixed precision</th><th>processes</th><th>global batch</th><th>learning rate</th></tr></thead>"
-        "<tbody><tr><td>checkpoints/sft/model</td><td>cpu</td><td>no</td><td>2</td><td>64</td><td>0.003</td></tr>"
-        "</tbody></table><h3>config.yaml</h3><pre>name: x&lt;y\n</pre>")
-    bare = provenance_html(tmp_path / "none", {"stages": {"sft": {}}}, "")  # a record with nothing in it yet
-    assert "<tbody><tr><td>sft</td><td></td><td></td><td></td><td></td><td></td></tr></tbody>" in bare
-    clean = provenance_html(tmp_path / "none", {"git_commit": "abc"}, "")
-    assert clean.startswith('<table class="kv"><tbody><tr><th>git commit</th><td>abc</td></tr>')
-    assert "kept stale" not in clean and "Training setup" not in clean and clean.endswith("<h3>config.yaml</h3><p>none</p>")
+    doc = parse(provenance_html(tmp_path, manifest, "name: x<y\n"))
+    facts = kv(doc.find("table", "kv")[0])
+    assert facts == {"git commit": facts["git commit"], "seed": "3", "python": "3.12", "command": "selm-bench train-and-eval",
+                     "created": "c0", "started": "s0", "finished": "", "kept stale": "sft, dpo"}
+    assert facts["git commit"].startswith("abcdef1234567890 (") and "uncommitted" in facts["git commit"]
+    assert [h.text() for h in doc.find("h3")] == ["Package versions", "Stages", "Training setup", "config.yaml"]
+    packages, stages, setup = (table_data(t) for t in doc.find("table", "items"))
+    assert packages == (["package", "version"], [["torch", "2.13.0"]])
+    assert stages == (["stage", "status", "seconds", "key", "commit", "ended"],
+                      [["sft", "done", "12.5", "k1", "0123456789ab", "e0"]])  # the stage's commit to 12 characters
+    assert setup == (["checkpoint", "device", "mixed precision", "processes", "global batch", "learning rate"],
+                     [["checkpoints/sft/model", "cpu", "no", "2", "64", "0.003"]])
+    assert doc.find("pre")[0].text() == "name: x<y"
+    bare = parse(provenance_html(tmp_path / "none", {"stages": {"sft": {}}}, ""))  # a record with nothing in it yet
+    assert table_data(bare.find("table", "items")[0])[1] == [["sft", "", "", "", "", ""]]  # no packages: no table
+    clean = parse(provenance_html(tmp_path / "none", {"git_commit": "abc"}, ""))
+    assert kv(clean.find("table", "kv")[0])["git commit"] == "abc" and "kept stale" not in kv(clean.find("table", "kv")[0])
+    assert [h.text() for h in clean.find("h3")] == ["Package versions", "Stages", "config.yaml"]
+    assert clean.elements()[-1].tag == "p" and clean.elements()[-1].text() == "none"  # no config.yaml
 
 
 def test_run_summary_line(tmp_path):
     _write(tmp_path / "manifest.json", {"stages": {"a": {"status": "done"}, "b": {"status": "running"}}, "results": [],
                                         "git_commit": "0123456789abcdef"})
     html = write_report(tmp_path).read_text()
-    assert (f'<p class="muted">{tmp_path.resolve()} · not finished (in progress or interrupted) · 1/2 stages done'
-            " · commit 0123456789ab</p>") in html
-    assert "<title>selm-bench report: " + tmp_path.name + "</title>" in html
+    where, status, done, commit = section(html, "leaderboard").find("p", "muted")[0].text().split(" · ")
+    assert (where, status.startswith("not finished"), done, commit) == (
+        str(tmp_path.resolve()), True, "1/2 stages done", "commit 0123456789ab")
+    assert parse(html).find("title")[0].text() == "selm-bench report: " + tmp_path.name  # no config: the folder's name
     _write(tmp_path / "manifest.json", {"stages": {"a": {"status": "done"}}, "results": [], "finished": "t"})
     _write(tmp_path / "config.yaml", "name: my-run\n")
     html = write_report(tmp_path).read_text()
-    assert " · finished · 1/1 stages done · commit ?</p>" in html and "<title>selm-bench report: my-run</title>" in html
+    assert section(html, "leaderboard").find("p", "muted")[0].text().split(" · ")[1:] == [
+        "finished", "1/1 stages done", "commit ?"]
+    assert parse(html).find("title")[0].text() == "selm-bench report: my-run"
 
 
 def test_seed_means_of_a_grid_without_parameters():
