@@ -177,23 +177,31 @@ def write_tables(out: Path, all_cells: list[Cell]) -> list[dict[str, Any]]:
 
 
 def summarize(rows: list[dict[str, Any]], params: list[str]) -> list[dict[str, Any]]:
-    """One row per grid point and checkpoint: each metric's mean over seeds and `<metric>_std`."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((*(r[p] for p in params), r["checkpoint"]), []).append(r)
-    out = []
+    """One row per grid point and checkpoint (in first-seen order): each metric's mean over seeds and
+    `<metric>_std` (the sample standard deviation; None from one seed), by a pandas group-by."""
+    import pandas as pd
+
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows).astype(object)  # keeps each cell's Python type (ints stay ints)
+    keys = [*params, "checkpoint"]
     skip = {"cell", "seed", "run", "checkpoint", "method", "iteration", "provenance", "label", *params}
-    for (*point, checkpoint), rs in groups.items():
-        row: dict[str, Any] = {**dict(zip(params, point)), "checkpoint": checkpoint, "method": rs[0].get("method"),
-                               "iteration": rs[0].get("iteration"), "n_seeds": len(rs)}
-        if rs[0].get("label"):
-            row["label"] = rs[0]["label"]
-        metrics = sorted({k for r in rs for k in r if k not in skip and not k.endswith("_stderr")})
+    metrics = sorted(c for c in frame.columns if c not in skip and not c.endswith("_stderr"))
+    # only numbers count: a text cell or a missing one is left out of its metric's mean
+    values = frame[metrics].apply(lambda col: col.map(lambda v: v if isinstance(v, (int, float)) else math.nan)).astype(float)
+    by_point = values.groupby([frame[k] for k in keys], sort=False, dropna=False)
+    mean, std = by_point.mean(), by_point.std(ddof=1)
+    out = []
+    for point, index in by_point.indices.items():
+        head = rows[index[0]]
+        row: dict[str, Any] = {**{p: head[p] for p in params}, "checkpoint": head["checkpoint"],
+                               "method": head.get("method"), "iteration": head.get("iteration"), "n_seeds": len(index)}
+        if head.get("label"):
+            row["label"] = head["label"]
         for m in metrics:
-            vals = [r[m] for r in rs if isinstance(r.get(m), (int, float)) and not math.isnan(r[m])]
-            if vals:
-                row[m] = statistics.fmean(vals)
-                row[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
+            if not math.isnan(mean.at[point, m]):
+                row[m] = float(mean.at[point, m])
+                row[f"{m}_std"] = None if math.isnan(std.at[point, m]) else float(std.at[point, m])
         out.append(row)
     return out
 
