@@ -3,6 +3,7 @@ replies given as plain strings, rows with no assistant message, ids without `pro
 few rows for the chunks. Expected rows are written out by hand from the inputs."""
 
 import json
+import re
 
 import pytest
 from datasets import Dataset, DatasetDict
@@ -25,7 +26,7 @@ def test_chunk_bounds_by_hand():
     assert chunk_bounds(5, 1) == [(0, 5)]
     with pytest.raises(DataError) as err:
         chunk_bounds(3, 4)
-    assert str(err.value) == "3 rows cannot be cut into 4 chunks"
+    assert [int(n) for n in re.findall(r"\d+", str(err.value))] == [3, 4] and "chunks" in str(err.value)  # 3 rows, 4 chunks
 
 
 def test_last_reply():
@@ -35,7 +36,7 @@ def test_last_reply():
     assert last_reply(two, "chosen", 0) == "second"
     with pytest.raises(DataError) as err:
         last_reply([{"role": "user", "content": "q"}, "not a message"], "rejected", 12)
-    assert str(err.value) == "row 12: rejected has no assistant message"
+    assert str(err.value).startswith("row 12: rejected ") and "assistant" in str(err.value)
 
 
 def test_saved_dataset_dict_picks_the_split(tmp_path):
@@ -55,7 +56,10 @@ def test_saved_dataset_dict_picks_the_split(tmp_path):
     with pytest.raises(DataError) as err:
         prepare(DataSpec(source=str(tmp_path / "uf"), split="train_sft", chunks=1, expected_rows=None), tmp_path,
                 tmp_path / "other")
-    assert str(err.value) == f"{tmp_path / 'uf'}: no split 'train_sft' (has: train_prefs, test_prefs)"
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'uf'}: ") and "'train_sft'" in msg
+    assert msg.rpartition("(has: ")[2].rstrip(")").split(", ") == ["train_prefs", "test_prefs"]  # the splits it has
+    assert not (tmp_path / "other").exists()
 
 
 def test_saved_single_dataset_ignores_the_split(tmp_path):
@@ -70,8 +74,9 @@ def test_missing_column_lists_what_the_data_has(tmp_path):
     with pytest.raises(DataError) as err:
         prepare(DataSpec(source=str(tmp_path / "x.jsonl"), split="s", chunks=1, expected_rows=None), tmp_path,
                 tmp_path / "out")
-    assert str(err.value) == (f"{tmp_path / 'x.jsonl'}: missing column 'chosen' (UltraFeedback-binarized schema: prompt, "
-                              "chosen, rejected; has: prompt, answer)")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'x.jsonl'}: ") and "'chosen'" in msg
+    assert msg.rpartition("has: ")[2].rstrip(")").split(", ") == ["prompt", "answer"]  # the columns it has
     assert not (tmp_path / "out").exists()
 
 
@@ -82,7 +87,8 @@ def test_a_row_without_an_assistant_reply_names_its_row(tmp_path):
     with pytest.raises(DataError) as err:
         prepare(DataSpec(source=str(tmp_path / "x.parquet"), split="s", chunks=1, expected_rows=None), tmp_path,
                 tmp_path / "out")
-    assert str(err.value) == "row 1: rejected has no assistant message"
+    assert str(err.value).startswith("row 1: rejected ") and "assistant" in str(err.value)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("source", ["./uf", "~/nowhere/uf", "org/name/extra"])

@@ -1,28 +1,33 @@
-"""The vllm backend: sharding helpers, the worker subprocess path (with a fake worker), the
-worker script against a stand-in vllm, and the real engine on a tiny model when vllm is installed
+"""The vllm backend: sharding helpers, the worker subprocess path (with a fake worker), how workers
+are launched, checked and stopped (with stand-in processes), the worker script against a stand-in vllm, and the real engine on a tiny model when vllm is installed
 in this env with a GPU (tests/online/test_vllm_real.py runs the real engine from .venv-vllm on CPU)."""
 
 import importlib.util
 import json
 import os
+import re
+import subprocess
 import sys
 import textwrap
+import types
+from pathlib import Path
 
 import pytest
 
 from support.real_models import micro_llama3  # noqa: F401
-from selm_bench.harness.core import registry
 from selm_bench.trainers import vllm_backend, vllm_worker
 from selm_bench.trainers.generation import Sampling, encode_prompt, render_prompt
-from selm_bench.trainers.vllm_backend import NOT_INSTALLED, WORKER, VLLMBackend, gpu_groups, merge, shard
+from selm_bench.trainers.vllm_backend import WORKER, VLLMBackend, gpu_groups, merge, shard
+from support.stand_ins import fake_transformers
 
+FAKE_FAILURE = "ValueError: fake engine failure"  # the fake worker's last line when told to fail
 FAKE_WORKER = textwrap.dedent(
     """
     import json, os, sys
     job = json.load(open(sys.argv[1]))
     if os.environ.get("FAKE_VLLM_FAIL"):
         print("loading model ...", file=sys.stderr)
-        print("ValueError: fake engine failure", file=sys.stderr)
+        print("FAILURE", file=sys.stderr)
         sys.exit(3)
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
     s = job["sampling"]
@@ -32,7 +37,21 @@ FAKE_WORKER = textwrap.dedent(
         json.dump(out, f)
     os.replace(sys.argv[2] + ".tmp", sys.argv[2])
     """
-)
+).replace("FAILURE", FAKE_FAILURE)
+
+
+def numbers(err) -> list[int]:
+    """The counts an error line names, in order."""
+    return [int(n) for n in re.findall(r"-?\d+", str(err.value))]
+
+
+def worker_failure(err) -> tuple[str, str, str, str]:
+    """A failed worker's one line, taken apart: which worker, its GPUs, its exit code, and what it said."""
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("vllm worker ")
+    head, _, said = msg.partition(": ")
+    words = head.split()
+    return words[2], words[3].strip("()"), words[-1], said
 
 
 @pytest.fixture
@@ -65,15 +84,20 @@ def test_shard_and_merge_round_trip(n, d, expected):
 
 
 def test_shard_rejects_zero():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 0$"):
         shard([1, 2], 0)
 
 
-def test_merge_wrong_count():
-    with pytest.raises(ValueError, match="shard 1 returned 1 results for 2 prompts"):
+def test_merge_refuses_a_wrong_count_of_results():
+    with pytest.raises(ValueError) as err:
         merge([[0, 1, 2], [3, 4]], [["a", "b", "c"], ["d"]], 5)
-    with pytest.raises(ValueError):
+    assert str(err.value).startswith("shard 1 ") and numbers(err) == [1, 1, 2]  # shard 1: 1 result for 2 prompts
+    with pytest.raises(ValueError) as err:
+        merge([[0, 1], [2]], [["a", "b"], []], 3)
+    assert str(err.value).startswith("shard 1 ") and numbers(err) == [1, 0, 1]
+    with pytest.raises(ValueError) as err:
         merge([[0], [1]], [["a"]], 2)
+    assert numbers(err) == [1, 2]  # 1 shard result for 2 shards
 
 
 def test_gpu_groups():
@@ -82,24 +106,23 @@ def test_gpu_groups():
     assert gpu_groups(2, 1, "1, 3 ,5") == ["1", "3"]  # spare GPUs are left unused
     assert gpu_groups(2, 2, None) == ["0,1", "2,3"]
     assert gpu_groups(3, 1, None) == ["0", "1", "2"]
-    with pytest.raises(ValueError, match="needs 4 GPUs"):
+    assert gpu_groups(1, 2, "5,,6,") == ["5,6"]  # empty entries are not GPUs
+    with pytest.raises(ValueError) as err:
         gpu_groups(2, 2, "0,1,2")
+    assert "needs 4 GPUs" in str(err.value) and "'0,1,2' lists 3" in str(err.value)
     with pytest.raises(ValueError):
         gpu_groups(1, 1, "")
+    for d, tp in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError) as err:
+            gpu_groups(d, tp, None)
+        assert "data_parallel_size" in str(err.value) and str(err.value).endswith(f"(got {d}, {tp})")
 
 
-def test_registered():
-    # Registered at import (without vllm); read the table directly so this does not import every plug-in.
-    entry = registry._ENTRIES["backend"]["vllm"]
-    assert entry.obj is VLLMBackend and "vLLM" in entry.help
-
-
-def test_not_installed_error(monkeypatch, tiny_model):
+def test_a_missing_vllm_says_which_extra_to_install(monkeypatch, tiny_model):
     monkeypatch.setattr(vllm_backend, "_vllm_installed", lambda: False)
     with pytest.raises(RuntimeError) as err:
         VLLMBackend(str(tiny_model))
-    assert str(err.value) == NOT_INSTALLED
-    assert NOT_INSTALLED == "backend vllm needs the optional extra: pip install 'selm-bench[vllm]' (vllm is not installed)"
+    assert str(err.value).startswith("backend vllm ") and "pip install 'selm-bench[vllm]'" in str(err.value)
 
 
 def test_fake_worker_end_to_end(monkeypatch, tiny_model, fake_worker):
@@ -133,9 +156,7 @@ def test_fake_worker_failure(monkeypatch, tiny_model, fake_worker):
     be = VLLMBackend(str(tiny_model), worker_module=fake_worker)
     with pytest.raises(RuntimeError) as err:
         be.complete(["a", "b"], Sampling())
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert msg.endswith("exited with 3: ValueError: fake engine failure")
+    assert worker_failure(err) == ("0", "CUDA_VISIBLE_DEVICES=0", "3", FAKE_FAILURE)
 
 
 def test_too_few_gpus_fails_before_any_worker(monkeypatch, tiny_model, fake_worker):
@@ -244,15 +265,18 @@ def test_an_interpreter_without_vllm_fails_at_construction(monkeypatch, tiny_mod
     for _ in range(2):
         with pytest.raises(RuntimeError) as err:
             VLLMBackend(str(tiny_model), device="cpu", python=str(no_vllm))
-        assert str(err.value) == (f"backend vllm: {no_vllm} cannot import vllm (make vllm-env creates .venv-vllm; "
-                                  "then set vllm.python: .venv-vllm/bin/python)")
+        msg = str(err.value)
+        assert msg.startswith(f"backend vllm: {no_vllm} ") and "cannot import vllm" in msg
+        assert "make vllm-env" in msg and "vllm.python" in msg  # how to make the env, and where to name it
     assert (tmp_path / "runs").read_text() == "run\n"  # cached
-    with pytest.raises(RuntimeError, match=r"^backend vllm: cannot run vllm.python /no/such/python \(FileNotFoundError; "):
+    with pytest.raises(RuntimeError) as err:
         VLLMBackend(str(tiny_model), python="/no/such/python")
+    msg = str(err.value)
+    assert msg.startswith("backend vllm: ") and "/no/such/python" in msg and "FileNotFoundError" in msg
     # This interpreter named explicitly: the in-process check, as when unset.
     with pytest.raises(RuntimeError) as err:
         VLLMBackend(str(tiny_model), python=sys.executable)
-    assert str(err.value) == NOT_INSTALLED
+    assert "pip install 'selm-bench[vllm]'" in str(err.value)
     # An interpreter that has vllm passes (a stand-in: find_spec sees a `vllm` module on its path).
     fake_site = tmp_path / "site"
     (fake_site / "vllm").mkdir(parents=True)
@@ -312,7 +336,8 @@ def test_worker_drives_vllm_as_the_job_says(monkeypatch, tmp_path, capsys):
         vllm_worker.run_job({**job, "seeds": [1]})
 
     assert vllm_worker.main(["only-one"]) == 2
-    assert capsys.readouterr().err == "usage: python vllm_worker.py JOB.json OUT.json\n"
+    usage = capsys.readouterr().err
+    assert usage.count("\n") == 1 and usage.startswith("usage: ") and usage.endswith(" JOB.json OUT.json\n")
     (tmp_path / "job.json").write_text(json.dumps(job))
     assert vllm_worker.main([str(tmp_path / "job.json"), str(tmp_path / "out.json")]) == 0
     assert json.loads((tmp_path / "out.json").read_text()) == expected
@@ -368,6 +393,8 @@ def test_worker_command_and_last_line(tmp_path):
     assert vllm_backend._last_line(tmp_path / "none") == ""
     (tmp_path / "empty").write_text("\n")
     assert vllm_backend._last_line(tmp_path / "empty") == ""
+    (tmp_path / "bad").write_bytes(b"first\n\xff bad bytes\n")
+    assert vllm_backend._last_line(tmp_path / "bad") == "\ufffd bad bytes"  # undecodable bytes replaced, not an error
 
 
 def test_hf_backend_batches_equal_one_prompt_at_a_time(tiny_model):
@@ -398,12 +425,213 @@ def test_hf_backend_batches_equal_one_prompt_at_a_time(tiny_model):
 
 
 def test_merge_refuses_repeated_or_out_of_range_indices():
-    for shards, line in [([[0], [0]], "shard 1: index 0 is out of range or repeated"),
-                         ([[0], [2]], "shard 1: index 2 is out of range or repeated"),
-                         ([[0], [-1]], "shard 1: index -1 is out of range or repeated")]:
+    for shards, index in [([[0], [0]], 0), ([[0], [2]], 2), ([[0], [-1]], -1)]:
         with pytest.raises(ValueError) as err:
             merge(shards, [["a"], ["b"]], 2)
-        assert str(err.value) == line
+        assert str(err.value).startswith(f"shard 1: index {index} ")
     with pytest.raises(ValueError) as err:
         merge([[0], []], [["a"], []], 2)
-    assert str(err.value) == "shards cover 1 of 2 prompts"
+    assert numbers(err) == [1, 2]  # shards cover 1 of 2 prompts
+
+
+# ---------------------------------------------------------------- worker processes, stood in for
+class _FakeTok:
+    eos_token_id = 7
+
+    def __call__(self, text, add_special_tokens):
+        assert add_special_tokens is False
+        return {"input_ids": list(range(len(text)))}
+
+
+def _vllm_tokenizer(monkeypatch):
+    loaded = []
+
+    class AutoTokenizer:
+        @staticmethod
+        def from_pretrained(path, **kw):
+            loaded.append((path, kw))
+            return _FakeTok()
+
+    class GenerationConfig:
+        @staticmethod
+        def from_pretrained(path, **kw):
+            raise OSError(f"{path} has no generation_config.json")  # as transformers says it
+
+    fake_transformers(monkeypatch, AutoTokenizer=AutoTokenizer, GenerationConfig=GenerationConfig)
+    return loaded
+
+
+def test_vllm_backend_defaults_and_options_given_as_text(monkeypatch):
+    from selm_bench.trainers import vllm_backend
+    from selm_bench.trainers.vllm_backend import VLLMBackend
+
+    loaded = _vllm_tokenizer(monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(vllm_backend, "_vllm_installed", lambda: True)
+    be = VLLMBackend("org/m")
+    assert loaded == [("org/m", {"trust_remote_code": False})]
+    assert (be.worker_module, be.model_name, be.device, be.batch_size, be.data_parallel_size, be.python) == (
+        vllm_backend.WORKER, "org/m", "cuda", 64, 1, sys.executable)
+    assert Path(be.worker_module).name == "vllm_worker.py" and be.stop_ids == [7]
+    assert be.engine == {"dtype": "auto", "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": None,
+                         "trust_remote_code": False, "enforce_eager": False}
+    monkeypatch.setattr(vllm_backend, "_vllm_installed", lambda: False)
+    be = VLLMBackend("m", worker_module=Path("/w.py"), max_model_len="300", tensor_parallel_size="1", trust_remote_code=1)
+    assert be.worker_module == "/w.py"  # a worker of one's own needs no vllm here
+    assert (be.engine["max_model_len"], be.engine["tensor_parallel_size"], be.engine["trust_remote_code"]) == (300, 1, True)
+
+
+class _FakePopen:
+    """Stands in for the worker process: `script[g]` is (polls while running, exit code, replies or None,
+    .err text or None, log text); on exit it writes the out file (or the .err file) as a worker does."""
+
+    script: dict = {}
+    made: list = []
+
+    def __init__(self, cmd, env, stdout, stderr, stdin, start_new_session):
+        self.cmd, self.env = cmd, env
+        self.kw = {"stderr": stderr, "stdin": stdin, "start_new_session": start_new_session}
+        job = json.loads(Path(cmd[-2]).read_text())
+        self.g = int(Path(cmd[-2]).stem.split("-")[1])
+        self.job = job
+        self.pid = 1000 + self.g
+        self.running, self.rc, replies, err, log = _FakePopen.script[self.g]
+        self.out = Path(cmd[-1])
+        if log:
+            stdout.write(log.encode())
+            stdout.flush()
+        self.replies, self.err = replies, err
+        self.waits = []
+        _FakePopen.made.append(self)
+
+    def poll(self):
+        if self.running is None:
+            return None  # never ends by itself
+        if self.running:
+            self.running -= 1
+            return None
+        if self.replies is not None:
+            self.out.write_text(json.dumps([self.replies(p) for p in self.job["prompts"]]))
+        if self.err is not None:
+            self.out.with_suffix(".err").write_text(self.err)
+        return self.rc
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if timeout is not None and self.g == 0:
+            raise subprocess.TimeoutExpired(self.cmd, timeout)
+        return -9
+
+
+@pytest.fixture
+def fake_workers(monkeypatch):
+    from selm_bench.trainers import vllm_backend
+
+    monkeypatch.setattr(_FakePopen, "made", [])
+    monkeypatch.setattr(_FakePopen, "script", {})
+    monkeypatch.setattr(vllm_backend.subprocess, "Popen", _FakePopen)
+    sleeps, kills = [], []
+    monkeypatch.setattr(vllm_backend.time, "sleep", lambda s: sleeps.append(s))
+    monkeypatch.setattr(vllm_backend.os, "killpg", lambda pid, sig: kills.append((pid, sig)))
+    _vllm_tokenizer(monkeypatch)
+    return types.SimpleNamespace(script=_FakePopen.script, made=_FakePopen.made, sleeps=sleeps, kills=kills)
+
+
+def test_one_worker_a_shard_each_on_its_gpu_group_with_its_prompts_and_seeds(monkeypatch, fake_workers):
+    from selm_bench.trainers import vllm_backend
+    from selm_bench.trainers.generation import Sampling
+    from selm_bench.trainers.vllm_backend import VLLMBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    monkeypatch.setenv("PYTHONPATH", "/extra")
+    be = VLLMBackend("m", worker_module="w.py", data_parallel_size=2)
+    fake_workers.script.update({0: (1, 0, lambda p: [f" {p}-0 ", f"{p}-1\n"], None, ""),
+                                1: (0, 0, lambda p: [f"{p}-0", f"{p}-1"], None, "")})
+    got = be.complete(["a", "b", "c"], Sampling(n=2, temperature=0.5))
+    assert got == [["a-0", "a-1"], ["b-0", "b-1"], ["c-0", "c-1"]]
+    w0, w1 = fake_workers.made
+    for w, g, prompts in ((w0, 0, ["a", "b"]), (w1, 1, ["c"])):
+        assert w.cmd[:2] == [sys.executable, "w.py"] and len(w.cmd) == 4
+        assert (Path(w.cmd[2]).name, Path(w.cmd[3]).name) == (f"job-{g}.json", f"out-{g}.json")
+        assert Path(w.cmd[2]).parent.name.startswith("selm-vllm-")
+        # A worker file imports nothing of this project: PYTHONPATH as it was.
+        assert (w.env["CUDA_VISIBLE_DEVICES"], w.env["PYTHONPATH"]) == (str(3 + g), "/extra")
+        assert w.kw == {"stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL, "start_new_session": True}
+        assert w.job["prompts"] == prompts and w.job["prompt_token_ids"] == [[0]] * len(prompts)
+        assert (w.job["model"], w.job["stop_token_ids"]) == ("m", [7])
+        assert w.job["seeds"] == [[0, 1], [2]][g]  # sampling.seed + the prompt's index in the call
+    assert fake_workers.sleeps == [0.1]  # worker 0 was still running on the first round
+    assert fake_workers.kills == []
+
+    monkeypatch.delenv("PYTHONPATH")
+    fake_workers.made.clear()
+    fake_workers.script[0] = (0, 0, lambda p: ["r"], None, "")
+    be.complete(["a"], Sampling())
+    assert "PYTHONPATH" not in fake_workers.made[0].env
+    assert len(fake_workers.made) == 1  # the empty second shard starts no worker
+
+    # A worker module (-m) of this project's gets the repo on PYTHONPATH, without an empty entry.
+    root = str(Path(vllm_backend.__file__).resolve().parent.parent)  # the folder holding trainers/
+    fake_workers.made.clear()
+    VLLMBackend("m", worker_module="pkg.worker").complete(["a"], Sampling())
+    w = fake_workers.made[0]
+    assert w.cmd[:3] == [sys.executable, "-m", "pkg.worker"] and w.env["PYTHONPATH"] == root
+
+
+def test_a_worker_must_return_n_replies_except_one_greedy_reply_is_repeated(monkeypatch, fake_workers):
+    from selm_bench.trainers.generation import Sampling
+    from selm_bench.trainers.vllm_backend import VLLMBackend
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    be = VLLMBackend("m", worker_module="w.py")
+    fake_workers.script[0] = (0, 0, lambda p: [f"  {p} "], None, "")
+    assert be.complete(["a", "b"], Sampling(n=3)) == [["a", "a", "a"], ["b", "b", "b"]]  # greedy: one reply, repeated
+    with pytest.raises(RuntimeError) as err:
+        be.complete(["a", "b"], Sampling(n=3, temperature=1.0))  # sampled: one reply is too few
+    assert str(err.value).startswith("vllm worker ") and numbers(err) == [1, 0, 3]  # 1 reply for prompt 0, 3 expected
+    fake_workers.script[0] = (0, 0, lambda p: ["x", "y"], None, "")
+    with pytest.raises(RuntimeError) as err:
+        be.complete(["a"], Sampling(n=3))  # greedy, but two replies: not repeated
+    assert str(err.value).startswith("vllm worker ") and numbers(err) == [2, 0, 3]
+
+
+@pytest.mark.parametrize("err_text, log, said", [
+    ("MemoryError: boom\n", "loading\nlast log line\n", "MemoryError: boom"),  # the worker's .err file first
+    (None, "loading\nlast log line\n", "last log line"),  # else the log's last line
+    (None, "", "no output"),
+])
+def test_a_failed_worker_is_named_with_what_it_said_and_stops_the_others(monkeypatch, fake_workers, err_text, log, said):
+    from selm_bench.trainers.generation import Sampling
+    from selm_bench.trainers.vllm_backend import VLLMBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6")
+    be = VLLMBackend("m", worker_module="w.py", data_parallel_size=2)
+    fake_workers.script.update({0: (None, 0, None, None, ""), 1: (0, 3, None, err_text, log)})
+    with pytest.raises(RuntimeError) as err:
+        be.complete(["a", "b"], Sampling())
+    assert worker_failure(err) == ("1", "CUDA_VISIBLE_DEVICES=6", "3", said)
+    w0, w1 = fake_workers.made
+    # worker 0 still running: SIGTERM to its group, 30 s to end, then SIGKILL and a plain wait
+    assert fake_workers.kills == [(1000, 15), (1000, 9)]
+    assert (w0.waits, w1.waits) == ([30, None], [])
+
+
+def test_stopping_a_worker_that_already_exited_waits_for_it(monkeypatch, fake_workers):
+    from selm_bench.trainers import vllm_backend
+    from selm_bench.trainers.generation import Sampling
+    from selm_bench.trainers.vllm_backend import VLLMBackend
+
+    def gone(pid, sig):
+        fake_workers.kills.append((pid, sig))
+        raise ProcessLookupError
+
+    monkeypatch.setattr(vllm_backend.os, "killpg", gone)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    be = VLLMBackend("m", worker_module="w.py", data_parallel_size=3)
+    fake_workers.script.update({0: (0, 0, lambda p: ["ok"], None, ""), 1: (None, 0, None, None, ""),
+                                2: (0, 1, None, "Boom\n", "")})
+    with pytest.raises(RuntimeError) as err:
+        be.complete(["a", "b", "c"], Sampling())
+    assert worker_failure(err) == ("2", "CUDA_VISIBLE_DEVICES=2", "1", "Boom")
+    assert fake_workers.kills == [(1001, 15)]  # the group is gone already: then it is waited for, 30 s
+    assert fake_workers.made[1].waits == [30]

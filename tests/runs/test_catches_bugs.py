@@ -78,8 +78,10 @@ def test_y_ref_is_greedy_and_the_samples_are_sampled(monkeypatch, tmp_path):
 
     empty = spec.model_copy(update={"chunk": 3, "chunks": 3, "prompts": Ref(path="two.jsonl")})
     write_jsonl(tmp_path / "two.jsonl", [{"id": "a", "prompt": "qa"}, {"id": "b", "prompt": "qb"}])
-    with pytest.raises(RuntimeError, match=r"^two.jsonl: chunk 3 of 3 has no prompts$"):
+    with pytest.raises(RuntimeError) as err:
         generate(empty, tmp_path, tmp_path / "empty")
+    assert str(err.value).startswith("two.jsonl: ") and "chunk 3 of 3" in str(err.value)
+    assert not (tmp_path / "empty").exists()
 
 
 # ---------------------------------------------------------------- the plan: reference, keys, --force
@@ -331,12 +333,15 @@ def test_rank_stage_passes_its_settings_and_records_what_it_did(tmp_path, monkey
     # One prompt, failed: past max_failures 0.6 the stage fails; at 1.0 it records the failure, then has no pair.
     write_jsonl(tmp_path / "one" / "candidates.jsonl", [{**rows[1]}])
     one = spec.model_copy(update={"candidates": Ref(path="one/candidates.jsonl"), "max_failures": 0.6})
-    with pytest.raises(RuntimeError, match=r"^ranker by-length failed on 1/1 prompts, more than online.max_ranker_failures = 0.6$"):
+    with pytest.raises(RuntimeError) as err:
         rank(one, tmp_path, tmp_path / "one-strict")
-    with pytest.raises(RuntimeError, match=r"^every prompt's candidates scored the same; nothing to train on$"):
+    assert str(err.value).startswith("ranker by-length ") and "1/1" in str(err.value)
+    assert str(err.value).endswith("online.max_ranker_failures = 0.6")  # the limit passed, and where to raise it
+    with pytest.raises(RuntimeError, match="nothing to train on$"):
         rank(one.model_copy(update={"max_failures": 1.0}), tmp_path, tmp_path / "one-lax")
     assert json.loads((tmp_path / "one-lax" / "stage_info.json").read_text())["ranker_failure_fraction"] == 1.0
 
     monkeypatch.setitem(registry._ENTRIES["ranker"], "short", registry.Entry("ranker", "short", Short, "t"))
-    with pytest.raises(RuntimeError, match=r"^ranker short: 1 score lists for 3 prompts$"):
+    with pytest.raises(RuntimeError) as err:
         rank(spec.model_copy(update={"ranker": "short"}), tmp_path, tmp_path / "short")
+    assert str(err.value).startswith("ranker short: ") and "1 score lists for 3 prompts" in str(err.value)

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from selm_bench.harness.core.config import ConfigError, load_config
+from selm_bench.harness.core.config import ConfigError, ExperimentConfig, ModelConfig, load_config
 
 BAD = [
     ({"online": {"beta": 0}}, "online.beta"),
@@ -45,6 +46,35 @@ def test_bad_values_name_the_key(tmp_path, data, key):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).startswith(key + ":")
+
+
+@pytest.mark.parametrize("path", ["~/nope", "./nope", "/nope", "a/b/c"])
+def test_a_missing_local_model_path_is_refused_naming_the_key(path, tmp_path, monkeypatch):
+    """Local = starts with `.`, `/` or `~`, or has more than one `/` (a hub id has exactly one)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(sets=[f"model.pretrained={path}"])
+    msg = str(err.value)
+    assert msg.startswith("model.pretrained: ") and msg.endswith(f": {path}") and "no such local model" in msg
+
+
+def test_hub_ids_and_existing_local_paths_are_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m" / "sub").mkdir(parents=True)
+    for name in ("org/model", "gpt2", "~/m", "./m", str(tmp_path / "m"), "m/sub/"):
+        assert ModelConfig(pretrained=name).pretrained == name
+
+
+def test_a_config_changed_after_loading_is_validated_again():
+    cfg = ExperimentConfig()
+    with pytest.raises(ValidationError):
+        cfg.online.beta = 0
+    with pytest.raises(ValidationError):
+        cfg.world.categories = ["mul"]
+    cfg.online.beta = 0.5
+    assert cfg.online.beta == 0.5
 
 
 def test_default_config_loads():

@@ -2,6 +2,7 @@
 from the config and the documented assumptions (8 N FLOPs per training token, 2 N per generated
 token, half of max_length / max_new_tokens on average, 989 TFLOP/s at 40% / 10% utilisation)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,31 @@ def test_plan_text_of_one_online_iteration_by_hand(tmp_path, monkeypatch):
     assert to_text(describe(cfg)) == EXPECTED
 
 
+def header(line: str) -> tuple[str, str, str, str]:
+    """A stage's first line, "  N. NAME [KIND] -> FOLDER", as (N, NAME, KIND, FOLDER)."""
+    n, name, kind, folder = re.fullmatch(r"\s+(\d+)\. (.+) \[(\w+)\] -> (\S+)", line).groups()
+    return n, name, kind, folder
+
+
+def fields(line: str) -> dict[str, str]:
+    """A "key=value; key=value" line as a dict (a free-text detail may hold "; " itself)."""
+    out: dict[str, str] = {}
+    last = None
+    for part in line.strip().removeprefix("totals: ").split("; "):
+        key, eq, value = part.partition("=")
+        if eq and re.fullmatch(r"[a-z_]+", key):
+            out[key], last = value, key
+        else:
+            out[last] += "; " + part
+    return out
+
+
+def artefact(line: str) -> tuple[str, str, str, str]:
+    """An artefact line, "  KIND: NAME (WHERE; PRESENT)", as (KIND, NAME, WHERE, PRESENT)."""
+    kind, name, where, present = re.fullmatch(r"  (.+?): (\S+) \((.*); (\w+)\)", line).groups()
+    return kind, name, where, present
+
+
 def test_plan_counts_of_each_suite_by_hand():
     """Question limits, BrainTeaser and lm-eval (no generations, no judge), AlpacaEval's 805 x $0.012."""
     cfg = load_config(REPO / "configs" / "zephyr-7b.yaml", sets=[
@@ -100,27 +126,32 @@ def test_plan_counts_of_each_suite_by_hand():
         "suite_options={mt-bench: {question_limit: 10}}"])
     d = describe(cfg)
     text = to_text(d).splitlines()
-    scoring = "generations=0; judge_calls=0; detail=log-likelihood scoring (lm-eval), no judge"
-    assert text[8:17] == [  # after the dpo stage's 4 lines (its train: line new)
-        "  3. eval dpo mt-bench [eval] -> evals/dpo/mt-bench",
-        "       inputs: checkpoints/dpo/model",
-        "       model=checkpoints/dpo/model; generations=20; judge=openai:gpt-4; judge_calls=20; judge_usd=1",
-        "  4. eval dpo alpaca-eval [eval] -> evals/dpo/alpaca-eval",
-        "       inputs: checkpoints/dpo/model",
-        "       model=checkpoints/dpo/model; generations=805; judge=weighted_alpaca_eval_gpt4_turbo; judge_calls=805; "
-        "judge_usd=9.66",
-        "  5. eval dpo brainteaser [eval] -> evals/dpo/brainteaser",
-        "       inputs: checkpoints/dpo/model",
-        f"       model=checkpoints/dpo/model; {scoring}"]
-    assert text[19] == f"       model=checkpoints/dpo/model; {scoring}"
+    dpo = "checkpoints/dpo/model"
+    # after the dpo stage's 4 lines (its train: line new): each eval's header, inputs and counts
+    assert [header(text[i]) for i in (8, 11, 14, 17)] == [
+        ("3", "eval dpo mt-bench", "eval", "evals/dpo/mt-bench"), ("4", "eval dpo alpaca-eval", "eval", "evals/dpo/alpaca-eval"),
+        ("5", "eval dpo brainteaser", "eval", "evals/dpo/brainteaser"),
+        ("6", "eval dpo lm-eval:arc_easy", "eval", "evals/dpo/lm-eval:arc_easy")]
+    assert [text[i].strip() for i in (9, 12, 15, 18)] == [f"inputs: {dpo}"] * 4
+    assert fields(text[10]) == {"model": dpo, "generations": "20", "judge": "openai:gpt-4", "judge_calls": "20",
+                                "judge_usd": "1"}
+    assert fields(text[13]) == {"model": dpo, "generations": "805", "judge": "weighted_alpaca_eval_gpt4_turbo",
+                                "judge_calls": "805", "judge_usd": "9.66"}
+    for scored in (fields(text[16]), fields(text[19])):  # brainteaser and lm-eval: log-likelihoods, no judge
+        detail = scored.pop("detail")
+        assert scored == {"model": dpo, "generations": "0", "judge_calls": "0"}
+        assert "lm-eval" in detail and "no judge" in detail
     # 20 + 805 generations; $1 + $9.66; one training stage of 0.6154 h, rounded to 2 decimals in the totals
     assert d["totals"] == {"stages": 6, "generations": 825, "ranker_calls": 0, "judge_calls": 825, "judge_usd": 10.66,
                            "gpu_hours": 0.62}
-    assert text[20] == "totals: stages=6; generations=825; ranker_calls=0; judge_calls=825; judge_usd=10.7; gpu_hours=0.62"
+    assert text[20].startswith("totals: ") and fields(text[20]) == {
+        "stages": "6", "generations": "825", "ranker_calls": "0", "judge_calls": "825", "judge_usd": "10.7",
+        "gpu_hours": "0.62"}
     # an lm-eval task is not a hub repo (lm-eval fetches its dataset at run time)
-    assert text[-1] == "  lm-eval task: arc_easy (lm-eval registry (its dataset is fetched at run time); unknown)"
-    assert text[-3:-1] == ["  brainteaser data: <eval.data_dir>/brainteaser/SP_train.jsonl (local; missing)",
-                           "  brainteaser data: <eval.data_dir>/brainteaser/WP_train.jsonl (local; missing)"]
+    kind, name, where, present = artefact(text[-1])
+    assert (kind, name, where.startswith("lm-eval registry"), present) == ("lm-eval task", "arc_easy", True, "unknown")
+    assert [artefact(line) for line in text[-3:-1]] == [
+        ("brainteaser data", f"<eval.data_dir>/brainteaser/{f}_train.jsonl", "local", "missing") for f in ("SP", "WP")]
 
 
 def test_plan_of_the_tiny_world_by_hand():
@@ -129,25 +160,29 @@ def test_plan_of_the_tiny_world_by_hand():
     oracle ranker: 2,400 x 7 = 16,800 ranker calls. Each training stage has a `train:` line."""
     cfg = load_config(sets=["methods=[iterative-dpo]", "online.iterations=1", "suites=[tiny-world, mt-bench, alpaca-eval]"])
     text = to_text(describe(cfg)).splitlines()
-    assert text[:3] == ["plan: tiny (15 stages)", "  1. world [world] -> world",
-                        "       detail=tiny world (seed 0); base model: tiny Llama 128x2"]
-    assert text[4:6] == ["       inputs: world/base-model, world/data/sft.jsonl",
-                         "       model=world/base-model; rows=6,000; learning_rate=0.003; global_batch=64 = 1 x 64 x 1; epochs=8"]
-    assert text[13] == ("       model=checkpoints/dpo/model; rows=2,400; backend=hf; generations=12,000; "
-                        "detail=chunk 1/1; 5 policy response(s) + the dataset pair = 7 candidates")
-    assert text[16] == ("       rows=2,400; ranker=oracle; keep_ties=false; ranker_calls=16,800; "
-                        "detail=7 candidates a prompt, 7 verifier calls, one a candidate (local, free); "
-                        "best -> chosen, worst -> rejected")
-    assert text[23:30] == [
-        "       model=checkpoints/sft/model; generations=1,000; judge_calls=0",
-        "  8. eval sft mt-bench [eval] -> evals/sft/mt-bench",
-        "       inputs: checkpoints/sft/model",
-        "       model=checkpoints/sft/model; generations=240; judge_calls=0; detail=oracle judge (free)",
-        "  9. eval sft alpaca-eval [eval] -> evals/sft/alpaca-eval",
-        "       inputs: checkpoints/sft/model",
-        "       model=checkpoints/sft/model; generations=1,000; judge_calls=0; detail=oracle judge (free)"]
+    assert text[0] == "plan: tiny (15 stages)" and header(text[1]) == ("1", "world", "world", "world")
+    world = fields(text[2])["detail"]
+    assert "seed 0" in world and world.endswith("tiny Llama 128x2")
+    assert text[4].strip().removeprefix("inputs: ").split(", ") == ["world/base-model", "world/data/sft.jsonl"]
+    assert fields(text[5]) == {"model": "world/base-model", "rows": "6,000", "learning_rate": "0.003",
+                               "global_batch": "64 = 1 x 64 x 1", "epochs": "8"}
+    generate = fields(text[13])
+    assert generate.pop("detail").split("; ")[0] == "chunk 1/1" and generate == {
+        "model": "checkpoints/dpo/model", "rows": "2,400", "backend": "hf", "generations": "12,000"}
+    rank = fields(text[16])
+    assert "7 verifier calls" in rank.pop("detail") and rank == {
+        "rows": "2,400", "ranker": "oracle", "keep_ties": "false", "ranker_calls": "16,800"}
+    assert fields(text[23]) == {"model": "checkpoints/sft/model", "generations": "1,000", "judge_calls": "0"}
+    assert [header(text[i]) for i in (24, 27)] == [("8", "eval sft mt-bench", "eval", "evals/sft/mt-bench"),
+                                                   ("9", "eval sft alpaca-eval", "eval", "evals/sft/alpaca-eval")]
+    assert text[25].strip() == text[28].strip() == "inputs: checkpoints/sft/model"
+    assert [fields(text[i]) for i in (26, 29)] == [
+        {"model": "checkpoints/sft/model", "generations": g, "judge_calls": "0", "detail": "oracle judge (free)"}
+        for g in ("240", "1,000")]
     # 12,000 + 3 checkpoints x (1,000 + 120 x 2 + 1,000)
-    assert "totals: stages=15; generations=18,720; ranker_calls=16,800; judge_calls=0; judge_usd=0; gpu_hours=?" in text
+    (totals,) = [line for line in text if line.startswith("totals: ")]
+    assert fields(totals) == {"stages": "15", "generations": "18,720", "ranker_calls": "16,800", "judge_calls": "0",
+                              "judge_usd": "0", "gpu_hours": "?"}
     assert text[-1] == "artefacts:"  # nothing to fetch
 
 
@@ -162,5 +197,6 @@ def test_plan_of_the_tiny_world_with_a_configured_model():
     # a pretrained model on the tiny world's data: the world stage builds no tiny Llama
     cfg = load_config(sets=["model.pretrained=org/some-model", "methods=[sft]", "suites=[tiny-world]"])
     text = to_text(describe(cfg)).splitlines()
-    assert text[1:3] == ["  1. world [world] -> world",
-                         "       detail=tiny world (seed 0); base model: the configured model"]
+    assert header(text[1]) == ("1", "world", "world", "world")
+    detail = fields(text[2])["detail"]
+    assert "configured model" in detail and "tiny Llama" not in detail

@@ -138,14 +138,13 @@ def test_real_prompt_data_and_schema_errors(tmp_path):
         prepare(DataSpec(source=str(tmp_path / "bad.jsonl"), split="x", chunks=1, expected_rows=None), tmp_path, out)
     with pytest.raises(DataError) as err:
         prepare(DataSpec(source=str(tmp_path / "uf.parquet"), split="x", chunks=1, expected_rows=11), tmp_path, out)
-    assert str(err.value) == f"{tmp_path / 'uf.parquet'} [x]: 10 rows, the config expects 11"
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'uf.parquet'} [x]: ") and "10 rows" in msg and msg.endswith("11")  # found, expected
     (tmp_path / "uf.csv").write_text("prompt\nq\n")
-    for source, line in [(tmp_path / "uf.csv", f"{tmp_path / 'uf.csv'}: expected .parquet, .jsonl or .json (or a saved "
-                                                "dataset folder)"),
-                         (tmp_path / "none.jsonl", f"{tmp_path / 'none.jsonl'}: no such file or folder")]:
+    for source, token in [(tmp_path / "uf.csv", ".parquet, .jsonl or .json"), (tmp_path / "none.jsonl", "no such file")]:
         with pytest.raises(DataError) as err:
             prepare(DataSpec(source=str(source), split="x", chunks=1, expected_rows=None), tmp_path, out)
-        assert str(err.value) == line
+        assert str(err.value).startswith(f"{source}: ") and token in str(err.value)
 
 
 def test_iteration_1_shared_by_selm_and_iterative_dpo():
@@ -294,7 +293,8 @@ def test_judge_ranker_against_a_loopback_endpoint(tmp_path, monkeypatch):
         scores = ranker.score(prompts, cands)
         assert scores[0] == [0.5, 2.0, 0.5]  # by hand: good beats both; the two bad ones tie
         assert scores[1] is None and scores[2] is None
-        assert ranker.errors == ["prompt 1: call failed", "prompt 2: no single [[A]]/[[B]]/[[C]] verdict"]
+        assert [e.partition(": ")[0] for e in ranker.errors] == ["prompt 1", "prompt 2"]  # one line each, by prompt
+        assert "call failed" in ranker.errors[0] and "verdict" in ranker.errors[1]
         first = len(calls)
         assert first == 3 + 1 + 1
         again = registry.get("ranker", "judge:fake-judge")(**kw).score(prompts[:1], cands[:1])
@@ -327,8 +327,10 @@ def test_ranker_failures_are_counted_and_fail_the_stage_past_the_fraction(tmp_pa
     failed = [json.loads(line) for line in (tmp_path / "ok" / "generations.jsonl").read_text().splitlines()][2]
     assert failed["used"] is False and failed["scores"] is None
     strict = ok.model_copy(update={"max_failures": 0.2})
-    with pytest.raises(RuntimeError, match=r"failed on 1/4 prompts, more than online.max_ranker_failures = 0.2"):
+    with pytest.raises(RuntimeError) as err:
         rank(strict, tmp_path, tmp_path / "strict")
+    assert "1/4" in str(err.value) and str(err.value).endswith("online.max_ranker_failures = 0.2")
+    assert not (tmp_path / "strict").exists()
 
 
 def test_plan_json_shows_every_training_hyperparameter_of_the_recipe():

@@ -1,20 +1,23 @@
-"""Stage specs: JSON round trip, a subprocess run equal to the in-process one, and a walk over
-every config field: a field that can change a stage's output changes that stage's key, a
-runtime field (where results go, judge concurrency, ...) changes none."""
+"""Stage specs: their defaults, JSON round trip and key, a reference's resolution, a subprocess run
+equal to the in-process one, and a walk over every config field: a field that can change a stage's
+output changes that stage's key, a runtime field (where results go, judge concurrency, ...) changes none."""
 
 import hashlib
+import json
 import subprocess
 import sys
 import typing
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from selm_bench.harness.core.config import RUNTIME, ExperimentConfig, load_config
+from selm_bench.harness.core.specs import (TRAINING_KINDS, DataSpec, EvalSpec, GenerateSpec, PreferenceSpec, RankSpec, Ref,
+                                           SFTSpec, TrainArgs, WorldSpec, from_json, spec_key, to_json)
+from selm_bench.harness.core.store import stable_hash
 from selm_bench.harness.run.stages import plan
 from selm_bench.harness.run.run_stage import run_stage
-from selm_bench.harness.core.specs import GenerateSpec, RankSpec, from_json, spec_key, to_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,6 +62,89 @@ def test_spec_round_trip_and_subprocess_run_equal_in_process(tmp_path):
     run_all(tmp_path / "b", in_process=False)
     a, b = digest(tmp_path / "a"), digest(tmp_path / "b")
     assert a == b and "rank/generations.jsonl" in a and "world/base-model/model.safetensors" in a
+
+
+# ---------------------------------------------------------------- each spec
+def test_a_ref_defaults_to_no_key_and_specs_are_frozen_and_closed():
+    assert Ref(path="org/m").model_dump() == {"path": "org/m", "key": ""}
+    with pytest.raises(ValidationError):
+        Ref(path="a", other=1)
+    ref = Ref(path="a")
+    with pytest.raises(ValidationError):
+        ref.path = "b"
+
+
+def test_a_ref_resolves_under_the_run_when_it_is_there_else_stays_a_hub_id(tmp_path):
+    (tmp_path / "world").mkdir()
+    assert Ref(path="/abs/model", key="k").resolve(tmp_path) == "/abs/model"
+    assert Ref(path="world").resolve(tmp_path) == str(tmp_path / "world")  # exists under the run
+    assert Ref(path="checkpoints/sft/model", key="k").resolve(tmp_path) == str(tmp_path / "checkpoints/sft/model")
+    assert Ref(path="org/model").resolve(tmp_path) == "org/model"  # neither: a hub id
+
+
+REQUIRED_TRAIN = dict(learning_rate=1e-3, per_device_batch_size=4, gradient_accumulation_steps=2, num_processes=1,
+                      epochs=1.0, warmup_ratio=0.1, max_length=64, logging_steps=5, seed=3, device="cpu",
+                      precision="fp32", gradient_checkpointing=False)
+
+
+def test_train_args_defaults():
+    assert TrainArgs(**REQUIRED_TRAIN).model_dump() == {
+        **REQUIRED_TRAIN, "max_steps": -1, "weight_decay": 0.0, "max_prompt_length": None, "truncation": "authors",
+        "precompute_ref_log_probs": True, "lr_scheduler": "cosine", "optim": None}
+
+
+def _every_spec() -> list[BaseModel]:
+    ref = Ref(path="p", key="k")
+    train = TrainArgs(**REQUIRED_TRAIN)
+    return [
+        WorldSpec(world=ExperimentConfig().world, tiny_model=None, seed=0),
+        DataSpec(source="org/d", split="train", chunks=2, expected_rows=None),
+        SFTSpec(base=ref, data=ref, train=train),
+        PreferenceSpec(policy=ref, reference=ref, pairs=ref, loss="dpo", beta=0.1, alpha=None, nll_weight=0.0, train=train),
+        GenerateSpec(policy=ref, prompts=ref, chunk=1, chunks=1, candidates=["policy"], num_samples=2, temperature=1.0,
+                     top_p=1.0, max_new_tokens=4, ref_response="greedy", backend="hf", backend_options={}, device="cpu",
+                     seed=1),
+        RankSpec(candidates=ref, ranker="oracle"),
+        EvalSpec(model=ref, name="m", suite="tiny-world", options={}, data_dir=None, world=None, references={},
+                 backend="hf", backend_options={}, judge=None, judge_base_url=None, device="cpu", seed=0),
+    ]
+
+
+def test_each_spec_kind_round_trips_through_json():
+    specs = _every_spec()
+    assert [s.kind for s in specs] == ["world", "data", "sft", "preference", "generate", "rank", "eval"]
+    for spec in specs:
+        back = from_json(to_json(spec))
+        assert type(back) is type(spec) and back == spec
+    assert TRAINING_KINDS == ("sft", "preference")  # the kinds that train a model
+
+
+def test_spec_defaults():
+    ref = {"path": "p", "key": "k"}
+    assert RankSpec(candidates=Ref(**ref), ranker="oracle").model_dump() == {
+        "kind": "rank", "candidates": ref, "ranker": "oracle", "keep_ties": False, "max_failures": 0.0, "device": "cpu",
+        "batch_size": 16, "judge_base_url": None, "trust_remote_code": False}
+    sft, pref = _every_spec()[2:4]
+    assert sft.trust_remote_code is False and pref.trust_remote_code is False
+
+
+def test_a_spec_key_leaves_out_trust_remote_code_only_when_off():
+    rank = RankSpec(candidates=Ref(path="c"), ranker="oracle")
+    dumped = rank.model_dump(mode="json")
+    assert spec_key(rank) == stable_hash({k: v for k, v in dumped.items() if k != "trust_remote_code"})
+    on = rank.model_copy(update={"trust_remote_code": True})
+    assert spec_key(on) == stable_hash({**dumped, "trust_remote_code": True})
+    data = DataSpec(source="org/d", split="train", chunks=2, expected_rows=None)  # no such field at all
+    assert spec_key(data) == stable_hash({"kind": "data", "source": "org/d", "split": "train", "chunks": 2,
+                                          "expected_rows": None})
+
+
+def test_a_spec_file_is_sorted_one_space_indented_with_a_newline():
+    spec = DataSpec(source="org/d", split="train", chunks=2, expected_rows=None)
+    assert to_json(spec) == ('{\n "chunks": 2,\n "expected_rows": null,\n "kind": "data",\n "source": "org/d",\n'
+                             ' "split": "train"\n}\n')
+    ev = _every_spec()[6].model_copy(update={"backend_options": {"cache": Path("/c")}})
+    assert json.loads(to_json(ev))["backend_options"] == {"cache": "/c"}  # JSON mode: a Path becomes its text
 
 
 # ---------------------------------------------------------------- the field walk
@@ -136,6 +222,19 @@ def test_every_field_reaches_the_keys_and_runtime_fields_do_not(tmp_path):
     assert checked >= 70
 
 
+def test_runtime_fields_are_exactly_the_documented_ones():
+    """The config module docstring's `runtime` fields: where results go, judge call handling, how stages launch."""
+    marked = set()
+    for name, f in ExperimentConfig.model_fields.items():
+        if f.json_schema_extra == {"runtime": True}:
+            marked.add(name)
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            marked |= {f"{name}.{k}" for k, sub in ann.model_fields.items() if sub.json_schema_extra == {"runtime": True}}
+    assert marked == {"name", "output_dir", "report_to", "eval.judge_concurrency", "eval.judge_max_retries", "eval.judge_timeout",
+                      "launch.launcher", "launch.accelerate_config", "launch.wrapper", "vllm.python"}
+
+
 def test_a_spec_is_the_only_input(tmp_path):
     """The key changes with every field the runner reads: here, one training hyperparameter."""
     a = plan(load_config())[0]
@@ -177,57 +276,3 @@ def test_no_import_cycles(module):
         if name.startswith(f"selm_bench.{module}"):
             cyc = [d for d in graph[name] if name in reach(d)]
             assert not cyc, f"{name} <-> {cyc}"
-
-
-def test_trainer_arguments_follow_the_spec(tmp_path):
-    """What TRL is handed: the precision flags, CPU, the schedule and the batch, field by field."""
-    from selm_bench.harness.core.specs import TrainArgs
-    from selm_bench.trainers.train import trainer_kwargs
-
-    base = dict(learning_rate=3e-3, per_device_batch_size=8, gradient_accumulation_steps=2, num_processes=1, epochs=1.0,
-                warmup_ratio=0.1, max_length=96, logging_steps=5, seed=7, device="cpu", precision="fp32",
-                gradient_checkpointing=False)
-    fp32 = trainer_kwargs(TrainArgs(**base), tmp_path)
-    assert (fp32["bf16"], fp32["fp16"], fp32["use_cpu"], fp32["seed"], fp32["data_seed"]) == (False, False, True, 7, 7)
-    assert (fp32["per_device_train_batch_size"], fp32["gradient_accumulation_steps"], fp32["warmup_steps"]) == (8, 2, 0.1)
-    assert (fp32["lr_scheduler_type"], fp32["max_steps"], fp32["save_strategy"], "optim" not in fp32) == ("cosine", -1, "no", True)
-    bf16 = trainer_kwargs(TrainArgs(**{**base, "precision": "bf16", "device": "cuda", "optim": "adamw_torch"}), tmp_path)
-    assert (bf16["bf16"], bf16["fp16"], bf16["use_cpu"], bf16["optim"]) == (True, False, False, "adamw_torch")
-    fp16 = trainer_kwargs(TrainArgs(**{**base, "precision": "fp16", "device": "cuda"}), tmp_path)
-    assert (fp16["bf16"], fp16["fp16"]) == (False, True)
-
-
-def test_trainer_inputs_by_hand(tmp_path, monkeypatch, tiny_model):
-    """Preference rows as TRL's conversations (unused pairs skipped), the launched-process check's
-    line, and the weights' dtype: fp32 with autocast, half precision only under DeepSpeed."""
-    import torch
-
-    from selm_bench.harness.core.specs import TrainArgs
-    from selm_bench.trainers.train import _load_model, check_world_size, preference_rows, trainer_kwargs
-
-    rows = [{"prompt": "p", "chosen": "c", "rejected": "r", "y_ref": "y", "used": True},
-            {"prompt": "q", "chosen": "c2", "rejected": "r2", "y_ref": "y2", "used": False},
-            {"prompt": "s", "chosen": "c3", "rejected": "r3", "y_ref": "y3"}]
-    conv = lambda role, text: [{"role": role, "content": text}]
-    assert preference_rows(rows, with_ref=False) == [
-        {"prompt": conv("user", "p"), "chosen": conv("assistant", "c"), "rejected": conv("assistant", "r")},
-        {"prompt": conv("user", "s"), "chosen": conv("assistant", "c3"), "rejected": conv("assistant", "r3")}]
-    assert [r["ref_response"] for r in preference_rows(rows, with_ref=True)] == [conv("assistant", "y"), conv("assistant", "y3")]
-    t = TrainArgs(learning_rate=1e-3, per_device_batch_size=4, gradient_accumulation_steps=1, num_processes=2, epochs=1.0,
-                  warmup_ratio=0.0, max_length=64, logging_steps=1, seed=0, device="cpu", precision="bf16",
-                  gradient_checkpointing=True, weight_decay=0.01, max_steps=3)
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    with pytest.raises(RuntimeError) as err:
-        check_world_size(t)
-    assert str(err.value) == "this stage's spec is for 2 process(es) but 1 were launched"
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    check_world_size(t)
-    kw = trainer_kwargs(t, tmp_path)
-    assert (kw["weight_decay"], kw["max_steps"], kw["gradient_checkpointing"], kw["max_length"], kw["logging_steps"]) == (
-        0.01, 3, True, 64, 1)
-    assert (kw["output_dir"], kw["disable_tqdm"], kw["dataloader_num_workers"], kw["report_to"]) == (str(tmp_path), True, 0, [])
-    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
-    assert next(_load_model(str(tiny_model), t).parameters()).dtype == torch.float32
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    assert next(_load_model(str(tiny_model), t).parameters()).dtype == torch.bfloat16
-    assert next(_load_model(str(tiny_model), t.model_copy(update={"precision": "fp32"})).parameters()).dtype == torch.float32

@@ -176,11 +176,12 @@ def test_slurm_parameters_and_waves_reach_submitit(tmp_path, monkeypatch):
         _run_slurm(jobs, tmp_path, SlurmOptions(), ["selm-bench"])
     assert calls[1] == ("params", {"timeout_min": 1440, "mem_gb": 64, "gpus_per_node": 1, "cpus_per_task": 8,
                                    "name": "selm-bench-sweep"}) and calls[0][2] == "slurm"
-    assert str(err.value) == "sweep cell b failed (job 5): ValueError: boom"
+    assert str(err.value).startswith("sweep cell b ") and "(job 5)" in str(err.value)
+    assert str(err.value).endswith(": ValueError: boom")  # the job's last error line
 
 
 def test_grid_cells_summary_and_table_by_hand(tmp_path):
-    """The sweep's pure pieces: the grid's error lines in full, cell names, the summary over seeds,
+    """The sweep's pure pieces: the grid's error lines (each naming the flag or key), cell names, the summary over seeds,
     and the terminal table's cells."""
     from selm_bench.harness.core.config import ConfigError
     from selm_bench.harness.core.progress import console
@@ -188,17 +189,17 @@ def test_grid_cells_summary_and_table_by_hand(tmp_path):
 
     assert parse_grid([" online.alpha = 0, 0.1 ,", "online.beta=0.1"]) == {"online.alpha": ["0", "0.1"],
                                                                            "online.beta": ["0.1"]}
-    for specs, line in [(["online.alpha"], "--grid 'online.alpha': expected KEY=V1,V2,... e.g. online.alpha=0,0.001,0.1"),
-                        (["=1"], "--grid '=1': expected KEY=V1,V2,... e.g. online.alpha=0,0.001,0.1"),
-                        (["online.alpha=,"], "--grid 'online.alpha=,': expected KEY=V1,V2,... e.g. online.alpha=0,0.001,0.1"),
-                        (["online.alpha=0", "online.alpha=1"], "--grid online.alpha: given twice"),
-                        (["name=a,b"], "--grid name: not a swept value (seeds: --seeds)"),
-                        (["output_dir=a,b"], "--grid output_dir: not a swept value (seeds: --seeds)"),
-                        (["online.alpha=1,1"], "--grid online.alpha: repeated value"),
-                        ([], "--grid: give at least one KEY=V1,V2,...")]:
+    for specs, key, token in [(["online.alpha"], "--grid 'online.alpha'", "KEY=V1,V2,..."),
+                              (["=1"], "--grid '=1'", "KEY=V1,V2,..."),
+                              (["online.alpha=,"], "--grid 'online.alpha=,'", "KEY=V1,V2,..."),
+                              (["online.alpha=0", "online.alpha=1"], "--grid online.alpha", "given twice"),
+                              (["name=a,b"], "--grid name", "--seeds"),
+                              (["output_dir=a,b"], "--grid output_dir", "--seeds"),
+                              (["online.alpha=1,1"], "--grid online.alpha", "repeated value"),
+                              ([], "--grid", "KEY=V1,V2,...")]:
         with pytest.raises(ConfigError) as err:
             parse_grid(specs)
-        assert str(err.value) == line
+        assert str(err.value).startswith(f"{key}: ") and token in str(err.value), specs
     got = cells({"online.alpha": ["0", "0.1"], "online.beta": ["0.2"]}, [0, 1])
     assert [(c.name, c.params, c.seed) for c in got] == [
         ("online.alpha=0,online.beta=0.2,seed=0", {"online.alpha": "0", "online.beta": "0.2"}, 0),
@@ -208,7 +209,7 @@ def test_grid_cells_summary_and_table_by_hand(tmp_path):
     for bad in ("a/b", ".x"):
         with pytest.raises(ConfigError) as err:
             cells({"data.split": [bad]}, [0]) if bad == "a/b" else cells({".x": ["1"]}, [0])
-        assert str(err.value).startswith("--grid: value makes an unusable folder name: ")
+        assert str(err.value).startswith("--grid: ") and "folder name" in str(err.value)
     rows = [{"cell": "c", "a": "1", "seed": s, "run": "r", "checkpoint": "selm/iter-1", "method": "selm", "iteration": 1,
              "provenance": "p", "label": "tiny world (tiny-world)", "tiny-world/accuracy": acc,
              "tiny-world/accuracy_stderr": 0.01, "tiny-world/n": float("nan") if s else 3}

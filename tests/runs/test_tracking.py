@@ -138,9 +138,11 @@ def test_report_to_is_validated():
     assert load_config().report_to == []
     assert load_config(sets=["report_to=tensorboard"]).report_to == ["tensorboard"]  # one name: a list of one
     assert load_config(sets=["report_to=[wandb, mlflow, wandb]"]).report_to == ["wandb", "mlflow"]
-    with pytest.raises(ConfigError, match=r"^report_to\[1\]: unknown tracker 'tensorbord' \(known: tensorboard, "
-                                          r"wandb, mlflow, trackio\)$"):
+    with pytest.raises(ConfigError) as err:
         load_config(sets=["report_to=[wandb, tensorbord]"])
+    msg = str(err.value)
+    assert msg.startswith("report_to[1]: ") and "'tensorbord'" in msg
+    assert msg.rpartition("(known: ")[2].rstrip(")").split(", ") == ["tensorboard", "wandb", "mlflow", "trackio"]
 
 
 def test_a_training_stages_environment_names_its_folders_and_keeps_the_users_settings(tmp_path):
@@ -235,13 +237,14 @@ def test_tensorboard_results_per_checkpoint_with_the_iteration_as_step(tmp_path,
 
 def test_a_failing_tracker_is_left_out_in_one_line_and_the_others_go_on(tmp_path, monkeypatch, capsys):
     calls = []
+    reason = "no route to the tracking server"
 
     class Broken:
         def __init__(self, root):
             pass
 
         def begin(self, ck, label):
-            raise ConnectionError("no route to the tracking server\nand more lines")
+            raise ConnectionError(reason + "\nand more lines")
 
     class Fine:
         def __init__(self, root):
@@ -265,7 +268,8 @@ def test_a_failing_tracker_is_left_out_in_one_line_and_the_others_go_on(tmp_path
     t.log_eval(_eval_folder(tmp_path / "myrun", "sft", "tiny-world", {"accuracy": 0.5}), _eval_stage("sft", "tiny-world", "sft", None))
     t.log_leaderboard([{"checkpoint": "sft"}])
     err = capsys.readouterr().err
-    assert "wandb left out: ConnectionError: no route to the tracking server" in err and "and more lines" not in err
+    (line,) = [line for line in err.splitlines() if "wandb" in line]
+    assert "left out" in line and line.endswith(f"ConnectionError: {reason}") and "and more lines" not in err
     assert calls == [("begin", "sft", "myrun"), ("log", "sft", "tiny-world", {"accuracy": 0.5}, "k"), ("end", "sft"),
                      ("leaderboard", 1, "myrun")]
     t.close()  # nothing open: nothing ended twice
@@ -278,8 +282,9 @@ def test_a_missing_tracker_package_stops_the_command_before_anything_runs(monkey
     real = importlib.util.find_spec
     monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
     tracking.check_installed(["tensorboard"] if real("tensorboard") or real("tensorboardX") else [])
-    with pytest.raises(PreflightError, match=r"^report_to: wandb is not installed \(pip install wandb; every tracker"):
+    with pytest.raises(PreflightError) as err:
         tracking.check_installed(["wandb"])
+    assert str(err.value).startswith("report_to: wandb ") and "pip install wandb" in str(err.value)
 
 
 def test_mlflow_names_keep_nested_metrics_apart():

@@ -11,6 +11,10 @@ def test_pack_rows_first_fit_decreasing():
     assert pack_rows([5, 3, 4, 2], 8) == [[0, 1], [2, 3]]
     # a sequence longer than the capacity widens the rows to it
     assert pack_rows([10, 3, 6], 4) == [[0], [1, 2]]
+    assert pack_rows([9, 1], 4) == [[0], [1]]  # the longest (9) sets the row size: 9 + 1 does not fit
+    assert pack_rows([3, 5], 8) == [[0, 1]]  # 5 then 3 fills the row of 8 exactly
+    assert pack_rows([2, 2, 2], 4) == [[0, 1], [2]]  # equal lengths: by index
+    assert pack_rows([], 4) == []
 
 
 def test_packed_sft_batch_equals_padded_batch(tiny_model, tmp_path):

@@ -68,11 +68,39 @@ def test_config_refuses_a_local_model_with_code_it_does_not_name(custom_model):
     path, marker = custom_model
     with pytest.raises(ConfigError) as refused:
         load_config(None, sets=[f"model.pretrained={path}"])
-    assert str(refused.value).endswith(f"{path} ships its own code (auto_map in config.json); to run it, name it in "
-                                       f"model.trust_remote_code")
+    msg = str(refused.value)
+    assert msg.startswith(f"model: {path} ") and "ships its own code" in msg and msg.endswith("model.trust_remote_code")
     with pytest.raises(ConfigError, match="ships its own code"):  # naming another model does not allow this one
         load_config(None, sets=[f"model.pretrained={path}", "model.trust_remote_code=[some/other-model]"])
     assert not marker.exists()
+    cfg = load_config(None, sets=[f"model.pretrained={path}", f"model.trust_remote_code=[{path}]"])  # named: accepted
+    assert cfg.model.trusts(str(path)) is True and not marker.exists()  # and nothing of its code ran yet
+
+
+def test_a_model_ships_its_own_code_when_its_local_config_has_an_auto_map(tmp_path, monkeypatch):
+    from selm_bench.harness.core.config import needs_remote_code
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    custom, plain, broken, empty = (tmp_path / n for n in ("custom", "plain", "broken", "empty"))
+    for d in (custom, plain, broken, empty):
+        d.mkdir()
+    (custom / "config.json").write_text(json.dumps({"auto_map": {"AutoModelForCausalLM": "m.M"}}))
+    (plain / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (broken / "config.json").write_text("{not json")
+    assert needs_remote_code(custom) is True
+    assert needs_remote_code("~/custom") is True  # `~` is expanded
+    assert needs_remote_code(plain) is False
+    assert needs_remote_code(broken) is False  # unreadable: fails later, where the model loads
+    assert needs_remote_code(empty) is False
+    assert needs_remote_code(tmp_path / "missing") is False
+
+
+def test_only_the_named_models_are_trusted():
+    from selm_bench.harness.core.config import ModelConfig
+
+    m = ModelConfig(trust_remote_code=["org/a", "rm/x"])
+    assert [m.trusts(x) for x in ("org/a", "rm/x", "org/b", "")] == [True, True, False, False]
+    assert ModelConfig().trusts("org/a") is False
 
 
 def test_the_allow_list_reaches_every_stage_that_loads_the_model(custom_model):
@@ -111,8 +139,8 @@ def test_eval_command_refuses_a_model_with_code_it_does_not_name(custom_model, t
             "--out", str(tmp_path / "run")]
     refused = subprocess.run(base, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert refused.returncode == 2 and not marker.exists() and not (tmp_path / "run").exists()
-    assert refused.stderr == (f"error: --model {path}: it ships its own code (auto_map in config.json); to run it, "
-                              f"name it in model.trust_remote_code (--set 'model.trust_remote_code=[{path}]')\n")
+    assert refused.stderr.count("\n") == 1 and refused.stderr.startswith(f"error: --model {path}: ")
+    assert "ships its own code" in refused.stderr and f"--set 'model.trust_remote_code=[{path}]'" in refused.stderr
 
 
 def test_no_loader_turns_trust_on_by_itself():
