@@ -324,7 +324,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
     for _, i in losses:
         if "category" in i:
             cats[str(i["category"])] += 1
-    return render("drilldown/alpaca-eval.html", wins=wins, n_losses=len(losses), ties=ties, unjudged=unjudged,
+    return render("alpaca-eval.html", wins=wins, n_losses=len(losses), ties=ties, unjudged=unjudged,
                   n=len(items), errors=errors, categories=sorted(cats.items()), losses=losses[:k])
 
 

@@ -187,7 +187,8 @@ def judged_plan(spec: Any, *, tiny: tuple[int, int], real: tuple[int, int], judg
 
 # ---------------------------------------------------------------- a drill-down's HTML
 # What a suite's `drilldown` (the report's section of it) renders with; the report's too: jinja2
-# templates in harness/reports/templates with autoescape on, so every value is escaped unless it is
+# templates with autoescape on (each suite's own in evals/templates/<suite>.html, the report's and the
+# shared macros in harness/reports/templates), so every value is escaped unless it is
 # HTML made by a template (`render`, `text`, `table`: markupsafe's Markup). jinja2 is imported on
 # first use: the commands that only read results (leaderboard, plan, list) import this module.
 MAX_TEXT = 1500  # characters of a shown answer or judgment
@@ -195,10 +196,13 @@ MAX_TEXT = 1500  # characters of a shown answer or judgment
 
 @functools.cache
 def templates() -> Any:
-    """The jinja2 environment of harness/reports/templates (autoescaped; `fmt` as a filter, `text` global)."""
+    """The jinja2 environment of the suites' templates (evals/templates) and the report's
+    (harness/reports/templates): autoescaped; `fmt` as a filter, `text` global."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("selm_bench.harness.reports", "templates"),
+    loader = jinja2.ChoiceLoader([jinja2.PackageLoader("selm_bench.evals", "templates"),
+                                  jinja2.PackageLoader("selm_bench.harness.reports", "templates")])
+    env = jinja2.Environment(loader=loader,
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["fmt"] = fmt
@@ -207,7 +211,7 @@ def templates() -> Any:
 
 
 def render(template: str, **context: Any) -> Any:
-    """HTML (Markup) of one template of harness/reports/templates (e.g. `drilldown/tiny-world.html`)."""
+    """HTML (Markup) of one template by name: a suite's (`tiny-world.html`) or the report's (`page.html`)."""
     from markupsafe import Markup
 
     return Markup(templates().get_template(template).render(**context))

@@ -345,7 +345,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
     """Per puzzle type: groups (original, semantic and context reconstructions) all right / the
     first `k` groups with a miss, with the original question from the suite's task data."""
     if not any("correct" in i for i in items):
-        return render("drilldown/brainteaser.html", labelled=False)
+        return render("brainteaser.html", labelled=False)
     questions = {}
     for f in sorted((folder / "tasks").glob("*.jsonl")) if (folder / "tasks").is_dir() else []:
         for rec in read_items(f)[0]:
@@ -367,7 +367,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 10) -> str:
                 marks = " ".join(f"{kd}: {'✓' if m[kd].get('correct') else '✗'}" for kd in KINDS if kd in m)
                 missed.append({"puzzle": puzzle, "group": g, "members": marks, "question": q.get("question", ""),
                                "predicted": pick(orig.get("pred")), "gold": pick(orig.get("label"))})
-    return render("drilldown/brainteaser.html", labelled=True, summary=summary, missed=missed, k=k)
+    return render("brainteaser.html", labelled=True, summary=summary, missed=missed, k=k)
 
 
 def run(ctx: EvalContext) -> SuiteResult:

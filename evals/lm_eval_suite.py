@@ -535,7 +535,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path) -> str:
     by_task: dict[str, list[float]] = defaultdict(list)
     for i in items:
         by_task[str(i.get("task", "?"))].append(number(i.get("score", i.get("acc"))) or 0.0)
-    return render("drilldown/lm-eval.html", rows=[[t, len(v), fmt(mean(v))] for t, v in sorted(by_task.items())])
+    return render("lm-eval.html", rows=[[t, len(v), fmt(mean(v))] for t, v in sorted(by_task.items())])
 
 
 def run(ctx: EvalContext) -> SuiteResult:

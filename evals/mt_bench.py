@@ -125,7 +125,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 2) -> str:
             lowest.append({"category": cat, "question_id": qid(i), "turn": i.get("turn", ""),
                            "turn1": turn1.get(qid(i)) if i.get("turn", 1) != 1 else None, "question": i.get("question"),
                            "answer": i.get("answer"), "score": i.get("score"), "judgment": i.get("judgment")})
-    return render("drilldown/mt-bench.html", summary=summary, lowest=lowest, k=k)
+    return render("mt-bench.html", summary=summary, lowest=lowest, k=k)
 
 
 def run(ctx: EvalContext) -> SuiteResult:

@@ -58,7 +58,7 @@ def drilldown(items: list[dict[str, Any]], folder: Path, k: int = 3) -> str:
         for i in sorted(wrong, key=lambda i: number(i.get("score")) or 0.0)[:k]:
             examples.append([cat, text(i.get("prompt")), text(i.get("answer")), text(i.get("response")),
                              fmt(i.get("score"))])
-    return render("drilldown/tiny-world.html", summary=summary, examples=examples, k=k)
+    return render("tiny-world.html", summary=summary, examples=examples, k=k)
 
 
 def run(ctx: EvalContext) -> SuiteResult:

@@ -2,8 +2,8 @@
 
 Each suite renders its own section (its registered `drilldown`, in its module under evals/:
 tiny-world failures per category, MT-Bench per category with the lowest-rated answers and the
-judge's explanation, AlpacaEval losses, BrainTeaser groups, lm-eval per task) from its template in
-harness/reports/templates/drilldown/ with the HTML helpers of evals/base.py (jinja2, autoescaped);
+judge's explanation, AlpacaEval losses, BrainTeaser groups, lm-eval per task) from its own template in
+evals/templates/<suite>.html with the HTML helpers of evals/base.py (jinja2, autoescaped);
 a suite without one gets `generic`. Sections come in the suites' registered `order`."""
 
 from __future__ import annotations
