@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, mean, not_canonical, number, render
+from selm_bench.evals.base import EvalContext, SuiteError, SuiteResult, fmt, mean, number, render
 from selm_bench.harness.core.registry import register_suite
 from selm_bench.harness.core.store import atomic_write_text
 

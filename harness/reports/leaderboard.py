@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selm_bench.harness.core import registry
-from selm_bench.harness.core.store import atomic_write_json, atomic_write_text
+from selm_bench.harness.core.store import atomic_write_text
 
 METHOD_ORDER = ["sft", "dpo", "iterative-dpo", "selm"]
 ID_COLUMNS = ["run", "checkpoint", "method", "iteration"]
