@@ -82,6 +82,20 @@ def test_judge_rebuilds_each_suite_from_its_spec_in_the_moved_run(tmp_path, seen
         ("sft", 7.5)]  # the run's leaderboard shows the judgment
 
 
+def test_judge_uses_the_judge_settings_an_eval_run_was_made_with(tmp_path, seen, tiny_model, tiny_world):
+    """`selm-bench eval --no-judge --set eval.judge_...` then `selm-bench judge`: the judge calls run with
+    the eval's concurrency, retries and timeout, not the defaults (8, 5, 60)."""
+    run = tmp_path / "run"
+    code, lines = cli("eval", "--model", tiny_model, "--suites", "mt-bench", "--world", tiny_world, "--out", run,
+                      "--no-judge", "--set", "mt-bench.limit=1", *[a for k, v in SETTINGS.items()
+                                                                   for a in ("--set", f"eval.{k}={v}")])
+    assert code == 0 and seen == [], lines
+    code, lines = cli("judge", run)
+    assert code == 0, lines
+    (ctx,) = seen
+    assert ctx.judge_options == {"concurrency": 3, "max_retries": 1, "timeout": 9.0}
+
+
 def test_judge_option_replaces_the_specs_judge_and_a_stage_folder_judges_alone(tmp_path, seen):
     run = tmp_path / "run"
     eval_stage(run / STAGE, "mt-bench", {})

@@ -18,6 +18,15 @@ def test_verifier_exact_partial_and_empty():
     assert verify("extract", "fox", "FOX") == 1.0
 
 
+def test_a_spaced_out_single_token_answer_is_scored_on_its_characters():
+    """A one-token gold answer is compared character by character with the response's spaces dropped:
+    a spelled-out right answer is not exact but has every character right (0.5 x 1), one wrong letter
+    of three costs a third of that (0.5 x 2/3)."""
+    assert verify("add", "42", "4 2") == pytest.approx(0.5)
+    assert verify("extract", "fox", "f o x") == pytest.approx(0.5)
+    assert verify("extract", "fox", "f o g") == pytest.approx(0.5 * 2 / 3)
+
+
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_every_generator_is_verifiable(category):
     rng = random.Random(3)

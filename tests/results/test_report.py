@@ -553,6 +553,16 @@ def test_provenance_lists_facts_packages_stages_training_setup_and_config(tmp_pa
     assert clean.elements()[-1].tag == "p" and clean.elements()[-1].text() == "none"  # no config.yaml
 
 
+def test_a_training_setup_value_missing_from_train_info_is_an_empty_cell(tmp_path):
+    """A train_info.json without some fields (written by an older version, say) leaves those cells blank."""
+    from selm_bench.harness.reports.report import provenance_html
+
+    _write(tmp_path / "checkpoints/sft/model/train_info.json", {"device": "cpu"})
+    doc = parse(provenance_html(tmp_path, {"git_commit": "abc"}, ""))
+    (setup,) = [table_data(t) for t in doc.find("table", "items") if table_data(t)[0][0] == "checkpoint"]
+    assert setup[1] == [["checkpoints/sft/model", "cpu", "", "", "", ""]]
+
+
 def test_run_summary_line(tmp_path):
     _write(tmp_path / "manifest.json", {"stages": {"a": {"status": "done"}, "b": {"status": "running"}}, "results": [],
                                         "git_commit": "0123456789abcdef"})

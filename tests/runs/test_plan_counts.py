@@ -124,6 +124,17 @@ def test_tiny_world_oracle_counts_one_verification_a_candidate():
     assert (_rank(d)["ranker_calls"], d["totals"]["ranker_calls"], d["totals"]["judge_calls"]) == (16800, 16800, 0)
 
 
+def test_a_tiny_world_iteration_counts_whole_prompts_when_the_pool_does_not_split_evenly():
+    # 1,000 prompts over 3 iterations: 333 whole prompts each (the last one left out, as the generator cuts
+    # the pool); 4 samples + y_ref = 5 generations a prompt, 7 candidates with the dataset pair
+    d = describe(load_config(sets=["methods=[iterative-dpo]", "online.iterations=3", "world.n_prompts=1000",
+                                   "online.num_samples=4", "suites=[tiny-world]"]))
+    gens = [s for s in d["stages"] if s["kind"] == "generate"]
+    assert [(s["rows"], s["generations"]) for s in gens] == [(333, 1665)] * 3
+    assert [s["rows"] for s in d["stages"] if s["kind"] == "rank"] == [333] * 3
+    assert d["totals"]["ranker_calls"] == 3 * 333 * 7 == 6993  # the oracle verifies each candidate once
+
+
 def test_zephyr_recipe_ranker_comparisons():
     # 5 rank stages (iteration 1 shared by selm and iterative-dpo, then 2 + 2) x 15,283 prompts x 6 PairRM rows
     d = describe(load_config(ZEPHYR))

@@ -87,6 +87,18 @@ def test_wrong_row_count_of_a_local_file_stops_at_once(recipe):
     assert_stopped_before_any_stage(res, recipe.out, "16 rows", "61135")
 
 
+def test_an_unreadable_deepspeed_config_file_stops_at_once(recipe, tmp_path):
+    """An accelerate config that points at a DeepSpeed JSON that is missing or not JSON: one line that starts
+    with the field and names the JSON file, exit 2, nothing written."""
+    broken = tmp_path / "ds-broken.json"
+    broken.write_text("{stage: 3")
+    for ds in (tmp_path / "ds-missing.json", broken):
+        acc = tmp_path / "acc.yaml"
+        acc.write_text(f"distributed_type: DEEPSPEED\nnum_machines: 1\ndeepspeed_config:\n  deepspeed_config_file: {ds}\n")
+        res = recipe(**{"launch.launcher": "accelerate", "launch.accelerate_config": str(acc)})
+        assert_stopped_before_any_stage(res, recipe.out, "error: launch.accelerate_config: ", str(ds))
+
+
 def test_missing_judge_key_stops_before_training(recipe, tmp_path, monkeypatch):
     """MT-Bench's GPT-4 judge used to fail on a missing key only when the first checkpoint was evaluated."""
     from conftest import write_mt_bench_fixture

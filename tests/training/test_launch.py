@@ -120,6 +120,18 @@ def test_a_config_file_gets_the_resolved_precision_and_a_free_port():
                                                            train_args(node, "sft"))  # the file's own address
 
 
+def test_a_one_machine_config_file_with_its_own_port_keeps_that_port(tmp_path):
+    """A config file that fixes main_process_port (say for a firewall) launches on that port: the harness
+    adds no port of its own, which would override the file's."""
+    f = tmp_path / "acc.yaml"
+    f.write_text(yaml.safe_dump({"distributed_type": "MULTI_GPU", "num_machines": 1, "num_processes": 2,
+                                 "main_process_port": 29617}))
+    cfg = load_config(sets=["launch.launcher=accelerate", f"launch.accelerate_config={f}", "launch.num_processes=2",
+                            "device=cpu"])
+    cmd = accelerate_command(Path("s.json"), Path("/r"), Path("/o"), cfg.launch, train_args(cfg, "sft"))
+    assert cmd[cmd.index("--config_file") + 1] == str(f.resolve()) and "--main_process_port" not in cmd
+
+
 def test_launch_env_names_deepspeeds_cpu_accelerator_only_for_deepspeed_on_a_cpu(monkeypatch):
     from selm_bench.harness.run.launch import launch_env
 
@@ -211,6 +223,23 @@ def test_the_worker_checks_the_launched_strategy(monkeypatch):
     assert _spec_and_launch(err) == ("ddp", "deepspeed ZeRO-2")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     check_strategy(zero3)
+
+
+def test_the_worker_recognises_an_fsdp_launch(monkeypatch):
+    """accelerate's FSDP launch (ACCELERATE_USE_FSDP=true, in any case) matches an FSDP spec and is
+    refused for a DDP spec, naming both."""
+    from selm_bench.trainers.train import check_strategy
+
+    for var in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    t = train_args(load_config(sets=["device=cpu"]), "sft")
+    fsdp = t.model_copy(update={"strategy": Strategy(kind="fsdp", sharding="FULL_SHARD", offload_param="none")})
+    for value in ("true", "True"):
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", value)
+        check_strategy(fsdp)
+        with pytest.raises(RuntimeError) as err:
+            check_strategy(t)
+        assert _spec_and_launch(err) == ("ddp", "fsdp")
 
 
 def test_deepspeeds_version_makes_only_deepspeed_stages_stale():
