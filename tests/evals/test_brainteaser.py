@@ -187,6 +187,24 @@ def test_a_missing_puzzle_file_names_the_file_and_the_source(tmp_path):
     assert B.load_rows(tmp_path, "WP", "dev") == [{"id": "WP-0"}]
 
 
+def test_the_declared_data_files_are_exactly_what_a_default_run_reads(tmp_path):
+    """The files the suite declares under eval.data_dir (listed and checked by `selm-bench plan`) are the
+    default run's: split train, both puzzle types (docs/suites.md, brainteaser/{SP,WP}_<split>.jsonl).
+    Preflight passes with exactly those files and fails naming whichever one is missing."""
+    declared = registry.suite_entry("brainteaser").data_files
+    assert sorted(declared) == ["brainteaser/SP_train.jsonl", "brainteaser/WP_train.jsonl"]
+    for f in declared:
+        write_jsonl(tmp_path / f, [{"id": "SP-0", "question": "q?", "choice_list": ["a", "b"], "label": 0}])
+    ctx = EvalContext(model="unused", name="m", out_dir=tmp_path / "out", data_dir=tmp_path)
+    B.preflight(ctx)
+    for f in declared:
+        (tmp_path / f).rename(tmp_path / "aside.jsonl")
+        with pytest.raises(SuiteError) as err:
+            B.preflight(ctx)
+        assert f in str(err.value)
+        (tmp_path / "aside.jsonl").rename(tmp_path / f)
+
+
 def _demos(root, n):
     write_jsonl(root / "brainteaser" / "demonstration.jsonl",
                 [{"Question": f"Demo {i}?", "Answer": f"RIGHT{i}", "Choice1": "x", "label": 1,

@@ -161,3 +161,41 @@ def test_convert_brainteaser_writes_each_member_whole_keeping_non_ascii(tmp_path
     text = (tmp_path / "bt" / "demonstration.jsonl").read_text(encoding="utf-8")
     assert [json.loads(line) for line in text.splitlines()] == [{"Question": "¿qué?"}, {"Answer": "x"}]
     assert "¿qué?" in text
+
+
+def test_a_brainteaser_pull_keeps_the_authors_files_under_brainteaser_raw_and_converts_them(tmp_path, monkeypatch):
+    """`data pull --suites brainteaser` fetches the authors' data/BTDATA.zip and Prompting/demonstration.npy
+    (docs/suites.md) into brainteaser/raw/ of the data folder, where the suite's conversion reads them,
+    and writes the jsonl files the suite reads next to raw/. The registered sources are used as they are,
+    only their checksums swapped for those of our stand-in files."""
+    import dataclasses
+    import hashlib
+
+    import pyzipper
+
+    from selm_bench.evals import brainteaser as B
+
+    zip_path = tmp_path / "BTDATA.zip"
+    with pyzipper.AESZipFile(zip_path, "w", encryption=pyzipper.WZ_AES) as z:
+        z.setpassword(b"brainteaser")  # the authors' published password
+        for member in ("SP_train.npy", "WP_train.npy", "SP_test.npy", "WP_test.npy"):
+            z.writestr(member, _npy([{"from": member}]))
+    served = {"data/BTDATA.zip": zip_path.read_bytes(), "Prompting/demonstration.npy": _npy([{"Question": "d?"}])}
+
+    def urlopen(url, timeout):  # the authors' repository, by path
+        (body,) = [b for tail, b in served.items() if url.endswith("/" + tail)]
+        return io.BytesIO(body)
+
+    monkeypatch.delenv("SELM_BENCH_DATA_URL", raising=False)
+    monkeypatch.setattr(D.urllib.request, "urlopen", urlopen)
+    arts = []
+    for a in B.DATA_SOURCES:
+        (body,) = [b for tail, b in served.items() if a.url.endswith("/" + tail)]
+        arts.append(dataclasses.replace(a, sha256=hashlib.sha256(body).hexdigest(), size=len(body)))
+    done = D.pull(["brainteaser"], tmp_path / "data", artefacts=tuple(arts))
+    assert done == {"brainteaser/raw/BTDATA.zip": "downloaded", "brainteaser/raw/demonstration.npy": "downloaded"}
+    bt = tmp_path / "data" / "brainteaser"
+    assert (bt / "raw" / "BTDATA.zip").read_bytes() == served["data/BTDATA.zip"]
+    assert sorted(p.name for p in bt.iterdir()) == [
+        "SP_test.jsonl", "SP_train.jsonl", "WP_test.jsonl", "WP_train.jsonl", "demonstration.jsonl", "raw"]
+    assert json.loads((bt / "WP_train.jsonl").read_text()) == {"from": "WP_train.npy"}

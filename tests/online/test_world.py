@@ -65,6 +65,31 @@ def test_sft_noise_uses_the_systematic_mistake(tmp_path):
     assert all(verify(r["category"], r["answer"], r["completion"][0]["content"]) < 1 for r in noisy)
 
 
+def test_two_turn_sft_rows_record_the_follow_ups_gold_answer(tmp_path):
+    """A two-turn SFT row keeps, like a single-turn one, the gold answer of its last user turn (the one the
+    verifier scores the completion against): the first answer plus n for "Add n to that .", its letters
+    spaced for "Spell that .", its items in reverse order for "Reverse that ." (docs/configuration.md)."""
+    cfg = WorldConfig(n_sft=60, n_pref=2, n_prompts=2, n_dev=2, n_eval=2, n_two_turn=2, n_mc=2, sft_noise=0.0,
+                      two_turn_fraction=1.0)
+    build_world(cfg, seed=3, out=tmp_path)
+    rows = read_jsonl(tmp_path / "sft.jsonl")
+    follow_ups = set()
+    for r in rows:
+        assert [m["role"] for m in r["prompt"]] == ["user", "assistant", "user"]
+        _, first, q2 = (m["content"] for m in r["prompt"])
+        verb = q2.split()[0]
+        follow_ups.add(verb)
+        if verb == "Add":
+            gold = str(int(first) + int(q2.split()[1]))
+        elif verb == "Spell":
+            gold = " ".join(first)
+        else:
+            gold = " ".join(first.split()[::-1])
+        assert r["answer"] == gold == r["completion"][0]["content"]
+        assert verify(r["category"], r["answer"], r["completion"][0]["content"]) == 1.0
+    assert follow_ups == {"Add", "Spell", "Reverse"}
+
+
 def test_tokenizer_and_model_load_with_auto_classes(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -127,6 +127,25 @@ def test_hub_base_model_and_dataset_chunk(run, tmp_path):
     assert "chunk 2 of 3" in data and "`HuggingFaceH4/ultrafeedback_binarized`" in data and "`train_prefs`" in data
 
 
+def test_settings_resolved_at_training_time_come_from_train_info_json(run, tmp_path):
+    """Under the hyperparameters the card shows what train_info.json says training really ran with: the
+    global batch, optimiser, scheduler, mixed precision and distributed type, an enum by its name."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    folder = copy / "checkpoints/dpo/model"
+    info = json.loads((folder / "train_info.json").read_text())
+    info.update(global_batch=64, optim="adamw_torch", lr_scheduler="cosine", mixed_precision="bf16",
+                distributed_type="DistributedType.MULTI_GPU")
+    (folder / "train_info.json").write_text(json.dumps(info))
+    write_model_cards(copy)
+    hyper = section((folder / "README.md").read_text(), "Hyperparameters")
+    [line] = [ln for ln in hyper.splitlines() if "`train_info.json`" in ln]
+    shown = dict(item.split(" ", 1) for item in line.split("):", 1)[1].strip().rstrip(".").split(", "))
+    expected = {"global_batch": "64", "optim": "adamw_torch", "lr_scheduler": "cosine", "mixed_precision": "bf16",
+                "distributed_type": "MULTI_GPU"}
+    assert {k: shown.get(k) for k in expected} == expected
+
+
 def test_upload_set_is_a_loadable_model_and_its_card(run, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
