@@ -275,3 +275,26 @@ def test_eval_records_running_then_done_or_failed(here, tiny_model, tiny_world, 
     code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "mt-bench", "--world", str(tiny_world),
                               "--out", "ev3"])
     assert (code, lines) == (1, ["error: suite broke"]) and not (here / "ev3").exists()
+
+
+def test_eval_preflight_ignores_the_configs_own_model_and_prompts(here, tiny_model, tiny_world, monkeypatch):
+    """`eval --config` takes only settings from the config: its model.pretrained and data.prompts (a hub model
+    and dataset not in the cache, offline) are not what `eval` reads, so they do not stop it."""
+    from selm_bench.evals.base import SuiteResult
+    from selm_bench.harness.run import evaluate
+
+    def stand_in_run_suite(ctx, suite, method=None):
+        result = SuiteResult(metrics={"accuracy": 0.5})
+        evaluate.write_suite_result(ctx.out_dir, suite, ctx, result, method)
+        return result
+
+    monkeypatch.setattr(evaluate, "run_suite", stand_in_run_suite)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # a valid config on hub data must start DPO from model.pretrained and rank without the tiny world's oracle
+    Path("c.yaml").write_text(yaml.safe_dump({"name": "other", "model": {"pretrained": "nobody/uncached-model"},
+                                              "methods": ["dpo"], "dpo": {"start": "base"},
+                                              "online": {"ranker": "pairrm"}, "data": {"prompts": "nobody/uncached-prompts"}}))
+    code, lines, _ = run_cli(["eval", "--model", str(tiny_model), "--suites", "tiny-world", "--world", str(tiny_world),
+                              "--config", "c.yaml", "--out", "ev"])
+    assert code == 0, lines
+    assert json.loads((here / "ev" / "manifest.json").read_text())["stages"]["tiny-world"]["status"] == "done"

@@ -96,6 +96,18 @@ def test_eval_rows_equal_leaderboard_json(run, method):
     assert row["provenance"] in evals
 
 
+def test_card_config_hash_matches_the_runs_config_yaml_and_leaderboard(run):
+    """A card names its run's config by the first 10 hex of sha256(config.yaml) (docs/reference.md), the same
+    `config <hash>` the leaderboard's provenance shows for that run's rows."""
+    import hashlib
+
+    expected = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()[:10]
+    for row in json.loads((run / "leaderboard.json").read_text()):
+        assert f"config {expected} " in row["provenance"] + " "
+        card = (run / "checkpoints" / row["checkpoint"] / "model" / "README.md").read_text()
+        [line] = [ln for ln in section(card, "Provenance").splitlines() if ln.startswith("- run:")]
+        assert line.split("sha256 `", 1)[1].split("`", 1)[0] == expected
+
 def test_rerun_is_byte_identical_and_leaves_cards_alone(run):
     cards = sorted(run.rglob("README.md"))
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in cards}

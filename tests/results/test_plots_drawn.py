@@ -175,3 +175,14 @@ def test_sweep_plot(drawn):
     line = ax.containers[0].lines[0]
     assert list(line.get_xdata()) == [0, 1, 2] and list(line.get_ydata()) == pytest.approx([0.8, 0.6, 0.6])
     assert plots.sweep_plot(cells, "online.beta", ["tiny-world/accuracy"]) is None
+
+
+@pytest.mark.parametrize("values, scale", [(("0", "0.01", "1"), "symlog"), (("0.01", "0.99"), "linear")])
+def test_sweep_plot_log_axis_from_a_hundredfold_span(drawn, values, scale):
+    """The swept values' axis turns logarithmic once its nonzero values span 100x or more (zero left out):
+    0.01 to 1 does, 0.01 to 0.99 (99x) does not."""
+    cells = [{"params": {"online.alpha": v}, "seed": 0,
+              "rows": [{"checkpoint": "selm/iter-2", "method": "selm", "iteration": 2, "tiny-world/accuracy": 0.5}]}
+             for v in values]
+    fig, (ax,) = drawn(plots.sweep_plot, cells, "online.alpha", ["tiny-world/accuracy"])
+    assert ax.get_xscale() == scale
