@@ -203,6 +203,22 @@ def test_published_rows_come_from_the_csv_and_alpaca_evals_leaderboard_for_their
     assert L.published_rows(ref) == ours
 
 
+def test_without_alpaca_eval_installed_the_published_rows_are_only_the_papers(tmp_path, monkeypatch):
+    """Where the alpaca_eval package is not installed, the published rows are those of published.csv
+    alone (no AlpacaEval 2.0 base-model rows), without an error."""
+    import importlib.util
+
+    ref = tmp_path / "reference"
+    write_json(ref / "published.csv", "model,method,iteration,base,source,alpaca-eval/win_rate\n"
+                                      "M-iter-1,selm,1,zephyr-7b,https://hf.co/x,20.5\n")
+    monkeypatch.delitem(sys.modules, "alpaca_eval", raising=False)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "alpaca_eval" else real_find_spec(name, *a, **k))
+    assert L.published_rows(ref) == [{"run": "published", "checkpoint": "M-iter-1", "method": "selm", "iteration": 1,
+                                      "provenance": "published: hf.co/x", "alpaca-eval/win_rate": 20.5}]
+
+
 def test_refresh_writes_the_csv_and_json_and_prints_the_table(tmp_path, suites):
     from selm_bench.harness.core.progress import console
 

@@ -186,3 +186,16 @@ def test_sweep_plot_log_axis_from_a_hundredfold_span(drawn, values, scale):
              for v in values]
     fig, (ax,) = drawn(plots.sweep_plot, cells, "online.alpha", ["tiny-world/accuracy"])
     assert ax.get_xscale() == scale
+
+
+def test_sweep_plot_puts_numbers_in_numeric_order_before_text_values(drawn):
+    """A sweep over a setting whose values mix numbers and text ("none"): the x axis shows the numbers
+    first, in numeric order (9 before 10), then the text values, each point above its own tick."""
+    accs = {10: 0.7, 9: 0.6, "none": 0.4}  # as the sweep config types them
+    cells = [{"params": {"online.max_pairs": v}, "seed": 0,
+              "rows": [{"checkpoint": "selm/iter-2", "method": "selm", "iteration": 2, "tiny-world/accuracy": a}]}
+             for v, a in accs.items()]
+    fig, (ax,) = drawn(plots.sweep_plot, cells, "online.max_pairs", ["tiny-world/accuracy"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["9", "10", "none"]
+    line = ax.containers[0].lines[0]
+    assert list(line.get_xdata()) == [0, 1, 2] and list(line.get_ydata()) == pytest.approx([0.6, 0.7, 0.4])

@@ -212,3 +212,25 @@ def test_a_distribution_named_with_underscores_has_its_version_recorded():
 
     assert _version("huggingface_hub") == metadata.version("huggingface-hub")
     assert _version("no_such_dist_xyz") is None
+
+
+def test_a_stage_naming_the_vllm_backend_is_staled_by_an_edit_of_that_backend(tmp_path):
+    """A generate or eval stage whose spec names backend vllm counts the vLLM backend module in its
+    code: editing trainers/vllm_backend.py (in a temporary copy) changes its code hash, while the
+    same stages with backend hf (which never load that module) keep theirs."""
+    import shutil
+    from types import SimpleNamespace
+
+    from selm_bench.harness.run import staleness
+
+    for d in ("harness", "trainers", "evals"):
+        shutil.copytree(staleness.REPO / d, tmp_path / d)
+    specs = {(kind, backend): SimpleNamespace(kind=kind, backend=backend, suite="tiny-world" if kind == "eval" else None)
+             for kind in ("generate", "eval") for backend in ("hf", "vllm")}
+    staleness._code.cache_clear()
+    before = {k: staleness.stage_env(s, tmp_path)["code"] for k, s in specs.items()}
+    with open(tmp_path / "trainers" / "vllm_backend.py", "a") as f:
+        f.write("\n_EDITED = 1\n")
+    staleness._code.cache_clear()
+    after = {k: staleness.stage_env(s, tmp_path)["code"] for k, s in specs.items()}
+    assert {k for k in specs if before[k] != after[k]} == {("generate", "vllm"), ("eval", "vllm")}
