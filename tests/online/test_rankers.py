@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from selm_bench.harness.world import write_jsonl
-from support.stand_ins import OneEntryRegistry, fake_transformers
+from support.stand_ins import OneEntryRegistry, fake_loaders
 
 
 def test_a_rankers_model_is_everything_after_the_first_colon():
@@ -185,23 +185,7 @@ class _FakeRM:
 
 
 def _fake_rm_stack(monkeypatch, tokenizer, model):
-    loaded = {}
-
-    class AutoTokenizer:
-        @staticmethod
-        def from_pretrained(path, **kw):
-            loaded["tokenizer"] = (path, kw)
-            return tokenizer
-
-    class AutoModelForSequenceClassification:
-        @staticmethod
-        def from_pretrained(path, **kw):
-            loaded["model"] = (path, kw)
-            return model
-
-    fake_transformers(monkeypatch, AutoTokenizer=AutoTokenizer,
-                       AutoModelForSequenceClassification=AutoModelForSequenceClassification)
-    return loaded
+    return fake_loaders(monkeypatch, tokenizer, "AutoModelForSequenceClassification", model)
 
 
 def test_a_reward_model_scores_prompt_and_candidate_in_batches_without_gradients(monkeypatch):

@@ -14,7 +14,7 @@ import torch
 
 from selm_bench.harness.world import write_jsonl
 from selm_bench.trainers.generation import HFBackend, Sampling, SeededSampling
-from support.stand_ins import OneEntryRegistry, fake_transformers
+from support.stand_ins import OneEntryRegistry, fake_loaders
 
 
 def test_sampled_replies_do_not_depend_on_the_batch(tiny_model):
@@ -119,22 +119,7 @@ class _FakeLM:
 def _hf_backend(monkeypatch, tok, model, **kw):
     from selm_bench.trainers import generation
 
-    loaded = {}
-
-    class AutoTokenizer:
-        @staticmethod
-        def from_pretrained(path, **k):
-            loaded["tokenizer"] = (path, k)
-            return tok
-
-    class AutoModelForCausalLM:
-        @staticmethod
-        def from_pretrained(path, **k):
-            loaded["model"] = (path, k)
-            return model
-
-    fake_transformers(monkeypatch, AutoTokenizer=AutoTokenizer, AutoModelForCausalLM=AutoModelForCausalLM,
-                       LogitsProcessorList=list)
+    loaded = fake_loaders(monkeypatch, tok, "AutoModelForCausalLM", model, LogitsProcessorList=list)
     bars = []
 
     class Bar:

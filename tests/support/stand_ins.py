@@ -14,6 +14,22 @@ def fake_transformers(monkeypatch, **attrs: Any) -> None:
     monkeypatch.setitem(sys.modules, "transformers", types.SimpleNamespace(**attrs))
 
 
+def fake_loaders(monkeypatch, tokenizer: Any, model_class: str, model: Any, **attrs: Any) -> dict[str, tuple]:
+    """A stand-in `transformers` whose AutoTokenizer and `model_class` (e.g. AutoModelForCausalLM)
+    return `tokenizer` and `model`; the returned dict records each `from_pretrained(path, **kwargs)`."""
+    loaded: dict[str, tuple] = {}
+
+    def loader(key: str, obj: Any) -> Any:
+        def from_pretrained(path: Any, **kw: Any) -> Any:
+            loaded[key] = (path, kw)
+            return obj
+        return type(key, (), {"from_pretrained": staticmethod(from_pretrained)})
+
+    fake_transformers(monkeypatch, AutoTokenizer=loader("tokenizer", tokenizer), **{model_class: loader("model", model)},
+                      **attrs)
+    return loaded
+
+
 def train_args(**over: Any):
     """A TrainArgs with hand-picked values (fp32 on CPU, one process); `over` replaces any field."""
     from selm_bench.harness.core.specs import TrainArgs
